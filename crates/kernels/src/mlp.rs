@@ -1,0 +1,455 @@
+//! The fused axis-MLP: `Dense(n) → GELU → Dense(n)` applied along the rows or the columns of every
+//! image in a batch, forward and backward, with no transpose ever materialised.
+//!
+//! # Layout: (H, B, W)
+//! Activations are stored **H-major**: element (b, h, w) of a batch lives at `(h·B + b)·W + w`.
+//! In this layout both mixing directions are one matrix product each:
+//!
+//! * **Rows** (mix along W, `y[b,h,:] = MLP(x[b,h,:])`): the H·B rows are the *items*, each a
+//!   contiguous vector of W *features*: X is an (H·B)×W matrix with strides (W, 1).
+//! * **Columns** (mix along H, `y[b,:,w] = MLP(x[b,:,w])`): the B·W columns (b, w) are the items,
+//!   each a vector of H features spaced B·W apart: X, read as an *items × features* matrix, is
+//!   the (B·W)×H matrix with strides (1, B·W). That swap of strides is the permute
+//!   `(B,H,W) → (B,W,H)` of the original model, done by addressing instead of copying; the
+//!   result is written back through the same swapped strides, which is the inverse permute.
+//!
+//! In the (B, H, W) layout the column dense would be B separate H×H×W products; here it is one
+//! (B·W)×H×H product, and the permute costs nothing. The layout is chosen once, when a batch is
+//! converted from `u8` to `f32`, and undone once, in the classifier head.
+//!
+//! # Math, per item x ∈ ℝ^{n_in} (row vectors; K kept Keras-style as (in, out))
+//! ```text
+//! forward                                 backward (given dy, accumulating into d…)
+//! z  = x·K1 + c1        (n_out)           dc2 += Σ_items dy
+//! a  = gelu(z)                            dK2 += aᵀ·dy          (n_out × n_out, summed over items)
+//! y  = a·K2 + c2        (n_out)           dz   = (dy·K2ᵀ) ⊙ gelu'(z)
+//!                                         dc1 += Σ_items dz
+//!                                         dK1 += xᵀ·dz          (n_in × n_out)
+//!                                         dx  += dz·K1ᵀ
+//! ```
+//! Stacked over items these are GEMMs whose transposed operands (`aᵀ`, `xᵀ`, `K2ᵀ`, `K1ᵀ`) are the
+//! stored matrices with their two strides swapped.
+//!
+//! # Parallelism and determinism
+//! Items are split into a fixed number of contiguous chunks that depends only on the item count
+//! ([`chunk_count`]), never on the thread count. rayon runs the chunks on whatever threads it
+//! has; each chunk writes only its own items of `z`, `a`, `y`, `dx` and its own slot of the
+//! weight-gradient partials, and the partials are added to the gradients in chunk order. So one
+//! thread and two give bitwise the same results.
+
+use crate::real::Real;
+use crate::simd;
+use rayon::prelude::*;
+
+/// Which axis of each H×W image an MLP mixes along.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Axis {
+    /// Mix along W: every row (b, h, ·) goes through the MLP. Input features = W.
+    Rows,
+    /// Mix along H: every column (b, ·, w) goes through the MLP. Input features = H.
+    Cols,
+}
+
+/// The shape of an (H, B, W)-layout activation tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hbw {
+    pub h: usize,
+    pub b: usize,
+    pub w: usize,
+}
+
+impl Hbw {
+    pub fn len(&self) -> usize {
+        self.h * self.b * self.w
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The weights of one `MLP(n_out)` with `n_in` input features: K1 (n_in×n_out), c1 (n_out),
+/// K2 (n_out×n_out), c2 (n_out), all row-major.
+#[derive(Clone, Copy)]
+pub struct MlpWeights<'a, T> {
+    pub k1: &'a [T],
+    pub c1: &'a [T],
+    pub k2: &'a [T],
+    pub c2: &'a [T],
+}
+
+/// Gradient buffers matching [`MlpWeights`]; the backward pass adds into them.
+pub struct MlpGrads<'a, T> {
+    pub k1: &'a mut [T],
+    pub c1: &'a mut [T],
+    pub k2: &'a mut [T],
+    pub c2: &'a mut [T],
+}
+
+/// An items × features view of an (H, B, W) tensor, as [`Axis`] defines it.
+#[derive(Clone, Copy, Debug)]
+struct View {
+    items: usize,
+    /// Stride between consecutive items.
+    is: usize,
+    /// Stride between consecutive features.
+    fs: usize,
+}
+
+/// How one MLP call addresses its input and its output.
+#[derive(Clone, Copy, Debug)]
+struct Geometry {
+    n_in: usize,
+    n_out: usize,
+    x: View,
+    y: View,
+}
+
+impl Geometry {
+    fn new(axis: Axis, x: Hbw, n_out: usize) -> Self {
+        match axis {
+            Axis::Rows => {
+                let items = x.h * x.b;
+                Geometry {
+                    n_in: x.w,
+                    n_out,
+                    x: View {
+                        items,
+                        is: x.w,
+                        fs: 1,
+                    },
+                    y: View {
+                        items,
+                        is: n_out,
+                        fs: 1,
+                    },
+                }
+            }
+            Axis::Cols => {
+                let items = x.b * x.w;
+                Geometry {
+                    n_in: x.h,
+                    n_out,
+                    x: View {
+                        items,
+                        is: 1,
+                        fs: items,
+                    },
+                    y: View {
+                        items,
+                        is: 1,
+                        fs: items,
+                    },
+                }
+            }
+        }
+    }
+
+    fn params(&self) -> usize {
+        self.n_in * self.n_out + self.n_out + self.n_out * self.n_out + self.n_out
+    }
+}
+
+/// The shape of `MLP(n_out)` applied along `axis` of an input of shape `x`:
+/// rows map (H, B, W) → (H, B, n_out), columns map (H, B, W) → (n_out, B, W).
+pub fn output_shape(axis: Axis, x: Hbw, n_out: usize) -> Hbw {
+    match axis {
+        Axis::Rows => Hbw { w: n_out, ..x },
+        Axis::Cols => Hbw { h: n_out, ..x },
+    }
+}
+
+/// Number of chunks the items are split into: about 128 items each, at most 16 chunks. A function
+/// of the item count alone, which is what makes the results independent of the thread count.
+pub fn chunk_count(items: usize) -> usize {
+    (items / 128).clamp(1, 16)
+}
+
+fn chunk_range(items: usize, chunks: usize, c: usize) -> (usize, usize) {
+    (c * items / chunks, (c + 1) * items / chunks)
+}
+
+/// A raw pointer that rayon tasks may share. Each task writes a disjoint set of elements through
+/// it (its own chunk of items), which is what makes the sharing sound.
+#[derive(Clone, Copy)]
+struct SharedMut<T>(*mut T);
+unsafe impl<T: Send> Send for SharedMut<T> {}
+unsafe impl<T: Send> Sync for SharedMut<T> {}
+
+impl<T> SharedMut<T> {
+    fn at(self, offset: usize) -> *mut T {
+        // SAFETY (for callers): offsets stay inside the buffer the pointer came from.
+        unsafe { self.0.add(offset) }
+    }
+}
+
+/// Calls `f(run, feature)` for every contiguous run of the output tile of items [i0, i1).
+/// Rows: one run of n_out features per item (`feature` = None: the bias runs along the tile).
+/// Columns: one run of i1−i0 items per feature (`feature` = Some(f): one bias for the run).
+fn for_each_run(
+    g: &Geometry,
+    i0: usize,
+    i1: usize,
+    mut f: impl FnMut(usize, usize, Option<usize>),
+) {
+    if g.y.fs == 1 {
+        for i in i0..i1 {
+            f(i * g.y.is, g.n_out, None);
+        }
+    } else {
+        for feat in 0..g.n_out {
+            f(feat * g.y.fs + i0 * g.y.is, i1 - i0, Some(feat));
+        }
+    }
+}
+
+/// Forward of `MLP(n_out)` along `axis`. Writes the pre-activation `z`, the hidden activation `a`
+/// (both kept for the backward pass) and the output `y`, all of shape [`output_shape`].
+///
+/// Per chunk of items: `Z = X·K1` (one GEMM, X read through the axis' strides), then in one pass
+/// over the tile `z += c1, a = gelu(z)`; `Y = A·K2`, then `y += c2`.
+#[allow(clippy::too_many_arguments)]
+pub fn mlp_forward<T: Real>(
+    axis: Axis,
+    x_shape: Hbw,
+    n_out: usize,
+    wts: MlpWeights<T>,
+    x: &[T],
+    z: &mut [T],
+    a: &mut [T],
+    y: &mut [T],
+) {
+    let g = Geometry::new(axis, x_shape, n_out);
+    let out_len = output_shape(axis, x_shape, n_out).len();
+    check_weights(&g, &wts);
+    assert_eq!(x.len(), x_shape.len(), "mlp_forward: input length");
+    assert!(
+        z.len() == out_len && a.len() == out_len && y.len() == out_len,
+        "mlp_forward: output length"
+    );
+    let (zp, ap, yp) = (
+        SharedMut(z.as_mut_ptr()),
+        SharedMut(a.as_mut_ptr()),
+        SharedMut(y.as_mut_ptr()),
+    );
+    let items = g.x.items;
+    let chunks = chunk_count(items);
+    (0..chunks).into_par_iter().for_each(|c| {
+        let (i0, i1) = chunk_range(items, chunks, c);
+        let m = i1 - i0;
+        if m == 0 {
+            return;
+        }
+        // SAFETY: chunk c reads and writes only items [i0, i1) of z, a and y; GEMM operands are
+        // inside x, the weights, and those items, as the geometry's strides guarantee.
+        unsafe {
+            T::gemm(
+                m,
+                g.n_in,
+                g.n_out,
+                T::ONE,
+                x.as_ptr().add(i0 * g.x.is),
+                g.x.is as isize,
+                g.x.fs as isize,
+                wts.k1.as_ptr(),
+                g.n_out as isize,
+                1,
+                T::ZERO,
+                zp.at(i0 * g.y.is),
+                g.y.is as isize,
+                g.y.fs as isize,
+            );
+            for_each_run(&g, i0, i1, |off, len, feat| {
+                let zr = std::slice::from_raw_parts_mut(zp.at(off), len);
+                let ar = std::slice::from_raw_parts_mut(ap.at(off), len);
+                match feat {
+                    None => simd::bias_gelu_vec(zr, ar, wts.c1),
+                    Some(f) => simd::bias_gelu_scalar(zr, ar, wts.c1[f]),
+                }
+            });
+            T::gemm(
+                m,
+                g.n_out,
+                g.n_out,
+                T::ONE,
+                ap.at(i0 * g.y.is),
+                g.y.is as isize,
+                g.y.fs as isize,
+                wts.k2.as_ptr(),
+                g.n_out as isize,
+                1,
+                T::ZERO,
+                yp.at(i0 * g.y.is),
+                g.y.is as isize,
+                g.y.fs as isize,
+            );
+            for_each_run(&g, i0, i1, |off, len, feat| {
+                let yr = std::slice::from_raw_parts_mut(yp.at(off), len);
+                match feat {
+                    None => simd::add_assign(yr, wts.c2),
+                    Some(f) => simd::add_scalar(yr, wts.c2[f]),
+                }
+            });
+        }
+    });
+}
+
+/// Backward of [`mlp_forward`]: given `dy`, adds the input gradient into `dx` and the weight
+/// gradients into `grads`. `x`, `z`, `a` are what the forward read and wrote; `dz` is scratch of
+/// the output's size.
+///
+/// Per chunk: `dc2 = Σ dy`, `dK2 = Aᵀ·dY` (A read with swapped strides), `dZ = dY·K2ᵀ` (K2 read with
+/// swapped strides), `dz *= gelu'(z)` in the same pass, `dc1 = Σ dz`, `dK1 = Xᵀ·dZ`, `dX += dZ·K1ᵀ`.
+/// The per-chunk weight gradients go to a partials buffer, added into `grads` in chunk order.
+#[allow(clippy::too_many_arguments)]
+pub fn mlp_backward<T: Real>(
+    axis: Axis,
+    x_shape: Hbw,
+    n_out: usize,
+    wts: MlpWeights<T>,
+    x: &[T],
+    z: &[T],
+    a: &[T],
+    dy: &[T],
+    dz: &mut [T],
+    dx: &mut [T],
+    grads: MlpGrads<T>,
+) {
+    let g = Geometry::new(axis, x_shape, n_out);
+    let out_len = output_shape(axis, x_shape, n_out).len();
+    check_weights(&g, &wts);
+    assert!(
+        x.len() == x_shape.len() && dx.len() == x_shape.len(),
+        "mlp_backward: input length"
+    );
+    assert!(
+        z.len() == out_len && a.len() == out_len && dy.len() == out_len && dz.len() == out_len,
+        "mlp_backward: output length"
+    );
+    let (n_in, n) = (g.n_in, g.n_out);
+    let (dzp, dxp) = (SharedMut(dz.as_mut_ptr()), SharedMut(dx.as_mut_ptr()));
+    let items = g.x.items;
+    let chunks = chunk_count(items);
+    let mut partials = vec![T::ZERO; chunks * g.params()];
+    partials
+        .par_chunks_mut(g.params())
+        .enumerate()
+        .for_each(|(c, part)| {
+            let (i0, i1) = chunk_range(items, chunks, c);
+            let m = i1 - i0;
+            if m == 0 {
+                return;
+            }
+            let (pk1, rest) = part.split_at_mut(n_in * n);
+            let (pc1, rest) = rest.split_at_mut(n);
+            let (pk2, pc2) = rest.split_at_mut(n * n);
+            // SAFETY: as in the forward, chunk c touches only items [i0, i1) of dz and dx.
+            unsafe {
+                for_each_run(&g, i0, i1, |off, len, feat| {
+                    let d = &dy[off..off + len];
+                    match feat {
+                        None => simd::add_assign(pc2, d),
+                        Some(f) => pc2[f] += simd::sum(d),
+                    }
+                });
+                T::gemm(
+                    n,
+                    m,
+                    n,
+                    T::ONE,
+                    a.as_ptr().add(i0 * g.y.is),
+                    g.y.fs as isize,
+                    g.y.is as isize,
+                    dy.as_ptr().add(i0 * g.y.is),
+                    g.y.is as isize,
+                    g.y.fs as isize,
+                    T::ZERO,
+                    pk2.as_mut_ptr(),
+                    n as isize,
+                    1,
+                );
+                T::gemm(
+                    m,
+                    n,
+                    n,
+                    T::ONE,
+                    dy.as_ptr().add(i0 * g.y.is),
+                    g.y.is as isize,
+                    g.y.fs as isize,
+                    wts.k2.as_ptr(),
+                    1,
+                    n as isize,
+                    T::ZERO,
+                    dzp.at(i0 * g.y.is),
+                    g.y.is as isize,
+                    g.y.fs as isize,
+                );
+                for_each_run(&g, i0, i1, |off, len, feat| {
+                    let d = std::slice::from_raw_parts_mut(dzp.at(off), len);
+                    simd::mul_gelu_grad(d, &z[off..off + len]);
+                    match feat {
+                        None => simd::add_assign(pc1, d),
+                        Some(f) => pc1[f] += simd::sum(d),
+                    }
+                });
+                T::gemm(
+                    n_in,
+                    m,
+                    n,
+                    T::ONE,
+                    x.as_ptr().add(i0 * g.x.is),
+                    g.x.fs as isize,
+                    g.x.is as isize,
+                    dzp.at(i0 * g.y.is),
+                    g.y.is as isize,
+                    g.y.fs as isize,
+                    T::ZERO,
+                    pk1.as_mut_ptr(),
+                    n as isize,
+                    1,
+                );
+                T::gemm(
+                    m,
+                    n,
+                    n_in,
+                    T::ONE,
+                    dzp.at(i0 * g.y.is),
+                    g.y.is as isize,
+                    g.y.fs as isize,
+                    wts.k1.as_ptr(),
+                    1,
+                    n as isize,
+                    T::ONE,
+                    dxp.at(i0 * g.x.is),
+                    g.x.is as isize,
+                    g.x.fs as isize,
+                );
+            }
+        });
+    let MlpGrads { k1, c1, k2, c2 } = grads;
+    assert!(
+        k1.len() == n_in * n && c1.len() == n && k2.len() == n * n && c2.len() == n,
+        "mlp_backward: gradient buffer shapes"
+    );
+    for part in partials.chunks_exact(g.params()) {
+        let (pk1, rest) = part.split_at(n_in * n);
+        let (pc1, rest) = rest.split_at(n);
+        let (pk2, pc2) = rest.split_at(n * n);
+        simd::add_assign(k1, pk1);
+        simd::add_assign(c1, pc1);
+        simd::add_assign(k2, pk2);
+        simd::add_assign(c2, pc2);
+    }
+}
+
+fn check_weights<T>(g: &Geometry, w: &MlpWeights<T>) {
+    assert!(
+        w.k1.len() == g.n_in * g.n_out
+            && w.c1.len() == g.n_out
+            && w.k2.len() == g.n_out * g.n_out
+            && w.c2.len() == g.n_out,
+        "MLP weight shapes do not match {} → {}",
+        g.n_in,
+        g.n_out
+    );
+}

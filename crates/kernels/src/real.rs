@@ -1,0 +1,176 @@
+//! The scalar types the engine runs in: `f32` for training, `f64` for gradient checks.
+//!
+//! Everything in the workspace is generic over [`Real`], so the very same kernels, tape and model
+//! that train in `f32` can be run in `f64`, where central finite differences are accurate to about
+//! 1e-10 and a gradient check can use tight tolerances.
+
+use std::fmt::Debug;
+use std::iter::Sum;
+use std::ops::{Add, AddAssign, Div, Mul, MulAssign, Neg, Sub, SubAssign};
+
+/// A floating-point scalar with the handful of operations the kernels need.
+pub trait Real:
+    Copy
+    + Send
+    + Sync
+    + Debug
+    + Default
+    + PartialOrd
+    + Add<Output = Self>
+    + Sub<Output = Self>
+    + Mul<Output = Self>
+    + Div<Output = Self>
+    + Neg<Output = Self>
+    + AddAssign
+    + SubAssign
+    + MulAssign
+    + Sum
+    + 'static
+{
+    /// The type's name in a safetensors header (`F32`, `F64`).
+    const DTYPE: &'static str;
+    const ZERO: Self;
+    const ONE: Self;
+
+    fn from_f64(x: f64) -> Self;
+    fn to_f64(self) -> f64;
+    fn sqrt(self) -> Self;
+    fn ln(self) -> Self;
+    fn abs(self) -> Self;
+    fn is_finite(self) -> bool;
+    /// `e^x`. For `f32` a branch-free polynomial that the compiler can vectorise (see
+    /// [`crate::gelu::exp_f32`]); for `f64` the standard library's.
+    fn exp(self) -> Self;
+    fn max(self, other: Self) -> Self;
+
+    /// `C ← α·A·B + β·C` over strided row/column layouts, single-threaded (matrixmultiply).
+    /// `A` is m×k, `B` is k×n, `C` is m×n; every matrix is addressed as `ptr[i*rs + j*cs]`, so a
+    /// transpose is a swap of the two strides, never a copy.
+    ///
+    /// # Safety
+    /// The pointers must address every element the shapes and strides imply, and `C` must not
+    /// overlap `A` or `B`.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: Self,
+        a: *const Self,
+        rsa: isize,
+        csa: isize,
+        b: *const Self,
+        rsb: isize,
+        csb: isize,
+        beta: Self,
+        c: *mut Self,
+        rsc: isize,
+        csc: isize,
+    );
+}
+
+impl Real for f32 {
+    const DTYPE: &'static str = "F32";
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+    fn from_f64(x: f64) -> Self {
+        x as f32
+    }
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    fn sqrt(self) -> Self {
+        f32::sqrt(self)
+    }
+    fn ln(self) -> Self {
+        f32::ln(self)
+    }
+    fn abs(self) -> Self {
+        f32::abs(self)
+    }
+    fn is_finite(self) -> bool {
+        f32::is_finite(self)
+    }
+    #[inline(always)]
+    fn exp(self) -> Self {
+        crate::gelu::exp_f32(self)
+    }
+    #[inline(always)]
+    fn max(self, other: Self) -> Self {
+        if self > other {
+            self
+        } else {
+            other
+        }
+    }
+    unsafe fn gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: Self,
+        a: *const Self,
+        rsa: isize,
+        csa: isize,
+        b: *const Self,
+        rsb: isize,
+        csb: isize,
+        beta: Self,
+        c: *mut Self,
+        rsc: isize,
+        csc: isize,
+    ) {
+        matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
+    }
+}
+
+impl Real for f64 {
+    const DTYPE: &'static str = "F64";
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+    fn from_f64(x: f64) -> Self {
+        x
+    }
+    fn to_f64(self) -> f64 {
+        self
+    }
+    fn sqrt(self) -> Self {
+        f64::sqrt(self)
+    }
+    fn ln(self) -> Self {
+        f64::ln(self)
+    }
+    fn abs(self) -> Self {
+        f64::abs(self)
+    }
+    fn is_finite(self) -> bool {
+        f64::is_finite(self)
+    }
+    fn exp(self) -> Self {
+        f64::exp(self)
+    }
+    fn max(self, other: Self) -> Self {
+        if self > other {
+            self
+        } else {
+            other
+        }
+    }
+    unsafe fn gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: Self,
+        a: *const Self,
+        rsa: isize,
+        csa: isize,
+        b: *const Self,
+        rsb: isize,
+        csb: isize,
+        beta: Self,
+        c: *mut Self,
+        rsc: isize,
+        csc: isize,
+    ) {
+        matrixmultiply::dgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
+    }
+}

@@ -1,0 +1,359 @@
+//! The fused kernels against their reference twins, and the scalar math against known values.
+
+use pmixer_kernels::dense::{dense_backward, dense_forward};
+use pmixer_kernels::gelu::{erf, exp_f32, gelu, gelu_grad};
+use pmixer_kernels::{
+    mlp_backward, mlp_forward, output_shape, reference, Axis, Hbw, MlpGrads, MlpWeights, Real,
+};
+
+/// A small deterministic generator (xorshift64*), so the tests need no RNG crate.
+struct Gen(u64);
+impl Gen {
+    fn uniform(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn vec<T: Real>(&mut self, n: usize, scale: f64) -> Vec<T> {
+        (0..n)
+            .map(|_| T::from_f64((2.0 * self.uniform() - 1.0) * scale))
+            .collect()
+    }
+}
+
+/// max |a − b| / max(max |b|, 1): the error relative to the tensor's scale (tensors here are O(1):
+/// inputs are, and gradient accumulators start at 1).
+fn rel_err<T: Real, U: Real>(a: &[T], b: &[U]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(1.0f64, |m, v| m.max(v.to_f64().abs()));
+    a.iter()
+        .zip(b)
+        .fold(0.0f64, |m, (x, y)| m.max((x.to_f64() - y.to_f64()).abs()))
+        / scale
+}
+
+#[test]
+fn erf_matches_tabulated_values() {
+    // erf to 10 digits (Abramowitz & Stegun, Table 7.1, and its symmetry erf(−x) = −erf(x)).
+    let table = [
+        (0.0, 0.0),
+        (0.1, 0.112_462_916_0),
+        (0.5, 0.520_499_877_8),
+        (1.0, 0.842_700_792_9),
+        (1.5, 0.966_105_146_5),
+        (2.0, 0.995_322_265_0),
+        (3.0, 0.999_977_909_5),
+        (-0.5, -0.520_499_877_8),
+        (-2.0, -0.995_322_265_0),
+        (6.0, 1.0),
+    ];
+    for (x, want) in table {
+        let e64 = erf(x);
+        let e32 = erf(x as f32) as f64;
+        assert!((e64 - want).abs() < 3e-7, "erf({x}) = {e64}, want {want}");
+        assert!(
+            (e32 - want).abs() < 1e-6,
+            "f32 erf({x}) = {e32}, want {want}"
+        );
+    }
+}
+
+#[test]
+fn gelu_and_its_derivative_match_known_values() {
+    // gelu(z) = z·Φ(z) with Φ from standard normal tables.
+    let table = [
+        (0.0, 0.0),
+        (1.0, 0.841_344_746_1),
+        (-1.0, -0.158_655_253_9),
+        (2.0, 1.954_499_736_1),
+        (-3.0, -0.004_049_694_0),
+        (0.5, 0.345_731_37),
+    ];
+    for (z, want) in table {
+        assert!(
+            (gelu(z) - want).abs() < 3e-7,
+            "gelu({z}) = {}, want {want}",
+            gelu(z)
+        );
+        assert!((gelu(z as f32) as f64 - want).abs() < 1e-6);
+    }
+    // gelu'(z) against a central difference of gelu itself, in f64.
+    for i in -60..=60 {
+        let z = i as f64 / 10.0;
+        let h = 1e-5;
+        let fd = (gelu(z + h) - gelu(z - h)) / (2.0 * h);
+        assert!(
+            (gelu_grad(z) - fd).abs() < 2e-6,
+            "gelu'({z}) = {} vs {fd}",
+            gelu_grad(z)
+        );
+    }
+    // Known values: gelu'(0) = ½, gelu'(1) = Φ(1) + φ(1).
+    assert!((gelu_grad(0.0) - 0.5).abs() < 1e-7);
+    assert!((gelu_grad(1.0) - (0.841_344_746_1 + 0.241_970_724_5)).abs() < 3e-7);
+}
+
+#[test]
+fn exp_f32_is_accurate_over_its_range() {
+    let mut worst = 0.0f64;
+    for i in -8700..=8800 {
+        let x = i as f32 / 100.0;
+        let want = (x as f64).exp();
+        worst = worst.max(((exp_f32(x) as f64) - want).abs() / want);
+    }
+    assert!(worst < 3e-7, "worst relative error {worst}");
+    assert_eq!(exp_f32(0.0), 1.0);
+}
+
+struct Case {
+    axis: Axis,
+    s: Hbw,
+    n_out: usize,
+}
+
+fn cases() -> Vec<Case> {
+    let mut v = Vec::new();
+    for &(h, b, w) in &[
+        (5, 3, 7),
+        (28, 64, 28),
+        (32, 64, 96),
+        (1, 1, 1),
+        (4, 130, 3),
+    ] {
+        let s = Hbw { h, b, w };
+        v.push(Case {
+            axis: Axis::Rows,
+            s,
+            n_out: w,
+        });
+        v.push(Case {
+            axis: Axis::Cols,
+            s,
+            n_out: h,
+        });
+        v.push(Case {
+            axis: Axis::Rows,
+            s,
+            n_out: 1,
+        });
+        v.push(Case {
+            axis: Axis::Cols,
+            s,
+            n_out: 1,
+        });
+    }
+    v.push(Case {
+        axis: Axis::Rows,
+        s: Hbw { h: 5, b: 3, w: 7 },
+        n_out: 4,
+    });
+    v.push(Case {
+        axis: Axis::Cols,
+        s: Hbw { h: 5, b: 3, w: 7 },
+        n_out: 9,
+    });
+    v
+}
+
+/// Everything one MLP call reads and writes, from a seed.
+struct Run<T> {
+    z: Vec<T>,
+    a: Vec<T>,
+    y: Vec<T>,
+    dx: Vec<T>,
+    grads: [Vec<T>; 4],
+}
+
+fn weights<T: Real>(gen: &mut Gen, n_in: usize, n: usize) -> [Vec<T>; 4] {
+    [
+        gen.vec(n_in * n, 0.5),
+        gen.vec(n, 0.1),
+        gen.vec(n * n, 0.5),
+        gen.vec(n, 0.1),
+    ]
+}
+
+fn n_in(c: &Case) -> usize {
+    match c.axis {
+        Axis::Rows => c.s.w,
+        Axis::Cols => c.s.h,
+    }
+}
+
+fn fused<T: Real>(c: &Case, seed: u64) -> Run<T> {
+    let mut gen = Gen(seed);
+    let (ni, n) = (n_in(c), c.n_out);
+    let w = weights::<T>(&mut gen, ni, n);
+    let x: Vec<T> = gen.vec(c.s.len(), 1.5);
+    let out = output_shape(c.axis, c.s, n).len();
+    let dy: Vec<T> = gen.vec(out, 1.0);
+    let wts = MlpWeights {
+        k1: &w[0],
+        c1: &w[1],
+        k2: &w[2],
+        c2: &w[3],
+    };
+    let (mut z, mut a, mut y) = (vec![T::ZERO; out], vec![T::ZERO; out], vec![T::ZERO; out]);
+    mlp_forward(c.axis, c.s, n, wts, &x, &mut z, &mut a, &mut y);
+    let mut dz = vec![T::ZERO; out];
+    // Start the accumulators from non-zero values to check that backward adds rather than sets.
+    let mut dx: Vec<T> = vec![T::ONE; x.len()];
+    let mut g = [
+        vec![T::ONE; ni * n],
+        vec![T::ONE; n],
+        vec![T::ONE; n * n],
+        vec![T::ONE; n],
+    ];
+    let [g0, g1, g2, g3] = &mut g;
+    let grads = MlpGrads {
+        k1: g0,
+        c1: g1,
+        k2: g2,
+        c2: g3,
+    };
+    mlp_backward(
+        c.axis, c.s, n, wts, &x, &z, &a, &dy, &mut dz, &mut dx, grads,
+    );
+    Run {
+        z,
+        a,
+        y,
+        dx,
+        grads: g,
+    }
+}
+
+/// The reference on the same inputs as `fused::<T>`, evaluated in f64: the exact answer up to
+/// f64 rounding, so a comparison measures only the fused kernel's own error.
+fn naive<T: Real>(c: &Case, seed: u64) -> Run<f64> {
+    let mut gen = Gen(seed);
+    let (ni, n) = (n_in(c), c.n_out);
+    let up = |v: Vec<T>| v.into_iter().map(|x| x.to_f64()).collect::<Vec<f64>>();
+    let w = weights::<T>(&mut gen, ni, n).map(up);
+    let x = up(gen.vec::<T>(c.s.len(), 1.5));
+    let out = output_shape(c.axis, c.s, n).len();
+    let dy = up(gen.vec::<T>(out, 1.0));
+    let wts = MlpWeights {
+        k1: &w[0],
+        c1: &w[1],
+        k2: &w[2],
+        c2: &w[3],
+    };
+    let (z, a, y) = reference::mlp_forward(c.axis, c.s, n, wts, &x);
+    let mut dx = vec![1.0; x.len()];
+    let mut g = [
+        vec![1.0; ni * n],
+        vec![1.0; n],
+        vec![1.0; n * n],
+        vec![1.0; n],
+    ];
+    let [g0, g1, g2, g3] = &mut g;
+    let grads = MlpGrads {
+        k1: g0,
+        c1: g1,
+        k2: g2,
+        c2: g3,
+    };
+    reference::mlp_backward(c.axis, c.s, n, wts, &x, &dy, &mut dx, grads);
+    Run {
+        z,
+        a,
+        y,
+        dx,
+        grads: g,
+    }
+}
+
+fn compare<T: Real>(tol: f64) {
+    for (i, c) in cases().iter().enumerate() {
+        let seed = 17 + i as u64;
+        let (f, r) = (fused::<T>(c, seed), naive::<T>(c, seed));
+        let label = format!("{:?} {:?} n_out={}", c.axis, c.s, c.n_out);
+        let mut checks = vec![
+            ("z", rel_err(&f.z, &r.z)),
+            ("a", rel_err(&f.a, &r.a)),
+            ("y", rel_err(&f.y, &r.y)),
+        ];
+        checks.push(("dx", rel_err(&f.dx, &r.dx)));
+        for (name, (gf, gr)) in ["dK1", "dc1", "dK2", "dc2"]
+            .iter()
+            .zip(f.grads.iter().zip(&r.grads))
+        {
+            checks.push((name, rel_err(gf, gr)));
+        }
+        for (name, err) in checks {
+            assert!(
+                err <= tol,
+                "{label}: {name} differs from the reference by {err:e} (tolerance {tol:e})"
+            );
+        }
+    }
+}
+
+#[test]
+fn fused_mlp_matches_reference_f32() {
+    compare::<f32>(1e-5);
+}
+
+#[test]
+fn fused_mlp_matches_reference_f64() {
+    compare::<f64>(1e-12);
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+#[test]
+fn results_are_bitwise_independent_of_thread_count() {
+    let pool = |n| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .unwrap()
+    };
+    for (i, c) in cases().iter().enumerate() {
+        let one = pool(1).install(|| fused::<f32>(c, 99 + i as u64));
+        let two = pool(2).install(|| fused::<f32>(c, 99 + i as u64));
+        let three = pool(3).install(|| fused::<f32>(c, 99 + i as u64));
+        for other in [&two, &three] {
+            assert_eq!(bits(&one.y), bits(&other.y), "{:?}", c.s);
+            assert_eq!(bits(&one.dx), bits(&other.dx));
+            for (a, b) in one.grads.iter().zip(&other.grads) {
+                assert_eq!(bits(a), bits(b));
+            }
+        }
+    }
+}
+
+#[test]
+fn dense_matches_reference() {
+    let mut gen = Gen(5);
+    let (n, ni, no) = (6, 11, 4);
+    let x: Vec<f64> = gen.vec(n * ni, 1.0);
+    let k: Vec<f64> = gen.vec(ni * no, 1.0);
+    let c: Vec<f64> = gen.vec(no, 1.0);
+    let dy: Vec<f64> = gen.vec(n * no, 1.0);
+    let mut y = vec![0.0; n * no];
+    dense_forward(n, ni, no, &x, &k, &c, &mut y);
+    assert!(rel_err(&y, &reference::dense(n, ni, no, &x, &k, &c)) < 1e-14);
+    let (mut dx, mut dk, mut dc) = (vec![0.0; n * ni], vec![0.0; ni * no], vec![0.0; no]);
+    dense_backward(n, ni, no, &x, &k, &dy, &mut dx, &mut dk, &mut dc);
+    for r in 0..n {
+        for f in 0..ni {
+            let want: f64 = (0..no).map(|o| dy[r * no + o] * k[f * no + o]).sum();
+            assert!((dx[r * ni + f] - want).abs() < 1e-12);
+        }
+    }
+    for f in 0..ni {
+        for o in 0..no {
+            let want: f64 = (0..n).map(|r| x[r * ni + f] * dy[r * no + o]).sum();
+            assert!((dk[f * no + o] - want).abs() < 1e-12);
+        }
+    }
+    for o in 0..no {
+        let want: f64 = (0..n).map(|r| dy[r * no + o]).sum();
+        assert!((dc[o] - want).abs() < 1e-12);
+    }
+}
