@@ -1,0 +1,13 @@
+//! The ops the patchless MLP-Mixer needs. Each is a forward function that computes its output
+//! and records it on the [`crate::Tape`], with its [`crate::Backward`] impl directly below it and
+//! the formula for both in the forward's doc comment.
+
+mod arith;
+mod layers;
+mod loss;
+mod shape;
+
+pub use arith::{add, scale};
+pub use layers::{axis_mlp, dense, MlpVars};
+pub use loss::{mean, mse, softmax_cross_entropy};
+pub use shape::{concat, reshape, transpose};

@@ -1,0 +1,89 @@
+//! Ops that only move values: reshape (the head's squeeze), 2-D transpose (undoing the (H, B, W)
+//! layout in the head), and concatenation along the last axis.
+
+use crate::tape::{Backward, Tape, Tensor, Var};
+use pmixer_kernels::{simd, Real};
+
+/// Same values, new shape (e.g. the squeeze (H, B, 1) → (H, B)).
+/// Backward: `dx += dy`.
+pub fn reshape<T: Real>(t: &mut Tape<T>, x: Var, shape: &[usize]) -> Var {
+    let y = t.value(x).to_vec();
+    t.push(Tensor::new(shape, y), &[x], Reshape)
+}
+
+struct Reshape;
+impl<T: Real> Backward<T> for Reshape {
+    fn backward(&self, _: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>]) {
+        if let Some(dx) = d[0].as_deref_mut() {
+            simd::add_assign(dx, dy);
+        }
+    }
+}
+
+/// `y[c, r] = x[r, c]` for x of shape [R, C].
+/// Backward: `dx[r, c] += dy[c, r]`.
+pub fn transpose<T: Real>(t: &mut Tape<T>, x: Var) -> Var {
+    let &[r, c] = t.shape(x) else {
+        panic!("transpose: expected a matrix, got {:?}", t.shape(x))
+    };
+    let xv = t.value(x);
+    let mut y = vec![T::ZERO; r * c];
+    for i in 0..r {
+        for j in 0..c {
+            y[j * r + i] = xv[i * c + j];
+        }
+    }
+    t.push(Tensor::new(&[c, r], y), &[x], Transpose { r, c })
+}
+
+struct Transpose {
+    r: usize,
+    c: usize,
+}
+impl<T: Real> Backward<T> for Transpose {
+    fn backward(&self, _: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>]) {
+        if let Some(dx) = d[0].as_deref_mut() {
+            for i in 0..self.r {
+                for j in 0..self.c {
+                    dx[i * self.c + j] += dy[j * self.r + i];
+                }
+            }
+        }
+    }
+}
+
+/// `y[n, :] = [a[n, :], b[n, :]]` for a [N, P] and b [N, Q]: y is [N, P+Q].
+/// Backward: `da[n, :] += dy[n, ..P]`, `db[n, :] += dy[n, P..]`.
+pub fn concat<T: Real>(t: &mut Tape<T>, a: Var, b: Var) -> Var {
+    let (&[n, p], &[n2, q]) = (t.shape(a), t.shape(b)) else {
+        panic!("concat: expected two matrices")
+    };
+    assert!(
+        n == n2 && p > 0 && q > 0,
+        "concat: shapes [{n}, {p}] and [{n2}, {q}]"
+    );
+    let mut y = Vec::with_capacity(n * (p + q));
+    for (ra, rb) in t.value(a).chunks_exact(p).zip(t.value(b).chunks_exact(q)) {
+        y.extend_from_slice(ra);
+        y.extend_from_slice(rb);
+    }
+    t.push(Tensor::new(&[n, p + q], y), &[a, b], Concat { p, q })
+}
+
+struct Concat {
+    p: usize,
+    q: usize,
+}
+impl<T: Real> Backward<T> for Concat {
+    fn backward(&self, _: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>]) {
+        let (p, q) = (self.p, self.q);
+        for (n, row) in dy.chunks_exact(p + q).enumerate() {
+            if let Some(da) = d[0].as_deref_mut() {
+                simd::add_assign(&mut da[n * p..(n + 1) * p], &row[..p]);
+            }
+            if let Some(db) = d[1].as_deref_mut() {
+                simd::add_assign(&mut db[n * q..(n + 1) * q], &row[p..]);
+            }
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! Optimizers as pure functions: `step(params, grads, state)` updates the flat parameter buffer
+//! in one loop, and the state is plain data a checkpoint can save and restore.
+
+use pmixer_kernels::Real;
+
+/// Adam with bias correction, in the form Keras uses (TF 2 `tf.keras.optimizers.Adam`):
+/// ```text
+/// t  ← t + 1
+/// m  ← β1·m + (1 − β1)·g
+/// v  ← β2·v + (1 − β2)·g²
+/// p  ← p − lr·√(1 − β2ᵗ)/(1 − β1ᵗ) · m / (√v + ε)
+/// ```
+/// Algebraically Kingma & Ba's m̂/(√v̂ + ε̂) with ε̂ = ε·√(1 − β2ᵗ). Defaults are Keras's.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Adam {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+}
+
+impl Default for Adam {
+    fn default() -> Self {
+        Adam {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-7,
+        }
+    }
+}
+
+/// Adam's state: first and second moments (laid out like the parameters) and the step count.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdamState<T> {
+    pub m: Vec<T>,
+    pub v: Vec<T>,
+    pub t: u64,
+}
+
+impl<T: Real> AdamState<T> {
+    pub fn new(n: usize) -> Self {
+        AdamState {
+            m: vec![T::ZERO; n],
+            v: vec![T::ZERO; n],
+            t: 0,
+        }
+    }
+}
+
+impl Adam {
+    pub fn step<T: Real>(&self, params: &mut [T], grads: &[T], s: &mut AdamState<T>) {
+        assert!(
+            params.len() == grads.len() && s.m.len() == params.len() && s.v.len() == params.len()
+        );
+        s.t += 1;
+        let t = s.t as i32;
+        let lr_t = self.lr * (1.0 - self.beta2.powi(t)).sqrt() / (1.0 - self.beta1.powi(t));
+        let (b1, b2) = (T::from_f64(self.beta1), T::from_f64(self.beta2));
+        let (c1, c2) = (T::from_f64(1.0 - self.beta1), T::from_f64(1.0 - self.beta2));
+        let (lr_t, eps) = (T::from_f64(lr_t), T::from_f64(self.eps));
+        for (((p, &g), m), v) in params.iter_mut().zip(grads).zip(&mut s.m).zip(&mut s.v) {
+            *m = b1 * *m + c1 * g;
+            *v = b2 * *v + c2 * g * g;
+            *p -= lr_t * *m / (v.sqrt() + eps);
+        }
+    }
+}
+
+/// Plain stochastic gradient descent: `p ← p − lr·g`. Stateless.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sgd {
+    pub lr: f64,
+}
+
+impl Sgd {
+    pub fn step<T: Real>(&self, params: &mut [T], grads: &[T]) {
+        let lr = T::from_f64(self.lr);
+        for (p, &g) in params.iter_mut().zip(grads) {
+            *p -= lr * g;
+        }
+    }
+}

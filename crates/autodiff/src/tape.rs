@@ -1,0 +1,211 @@
+//! The tape: values in the order they were computed, and for each op a node that knows how to
+//! send its output's gradient back to its inputs.
+//!
+//! An op is a forward function (computes its output, pushes it with [`Tape::push`]) and a type
+//! implementing [`Backward`]; the tape never needs to know which ops exist. [`Tape::backward`]
+//! walks the nodes in reverse, and each node *adds* into its inputs' gradient buffers, which are
+//! allocated once per value, the first time a gradient reaches it.
+
+use crate::params::{ParamId, Params};
+use pmixer_kernels::Real;
+
+/// A contiguous, row-major tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tensor<T> {
+    pub shape: Vec<usize>,
+    pub data: Vec<T>,
+}
+
+impl<T: Real> Tensor<T> {
+    pub fn new(shape: &[usize], data: Vec<T>) -> Self {
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            data.len(),
+            "tensor shape {shape:?} vs {} values",
+            data.len()
+        );
+        Tensor {
+            shape: shape.to_vec(),
+            data,
+        }
+    }
+
+    pub fn zeros(shape: &[usize]) -> Self {
+        Tensor::new(shape, vec![T::ZERO; shape.iter().product()])
+    }
+}
+
+/// A value on the tape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Var(usize);
+
+/// The backward half of an op: given the gradient `dy` of its output, add the gradient of each
+/// input into `dinputs[i]` (`None` where that input needs no gradient).
+pub trait Backward<T: Real> {
+    fn backward(&self, inputs: &[&[T]], dy: &[T], dinputs: &mut [Option<&mut [T]>]);
+}
+
+enum Value<'p, T> {
+    Owned(Tensor<T>),
+    Param {
+        id: ParamId,
+        shape: &'p [usize],
+        data: &'p [T],
+    },
+}
+
+struct Node<T> {
+    inputs: Vec<Var>,
+    output: Var,
+    op: Box<dyn Backward<T>>,
+}
+
+/// A recording of one forward pass over a model whose parameters live in `params`.
+pub struct Tape<'p, T> {
+    params: &'p Params<T>,
+    values: Vec<Value<'p, T>>,
+    needs_grad: Vec<bool>,
+    grads: Vec<Vec<T>>,
+    nodes: Vec<Node<T>>,
+}
+
+fn data<'a, T>(values: &'a [Value<'_, T>], v: Var) -> &'a [T] {
+    match &values[v.0] {
+        Value::Owned(t) => &t.data,
+        Value::Param { data, .. } => data,
+    }
+}
+
+impl<'p, T: Real> Tape<'p, T> {
+    pub fn new(params: &'p Params<T>) -> Self {
+        Tape {
+            params,
+            values: Vec::new(),
+            needs_grad: Vec::new(),
+            grads: Vec::new(),
+            nodes: Vec::new(),
+        }
+    }
+
+    fn leaf(&mut self, value: Value<'p, T>, needs_grad: bool) -> Var {
+        self.values.push(value);
+        self.needs_grad.push(needs_grad);
+        self.grads.push(Vec::new());
+        Var(self.values.len() - 1)
+    }
+
+    /// A parameter as a leaf (its data is borrowed, not copied). Its gradient is read back with
+    /// [`Tape::param_grads`].
+    pub fn param(&mut self, id: ParamId) -> Var {
+        let spec = self.params.spec(id);
+        let value = Value::Param {
+            id,
+            shape: &spec.shape,
+            data: self.params.get(id),
+        };
+        self.leaf(value, true)
+    }
+
+    /// An input or constant as a leaf; `needs_grad` asks for its gradient (saliency maps).
+    pub fn input(&mut self, t: Tensor<T>, needs_grad: bool) -> Var {
+        self.leaf(Value::Owned(t), needs_grad)
+    }
+
+    /// Records an op: `out` is its computed output, `op` its backward. Returns the output's
+    /// handle. When no input needs a gradient the node is not kept (inference records nothing).
+    pub fn push(&mut self, out: Tensor<T>, inputs: &[Var], op: impl Backward<T> + 'static) -> Var {
+        let needs_grad = inputs.iter().any(|v| self.needs_grad[v.0]);
+        let output = self.leaf(Value::Owned(out), needs_grad);
+        if needs_grad {
+            self.nodes.push(Node {
+                inputs: inputs.to_vec(),
+                output,
+                op: Box::new(op),
+            });
+        }
+        output
+    }
+
+    /// Whether an op on these inputs will be recorded (so its forward should keep what the
+    /// backward needs).
+    pub fn records(&self, inputs: &[Var]) -> bool {
+        inputs.iter().any(|v| self.needs_grad[v.0])
+    }
+
+    pub fn value(&self, v: Var) -> &[T] {
+        data(&self.values, v)
+    }
+
+    pub fn shape(&self, v: Var) -> &[usize] {
+        match &self.values[v.0] {
+            Value::Owned(t) => &t.shape,
+            Value::Param { shape, .. } => shape,
+        }
+    }
+
+    /// The gradient of the last [`Tape::backward`]'s loss with respect to `v`, if one reached it.
+    pub fn grad(&self, v: Var) -> Option<&[T]> {
+        let g = &self.grads[v.0];
+        (!g.is_empty()).then_some(g.as_slice())
+    }
+
+    /// Reverse-mode sweep from a scalar `loss`: d loss / d loss = 1, then every node in reverse
+    /// order adds its inputs' gradients.
+    pub fn backward(&mut self, loss: Var) {
+        assert_eq!(self.value(loss).len(), 1, "backward needs a scalar loss");
+        self.grads[loss.0] = vec![T::ONE];
+        for node in self.nodes.iter().rev() {
+            let dy = std::mem::take(&mut self.grads[node.output.0]);
+            if dy.is_empty() {
+                continue;
+            }
+            let inputs: Vec<&[T]> = node.inputs.iter().map(|&v| data(&self.values, v)).collect();
+            // Take each input's gradient buffer out of the tape for the duration of the call; an
+            // input that appears twice (x + x) gets a scratch buffer for its second appearance.
+            let mut bufs: Vec<Option<Vec<T>>> = Vec::with_capacity(node.inputs.len());
+            for (i, v) in node.inputs.iter().enumerate() {
+                if !self.needs_grad[v.0] {
+                    bufs.push(None);
+                } else if node.inputs[..i].contains(v) {
+                    bufs.push(Some(vec![T::ZERO; inputs[i].len()]));
+                } else {
+                    let mut g = std::mem::take(&mut self.grads[v.0]);
+                    if g.is_empty() {
+                        g = vec![T::ZERO; inputs[i].len()];
+                    }
+                    bufs.push(Some(g));
+                }
+            }
+            {
+                let mut dins: Vec<Option<&mut [T]>> =
+                    bufs.iter_mut().map(|b| b.as_deref_mut()).collect();
+                node.op.backward(&inputs, &dy, &mut dins);
+            }
+            for (i, (v, buf)) in node.inputs.iter().zip(bufs).enumerate() {
+                if let Some(buf) = buf {
+                    match node.inputs[..i].iter().position(|u| u == v) {
+                        Some(_) => self.grads[v.0]
+                            .iter_mut()
+                            .zip(&buf)
+                            .for_each(|(g, d)| *g += *d),
+                        None => self.grads[v.0] = buf,
+                    }
+                }
+            }
+            self.grads[node.output.0] = dy;
+        }
+    }
+
+    /// Adds every parameter leaf's gradient into `flat`, laid out like `Params::data`.
+    pub fn param_grads(&self, flat: &mut [T]) {
+        assert_eq!(flat.len(), self.params.len());
+        for (value, g) in self.values.iter().zip(&self.grads) {
+            if let (Value::Param { id, .. }, false) = (value, g.is_empty()) {
+                let s = self.params.spec(*id);
+                for (f, d) in flat[s.offset..s.offset + s.len].iter_mut().zip(g) {
+                    *f += *d;
+                }
+            }
+        }
+    }
+}
