@@ -1,0 +1,267 @@
+//! The patchless MLP-Mixer: named parameters, initialisation, and the forward pass on a tape.
+//!
+//! ```text
+//! MLP(n) along an axis:  Dense(n) + exact GELU, then Dense(n)
+//! Mixer:                 h ↦ MLP(W) along rows( MLP(H) along columns(h) )
+//! Classifier:            h = x;  h ← h + g_l·mixer_l(h)  for l = 1..L   (g_l scalar, starts at 0)
+//!                        logits = Dense(classes)( [MLP(1) over rows(h) (H values),
+//!                                                  MLP(1) over columns(h) (W values)] )
+//! Autoencoder:           h = x;  h ← mixer_l(h)  for l = 1..L;  loss = MSE(h, x)
+//! ```
+//! A batch is an (H, B, W) tensor (see `pmixer_kernels::mlp` for why); the head's row outputs
+//! come out as (H, B) and are transposed to (B, H) before the concatenation, the one place the
+//! layout is undone. Parameter names follow the layers: `mixer.3.col.dense1.kernel`,
+//! `mixer.3.row.dense2.bias`, `mixer.3.gate`, `head.rows.dense1.kernel`, `head.cols.dense2.bias`,
+//! `head.out.kernel`, `head.out.bias`. Kernels are stored Keras-style, (in, out).
+
+use crate::rng::Rng;
+use pmixer_autodiff::ops::{self, MlpVars};
+use pmixer_autodiff::{ParamId, Params, Tape, Var};
+use pmixer_kernels::{Axis, Real};
+use rand::distributions::{Distribution, Uniform};
+
+/// What the network is trained to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Task {
+    Classify,
+    Autoencode,
+}
+
+impl Task {
+    pub fn name(self) -> &'static str {
+        match self {
+            Task::Classify => "classify",
+            Task::Autoencode => "autoencode",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Task> {
+        match s {
+            "classify" => Some(Task::Classify),
+            "autoencode" => Some(Task::Autoencode),
+            _ => None,
+        }
+    }
+}
+
+/// Everything that fixes the parameter layout. `classes` is 0 for the autoencoder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Arch {
+    pub task: Task,
+    pub h: usize,
+    pub w: usize,
+    pub classes: usize,
+    pub layers: usize,
+}
+
+/// The four parameters of one `MLP(n)`.
+#[derive(Clone, Copy, Debug)]
+pub struct MlpIds {
+    pub k1: ParamId,
+    pub c1: ParamId,
+    pub k2: ParamId,
+    pub c2: ParamId,
+}
+
+impl MlpIds {
+    fn add<T: Real>(p: &mut Params<T>, prefix: &str, n_in: usize, n: usize) -> Self {
+        MlpIds {
+            k1: p.add(format!("{prefix}.dense1.kernel"), &[n_in, n]),
+            c1: p.add(format!("{prefix}.dense1.bias"), &[n]),
+            k2: p.add(format!("{prefix}.dense2.kernel"), &[n, n]),
+            c2: p.add(format!("{prefix}.dense2.bias"), &[n]),
+        }
+    }
+
+    fn vars<T: Real>(&self, t: &mut Tape<T>) -> MlpVars {
+        MlpVars {
+            k1: t.param(self.k1),
+            c1: t.param(self.c1),
+            k2: t.param(self.k2),
+            c2: t.param(self.c2),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Mixer {
+    col: MlpIds,
+    row: MlpIds,
+    gate: Option<ParamId>,
+}
+
+#[derive(Clone, Debug)]
+struct Head {
+    rows: MlpIds,
+    cols: MlpIds,
+    out_k: ParamId,
+    out_c: ParamId,
+}
+
+/// A network: its architecture and where each of its parameters lives in a [`Params`].
+#[derive(Clone, Debug)]
+pub struct Model {
+    pub arch: Arch,
+    mixers: Vec<Mixer>,
+    head: Option<Head>,
+}
+
+/// One line of [`Model::summary`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SummaryRow {
+    pub layer: String,
+    pub output_shape: String,
+    pub params: usize,
+}
+
+impl Model {
+    /// The model and its (zero-filled) parameters, laid out in a fixed order.
+    pub fn new<T: Real>(arch: Arch) -> (Model, Params<T>) {
+        let (h, w) = (arch.h, arch.w);
+        let mut p = Params::new();
+        let gated = arch.task == Task::Classify;
+        let mixers = (0..arch.layers)
+            .map(|l| Mixer {
+                col: MlpIds::add(&mut p, &format!("mixer.{l}.col"), h, h),
+                row: MlpIds::add(&mut p, &format!("mixer.{l}.row"), w, w),
+                gate: gated.then(|| p.add(format!("mixer.{l}.gate"), &[1])),
+            })
+            .collect();
+        let head = gated.then(|| Head {
+            rows: MlpIds::add(&mut p, "head.rows", w, 1),
+            cols: MlpIds::add(&mut p, "head.cols", h, 1),
+            out_k: p.add("head.out.kernel", &[h + w, arch.classes]),
+            out_c: p.add("head.out.bias", &[arch.classes]),
+        });
+        (Model { arch, mixers, head }, p)
+    }
+
+    /// Keras's defaults: every kernel Glorot-uniform, U(±√(6/(fan_in + fan_out))), drawn in
+    /// parameter order from `rng`; biases and gates 0 (so the untrained classifier's trunk is the
+    /// identity).
+    pub fn init<T: Real>(&self, params: &mut Params<T>, rng: &mut Rng) {
+        let specs = params.specs().to_vec();
+        for s in specs {
+            let data = &mut params.data[s.offset..s.offset + s.len];
+            if s.name.ends_with(".kernel") {
+                let limit = (6.0 / (s.shape[0] + s.shape[1]) as f64).sqrt();
+                let dist = Uniform::new_inclusive(-limit, limit);
+                for v in data {
+                    *v = T::from_f64(dist.sample(rng));
+                }
+            } else {
+                data.fill(T::ZERO);
+            }
+        }
+    }
+
+    /// The forward pass of a batch `x` of shape (H, B, W): logits [B, classes] for the
+    /// classifier, the reconstruction (H, B, W) for the autoencoder.
+    pub fn forward<T: Real>(&self, t: &mut Tape<T>, x: Var) -> Var {
+        let (h, w) = (self.arch.h, self.arch.w);
+        let b = t.shape(x)[1];
+        assert_eq!(
+            t.shape(x),
+            &[h, b, w],
+            "input shape does not match the model's {h}×{w}"
+        );
+        let mut act = x;
+        for m in &self.mixers {
+            let col = m.col.vars(t);
+            let row = m.row.vars(t);
+            let mixed = ops::axis_mlp(t, act, Axis::Cols, col);
+            let mixed = ops::axis_mlp(t, mixed, Axis::Rows, row);
+            act = match m.gate {
+                Some(g) => {
+                    let g = t.param(g);
+                    let gated = ops::scale(t, mixed, g);
+                    ops::add(t, act, gated)
+                }
+                None => mixed,
+            };
+        }
+        let Some(head) = &self.head else { return act };
+        let rows = head.rows.vars(t);
+        let rows = ops::axis_mlp(t, act, Axis::Rows, rows); // (H, B, 1)
+        let rows = ops::reshape(t, rows, &[h, b]);
+        let rows = ops::transpose(t, rows); // (B, H)
+        let cols = head.cols.vars(t);
+        let cols = ops::axis_mlp(t, act, Axis::Cols, cols); // (1, B, W)
+        let cols = ops::reshape(t, cols, &[b, w]);
+        let features = ops::concat(t, rows, cols); // (B, H + W)
+        let (k, c) = (t.param(head.out_k), t.param(head.out_c));
+        ops::dense(t, features, k, c)
+    }
+
+    /// Forward plus loss: softmax cross-entropy against `labels` (classifier) or MSE against the
+    /// input itself (autoencoder; `labels` unused). Returns (output, loss).
+    pub fn loss<T: Real>(&self, t: &mut Tape<T>, x: Var, labels: &[usize]) -> (Var, Var) {
+        let out = self.forward(t, x);
+        let loss = match self.arch.task {
+            Task::Classify => ops::softmax_cross_entropy(t, out, labels),
+            Task::Autoencode => {
+                let target = t.value(x).to_vec();
+                ops::mse(t, out, &target)
+            }
+        };
+        (out, loss)
+    }
+
+    /// Forward FLOPs per sample, counting a multiply-add as 2: each mixer's two column denses
+    /// are 2·H·H·W each and its two row denses 2·W·W·H each; the head adds its small denses.
+    /// Training (forward + backward) is about three times this.
+    pub fn flops_per_sample(&self) -> u64 {
+        let (h, w) = (self.arch.h as u64, self.arch.w as u64);
+        let mixer = 4 * h * h * w + 4 * w * w * h;
+        let head = if self.head.is_some() {
+            2 * h * w + 2 * h + 2 * w * h + 2 * w + 2 * (h + w) * self.arch.classes as u64
+        } else {
+            0
+        };
+        mixer * self.arch.layers as u64 + head
+    }
+
+    /// A Keras-like table of layers, output shapes (batch as `None`) and parameter counts.
+    pub fn summary<T: Real>(&self, params: &Params<T>) -> Vec<SummaryRow> {
+        let (h, w, c) = (self.arch.h, self.arch.w, self.arch.classes);
+        let size = |id: ParamId| params.spec(id).len;
+        let mlp = |m: &MlpIds| size(m.k1) + size(m.c1) + size(m.k2) + size(m.c2);
+        let row = |layer: String, shape: String, params: usize| SummaryRow {
+            layer,
+            output_shape: shape,
+            params,
+        };
+        let mut rows = vec![row("input".into(), format!("(None, {h}, {w})"), 0)];
+        for (l, m) in self.mixers.iter().enumerate() {
+            let name = if m.gate.is_some() {
+                format!("mixer.{l} (Mixer + gate)")
+            } else {
+                format!("mixer.{l} (Mixer)")
+            };
+            rows.push(row(
+                name,
+                format!("(None, {h}, {w})"),
+                mlp(&m.col) + mlp(&m.row) + m.gate.map_or(0, size),
+            ));
+        }
+        if let Some(hd) = &self.head {
+            rows.push(row(
+                "head.rows (MLP(1) over rows)".into(),
+                format!("(None, {h})"),
+                mlp(&hd.rows),
+            ));
+            rows.push(row(
+                "head.cols (MLP(1) over columns)".into(),
+                format!("(None, {w})"),
+                mlp(&hd.cols),
+            ));
+            rows.push(row("concat".into(), format!("(None, {})", h + w), 0));
+            rows.push(row(
+                "head.out (Dense)".into(),
+                format!("(None, {c})"),
+                size(hd.out_k) + size(hd.out_c),
+            ));
+        }
+        rows
+    }
+}
