@@ -32,11 +32,7 @@ where
         let l = build(&mut tape);
         tape.value(l)[0]
     };
-    let mut out = GradCheck {
-        checked: 0,
-        max_err: 0.0,
-        worst: String::new(),
-    };
+    let mut out = GradCheck { checked: 0, max_err: 0.0, worst: String::new() };
     let specs = params.specs().to_vec();
     for spec in &specs {
         for j in 0..spec.len {
@@ -48,15 +44,11 @@ where
             let down = loss_at(params);
             params.data[i] = orig;
             let numeric = (up - down) / (2.0 * eps);
-            let err =
-                (analytic[i] - numeric).abs() / 1f64.max(analytic[i].abs()).max(numeric.abs());
+            let err = (analytic[i] - numeric).abs() / 1f64.max(analytic[i].abs()).max(numeric.abs());
             out.checked += 1;
             if err > out.max_err || out.worst.is_empty() {
                 out.max_err = err;
-                out.worst = format!(
-                    "{}[{j}]: analytic {:e}, numeric {:e}",
-                    spec.name, analytic[i], numeric
-                );
+                out.worst = format!("{}[{j}]: analytic {:e}, numeric {:e}", spec.name, analytic[i], numeric);
             }
         }
     }

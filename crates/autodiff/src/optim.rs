@@ -21,12 +21,7 @@ pub struct Adam {
 
 impl Default for Adam {
     fn default() -> Self {
-        Adam {
-            lr: 1e-3,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-7,
-        }
+        Adam { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-7 }
     }
 }
 
@@ -40,19 +35,13 @@ pub struct AdamState<T> {
 
 impl<T: Real> AdamState<T> {
     pub fn new(n: usize) -> Self {
-        AdamState {
-            m: vec![T::ZERO; n],
-            v: vec![T::ZERO; n],
-            t: 0,
-        }
+        AdamState { m: vec![T::ZERO; n], v: vec![T::ZERO; n], t: 0 }
     }
 }
 
 impl Adam {
     pub fn step<T: Real>(&self, params: &mut [T], grads: &[T], s: &mut AdamState<T>) {
-        assert!(
-            params.len() == grads.len() && s.m.len() == params.len() && s.v.len() == params.len()
-        );
+        assert!(params.len() == grads.len() && s.m.len() == params.len() && s.v.len() == params.len());
         s.t += 1;
         let t = s.t as i32;
         let lr_t = self.lr * (1.0 - self.beta2.powi(t)).sqrt() / (1.0 - self.beta1.powi(t));

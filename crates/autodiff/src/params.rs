@@ -27,28 +27,17 @@ pub struct Params<T> {
 
 impl<T: Real> Params<T> {
     pub fn new() -> Self {
-        Params {
-            data: Vec::new(),
-            specs: Vec::new(),
-        }
+        Params { data: Vec::new(), specs: Vec::new() }
     }
 
     /// Appends a zero-filled parameter. Names must be unique.
     pub fn add(&mut self, name: impl Into<String>, shape: &[usize]) -> ParamId {
         let name = name.into();
-        assert!(
-            self.find(&name).is_none(),
-            "duplicate parameter name {name}"
-        );
+        assert!(self.find(&name).is_none(), "duplicate parameter name {name}");
         let len = shape.iter().product();
         let offset = self.data.len();
         self.data.resize(offset + len, T::ZERO);
-        self.specs.push(ParamSpec {
-            name,
-            shape: shape.to_vec(),
-            offset,
-            len,
-        });
+        self.specs.push(ParamSpec { name, shape: shape.to_vec(), offset, len });
         ParamId(self.specs.len() - 1)
     }
 

@@ -24,10 +24,7 @@ impl<T: Real> Tensor<T> {
             "tensor shape {shape:?} vs {} values",
             data.len()
         );
-        Tensor {
-            shape: shape.to_vec(),
-            data,
-        }
+        Tensor { shape: shape.to_vec(), data }
     }
 
     pub fn zeros(shape: &[usize]) -> Self {
@@ -47,11 +44,7 @@ pub trait Backward<T: Real> {
 
 enum Value<'p, T> {
     Owned(Tensor<T>),
-    Param {
-        id: ParamId,
-        shape: &'p [usize],
-        data: &'p [T],
-    },
+    Param { id: ParamId, shape: &'p [usize], data: &'p [T] },
 }
 
 struct Node<T> {
@@ -63,6 +56,7 @@ struct Node<T> {
 /// A recording of one forward pass over a model whose parameters live in `params`.
 pub struct Tape<'p, T> {
     params: &'p Params<T>,
+    params_need_grad: bool,
     values: Vec<Value<'p, T>>,
     needs_grad: Vec<bool>,
     grads: Vec<Vec<T>>,
@@ -77,14 +71,22 @@ fn data<'a, T>(values: &'a [Value<'_, T>], v: Var) -> &'a [T] {
 }
 
 impl<'p, T: Real> Tape<'p, T> {
+    /// A tape for training: parameters need gradients, so every op is recorded.
     pub fn new(params: &'p Params<T>) -> Self {
         Tape {
             params,
+            params_need_grad: true,
             values: Vec::new(),
             needs_grad: Vec::new(),
             grads: Vec::new(),
             nodes: Vec::new(),
         }
+    }
+
+    /// A tape for inference: parameters need no gradient, so ops on them record nothing and keep
+    /// nothing for a backward pass (inputs that ask for a gradient still get one).
+    pub fn no_grad(params: &'p Params<T>) -> Self {
+        Tape { params_need_grad: false, ..Tape::new(params) }
     }
 
     fn leaf(&mut self, value: Value<'p, T>, needs_grad: bool) -> Var {
@@ -98,12 +100,8 @@ impl<'p, T: Real> Tape<'p, T> {
     /// [`Tape::param_grads`].
     pub fn param(&mut self, id: ParamId) -> Var {
         let spec = self.params.spec(id);
-        let value = Value::Param {
-            id,
-            shape: &spec.shape,
-            data: self.params.get(id),
-        };
-        self.leaf(value, true)
+        let value = Value::Param { id, shape: &spec.shape, data: self.params.get(id) };
+        self.leaf(value, self.params_need_grad)
     }
 
     /// An input or constant as a leaf; `needs_grad` asks for its gradient (saliency maps).
@@ -117,11 +115,7 @@ impl<'p, T: Real> Tape<'p, T> {
         let needs_grad = inputs.iter().any(|v| self.needs_grad[v.0]);
         let output = self.leaf(Value::Owned(out), needs_grad);
         if needs_grad {
-            self.nodes.push(Node {
-                inputs: inputs.to_vec(),
-                output,
-                op: Box::new(op),
-            });
+            self.nodes.push(Node { inputs: inputs.to_vec(), output, op: Box::new(op) });
         }
         output
     }
@@ -177,17 +171,13 @@ impl<'p, T: Real> Tape<'p, T> {
                 }
             }
             {
-                let mut dins: Vec<Option<&mut [T]>> =
-                    bufs.iter_mut().map(|b| b.as_deref_mut()).collect();
+                let mut dins: Vec<Option<&mut [T]>> = bufs.iter_mut().map(|b| b.as_deref_mut()).collect();
                 node.op.backward(&inputs, &dy, &mut dins);
             }
             for (i, (v, buf)) in node.inputs.iter().zip(bufs).enumerate() {
                 if let Some(buf) = buf {
                     match node.inputs[..i].iter().position(|u| u == v) {
-                        Some(_) => self.grads[v.0]
-                            .iter_mut()
-                            .zip(&buf)
-                            .for_each(|(g, d)| *g += *d),
+                        Some(_) => self.grads[v.0].iter_mut().zip(&buf).for_each(|(g, d)| *g += *d),
                         None => self.grads[v.0] = buf,
                     }
                 }

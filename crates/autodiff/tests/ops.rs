@@ -10,10 +10,7 @@ use pmixer_kernels::Axis;
 struct Gen(u64);
 impl Gen {
     fn next(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
+        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
         ((self.0 >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
     }
     fn fill(&mut self, p: &mut Params<f64>, scale: f64) {
@@ -36,12 +33,7 @@ fn assert_grads(mut params: Params<f64>, seed: u64, build: impl Fn(&mut Tape<f64
     gen.fill(&mut params, 1.0);
     let report = check(&mut params, EPS, build);
     assert!(report.checked > 0);
-    assert!(
-        report.max_err < TOL,
-        "gradient check failed: {} (err {:e})",
-        report.worst,
-        report.max_err
-    );
+    assert!(report.max_err < TOL, "gradient check failed: {} (err {:e})", report.worst, report.max_err);
 }
 
 fn target(n: usize) -> Vec<f64> {
@@ -96,33 +88,19 @@ fn dense() {
 }
 
 fn mlp_params(p: &mut Params<f64>, n_in: usize, n: usize) -> [ParamId; 4] {
-    [
-        p.add("k1", &[n_in, n]),
-        p.add("c1", &[n]),
-        p.add("k2", &[n, n]),
-        p.add("c2", &[n]),
-    ]
+    [p.add("k1", &[n_in, n]), p.add("c1", &[n]), p.add("k2", &[n, n]), p.add("c2", &[n])]
 }
 
 fn mlp_vars(t: &mut Tape<f64>, ids: [ParamId; 4]) -> MlpVars {
-    MlpVars {
-        k1: t.param(ids[0]),
-        c1: t.param(ids[1]),
-        k2: t.param(ids[2]),
-        c2: t.param(ids[3]),
-    }
+    MlpVars { k1: t.param(ids[0]), c1: t.param(ids[1]), k2: t.param(ids[2]), c2: t.param(ids[3]) }
 }
 
 #[test]
 fn axis_mlp_along_rows_and_columns() {
     let (h, b, w) = (5, 3, 7);
-    for (axis, n_in, n) in [
-        (Axis::Rows, w, w),
-        (Axis::Cols, h, h),
-        (Axis::Rows, w, 1),
-        (Axis::Cols, h, 1),
-        (Axis::Cols, h, 4),
-    ] {
+    for (axis, n_in, n) in
+        [(Axis::Rows, w, w), (Axis::Cols, h, h), (Axis::Rows, w, 1), (Axis::Cols, h, 1), (Axis::Cols, h, 4)]
+    {
         let mut p = Params::new();
         let x = p.add("x", &[h, b, w]);
         let ids = mlp_params(&mut p, n_in, n);
@@ -164,10 +142,7 @@ fn mean_mse_and_cross_entropy() {
 fn cross_entropy_value_is_log_sum_exp_minus_the_label_logit() {
     let p = Params::<f64>::new();
     let mut t = Tape::new(&p);
-    let logits = t.input(
-        Tensor::new(&[2, 3], vec![1.0, 2.0, 3.0, 0.0, 0.0, 0.0]),
-        false,
-    );
+    let logits = t.input(Tensor::new(&[2, 3], vec![1.0, 2.0, 3.0, 0.0, 0.0, 0.0]), false);
     let l = ops::softmax_cross_entropy(&mut t, logits, &[2, 1]);
     let want = ((1f64.exp() + 2f64.exp() + 3f64.exp()).ln() - 3.0 + 3f64.ln()) / 2.0;
     assert!((t.value(l)[0] - want).abs() < 1e-12);
@@ -210,11 +185,7 @@ fn adam_matches_a_step_by_hand() {
             1e-3 * (1.0 - 0.999f64.powi(t)).sqrt() / (1.0 - 0.9f64.powi(t)) * m / (v.sqrt() + 1e-7)
         };
         let start = [1.0, -2.0][i];
-        assert!(
-            (p[i] - (start - step(1) - step(2))).abs() < 1e-15,
-            "param {i}: {}",
-            p[i]
-        );
+        assert!((p[i] - (start - step(1) - step(2))).abs() < 1e-15, "param {i}: {}", p[i]);
     }
     assert_eq!(s.t, 2);
     let mut q = vec![1.0f64];

@@ -12,18 +12,8 @@ use crate::real::Real;
 use crate::simd;
 
 /// `y = x·K + c`, y overwritten.
-pub fn dense_forward<T: Real>(
-    n: usize,
-    n_in: usize,
-    n_out: usize,
-    x: &[T],
-    k: &[T],
-    c: &[T],
-    y: &mut [T],
-) {
-    assert!(
-        x.len() == n * n_in && k.len() == n_in * n_out && c.len() == n_out && y.len() == n * n_out
-    );
+pub fn dense_forward<T: Real>(n: usize, n_in: usize, n_out: usize, x: &[T], k: &[T], c: &[T], y: &mut [T]) {
+    assert!(x.len() == n * n_in && k.len() == n_in * n_out && c.len() == n_out && y.len() == n * n_out);
     for row in y.chunks_exact_mut(n_out) {
         row.copy_from_slice(c);
     }

@@ -34,8 +34,7 @@ pub fn exp_f32(x: f32) -> f32 {
         + r * (1.0
             + r * (1.0 / 2.0
                 + r * (1.0 / 6.0
-                    + r * (1.0 / 24.0
-                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+                    + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
     let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
     p * scale
 }
@@ -52,8 +51,7 @@ fn erfc_nonneg<T: Real>(z: T) -> T {
                     + t * (c(-0.186_288_06)
                         + t * (c(0.278_868_07)
                             + t * (c(-1.135_203_98)
-                                + t * (c(1.488_515_87)
-                                    + t * (c(-0.822_152_23) + t * c(0.170_872_77)))))))));
+                                + t * (c(1.488_515_87) + t * (c(-0.822_152_23) + t * c(0.170_872_77)))))))));
     t * (-z * z + poly).exp()
 }
 
@@ -71,8 +69,7 @@ pub fn erf<T: Real>(x: T) -> T {
 /// Φ(z), the standard normal CDF: ½·erfc(−z/√2), with the reflection erfc(−u) = 2 − erfc(u).
 #[inline(always)]
 pub fn normal_cdf<T: Real>(z: T) -> T {
-    let half_tail =
-        T::from_f64(0.5) * erfc_nonneg(z.abs() * T::from_f64(std::f64::consts::FRAC_1_SQRT_2));
+    let half_tail = T::from_f64(0.5) * erfc_nonneg(z.abs() * T::from_f64(std::f64::consts::FRAC_1_SQRT_2));
     if z < T::ZERO {
         half_tail
     } else {

@@ -113,16 +113,8 @@ impl Geometry {
                 Geometry {
                     n_in: x.w,
                     n_out,
-                    x: View {
-                        items,
-                        is: x.w,
-                        fs: 1,
-                    },
-                    y: View {
-                        items,
-                        is: n_out,
-                        fs: 1,
-                    },
+                    x: View { items, is: x.w, fs: 1 },
+                    y: View { items, is: n_out, fs: 1 },
                 }
             }
             Axis::Cols => {
@@ -130,16 +122,8 @@ impl Geometry {
                 Geometry {
                     n_in: x.h,
                     n_out,
-                    x: View {
-                        items,
-                        is: 1,
-                        fs: items,
-                    },
-                    y: View {
-                        items,
-                        is: 1,
-                        fs: items,
-                    },
+                    x: View { items, is: 1, fs: items },
+                    y: View { items, is: 1, fs: items },
                 }
             }
         }
@@ -186,12 +170,7 @@ impl<T> SharedMut<T> {
 /// Calls `f(run, feature)` for every contiguous run of the output tile of items [i0, i1).
 /// Rows: one run of n_out features per item (`feature` = None: the bias runs along the tile).
 /// Columns: one run of i1−i0 items per feature (`feature` = Some(f): one bias for the run).
-fn for_each_run(
-    g: &Geometry,
-    i0: usize,
-    i1: usize,
-    mut f: impl FnMut(usize, usize, Option<usize>),
-) {
+fn for_each_run(g: &Geometry, i0: usize, i1: usize, mut f: impl FnMut(usize, usize, Option<usize>)) {
     if g.y.fs == 1 {
         for i in i0..i1 {
             f(i * g.y.is, g.n_out, None);
@@ -223,15 +202,8 @@ pub fn mlp_forward<T: Real>(
     let out_len = output_shape(axis, x_shape, n_out).len();
     check_weights(&g, &wts);
     assert_eq!(x.len(), x_shape.len(), "mlp_forward: input length");
-    assert!(
-        z.len() == out_len && a.len() == out_len && y.len() == out_len,
-        "mlp_forward: output length"
-    );
-    let (zp, ap, yp) = (
-        SharedMut(z.as_mut_ptr()),
-        SharedMut(a.as_mut_ptr()),
-        SharedMut(y.as_mut_ptr()),
-    );
+    assert!(z.len() == out_len && a.len() == out_len && y.len() == out_len, "mlp_forward: output length");
+    let (zp, ap, yp) = (SharedMut(z.as_mut_ptr()), SharedMut(a.as_mut_ptr()), SharedMut(y.as_mut_ptr()));
     let items = g.x.items;
     let chunks = chunk_count(items);
     (0..chunks).into_par_iter().for_each(|c| {
@@ -318,10 +290,7 @@ pub fn mlp_backward<T: Real>(
     let g = Geometry::new(axis, x_shape, n_out);
     let out_len = output_shape(axis, x_shape, n_out).len();
     check_weights(&g, &wts);
-    assert!(
-        x.len() == x_shape.len() && dx.len() == x_shape.len(),
-        "mlp_backward: input length"
-    );
+    assert!(x.len() == x_shape.len() && dx.len() == x_shape.len(), "mlp_backward: input length");
     assert!(
         z.len() == out_len && a.len() == out_len && dy.len() == out_len && dz.len() == out_len,
         "mlp_backward: output length"
@@ -331,101 +300,98 @@ pub fn mlp_backward<T: Real>(
     let items = g.x.items;
     let chunks = chunk_count(items);
     let mut partials = vec![T::ZERO; chunks * g.params()];
-    partials
-        .par_chunks_mut(g.params())
-        .enumerate()
-        .for_each(|(c, part)| {
-            let (i0, i1) = chunk_range(items, chunks, c);
-            let m = i1 - i0;
-            if m == 0 {
-                return;
-            }
-            let (pk1, rest) = part.split_at_mut(n_in * n);
-            let (pc1, rest) = rest.split_at_mut(n);
-            let (pk2, pc2) = rest.split_at_mut(n * n);
-            // SAFETY: as in the forward, chunk c touches only items [i0, i1) of dz and dx.
-            unsafe {
-                for_each_run(&g, i0, i1, |off, len, feat| {
-                    let d = &dy[off..off + len];
-                    match feat {
-                        None => simd::add_assign(pc2, d),
-                        Some(f) => pc2[f] += simd::sum(d),
-                    }
-                });
-                T::gemm(
-                    n,
-                    m,
-                    n,
-                    T::ONE,
-                    a.as_ptr().add(i0 * g.y.is),
-                    g.y.fs as isize,
-                    g.y.is as isize,
-                    dy.as_ptr().add(i0 * g.y.is),
-                    g.y.is as isize,
-                    g.y.fs as isize,
-                    T::ZERO,
-                    pk2.as_mut_ptr(),
-                    n as isize,
-                    1,
-                );
-                T::gemm(
-                    m,
-                    n,
-                    n,
-                    T::ONE,
-                    dy.as_ptr().add(i0 * g.y.is),
-                    g.y.is as isize,
-                    g.y.fs as isize,
-                    wts.k2.as_ptr(),
-                    1,
-                    n as isize,
-                    T::ZERO,
-                    dzp.at(i0 * g.y.is),
-                    g.y.is as isize,
-                    g.y.fs as isize,
-                );
-                for_each_run(&g, i0, i1, |off, len, feat| {
-                    let d = std::slice::from_raw_parts_mut(dzp.at(off), len);
-                    simd::mul_gelu_grad(d, &z[off..off + len]);
-                    match feat {
-                        None => simd::add_assign(pc1, d),
-                        Some(f) => pc1[f] += simd::sum(d),
-                    }
-                });
-                T::gemm(
-                    n_in,
-                    m,
-                    n,
-                    T::ONE,
-                    x.as_ptr().add(i0 * g.x.is),
-                    g.x.fs as isize,
-                    g.x.is as isize,
-                    dzp.at(i0 * g.y.is),
-                    g.y.is as isize,
-                    g.y.fs as isize,
-                    T::ZERO,
-                    pk1.as_mut_ptr(),
-                    n as isize,
-                    1,
-                );
-                T::gemm(
-                    m,
-                    n,
-                    n_in,
-                    T::ONE,
-                    dzp.at(i0 * g.y.is),
-                    g.y.is as isize,
-                    g.y.fs as isize,
-                    wts.k1.as_ptr(),
-                    1,
-                    n as isize,
-                    T::ONE,
-                    dxp.at(i0 * g.x.is),
-                    g.x.is as isize,
-                    g.x.fs as isize,
-                );
-            }
-        });
+    partials.par_chunks_mut(g.params()).enumerate().for_each(|(c, part)| {
+        let (i0, i1) = chunk_range(items, chunks, c);
+        let m = i1 - i0;
+        if m == 0 {
+            return;
+        }
+        let (pk1, rest) = part.split_at_mut(n_in * n);
+        let (pc1, rest) = rest.split_at_mut(n);
+        let (pk2, pc2) = rest.split_at_mut(n * n);
+        // SAFETY: as in the forward, chunk c touches only items [i0, i1) of dz and dx.
+        unsafe {
+            for_each_run(&g, i0, i1, |off, len, feat| {
+                let d = &dy[off..off + len];
+                match feat {
+                    None => simd::add_assign(pc2, d),
+                    Some(f) => pc2[f] += simd::sum(d),
+                }
+            });
+            T::gemm(
+                n,
+                m,
+                n,
+                T::ONE,
+                a.as_ptr().add(i0 * g.y.is),
+                g.y.fs as isize,
+                g.y.is as isize,
+                dy.as_ptr().add(i0 * g.y.is),
+                g.y.is as isize,
+                g.y.fs as isize,
+                T::ZERO,
+                pk2.as_mut_ptr(),
+                n as isize,
+                1,
+            );
+            T::gemm(
+                m,
+                n,
+                n,
+                T::ONE,
+                dy.as_ptr().add(i0 * g.y.is),
+                g.y.is as isize,
+                g.y.fs as isize,
+                wts.k2.as_ptr(),
+                1,
+                n as isize,
+                T::ZERO,
+                dzp.at(i0 * g.y.is),
+                g.y.is as isize,
+                g.y.fs as isize,
+            );
+            for_each_run(&g, i0, i1, |off, len, feat| {
+                let d = std::slice::from_raw_parts_mut(dzp.at(off), len);
+                simd::mul_gelu_grad(d, &z[off..off + len]);
+                match feat {
+                    None => simd::add_assign(pc1, d),
+                    Some(f) => pc1[f] += simd::sum(d),
+                }
+            });
+            T::gemm(
+                n_in,
+                m,
+                n,
+                T::ONE,
+                x.as_ptr().add(i0 * g.x.is),
+                g.x.fs as isize,
+                g.x.is as isize,
+                dzp.at(i0 * g.y.is),
+                g.y.is as isize,
+                g.y.fs as isize,
+                T::ZERO,
+                pk1.as_mut_ptr(),
+                n as isize,
+                1,
+            );
+            T::gemm(
+                m,
+                n,
+                n_in,
+                T::ONE,
+                dzp.at(i0 * g.y.is),
+                g.y.is as isize,
+                g.y.fs as isize,
+                wts.k1.as_ptr(),
+                1,
+                n as isize,
+                T::ONE,
+                dxp.at(i0 * g.x.is),
+                g.x.is as isize,
+                g.x.fs as isize,
+            );
+        }
+    });
     let MlpGrads { k1, c1, k2, c2 } = grads;
     assert!(
         k1.len() == n_in * n && c1.len() == n && k2.len() == n * n && c2.len() == n,

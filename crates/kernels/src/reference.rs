@@ -45,14 +45,7 @@ pub fn from_items<T: Real>(axis: Axis, s: Hbw, m: &[T]) -> Vec<T> {
 }
 
 /// `y[i, o] = c[o] + Σ_f x[i, f]·k[f, o]` for every item i: a naive dense layer.
-pub fn dense<T: Real>(
-    items: usize,
-    n_in: usize,
-    n_out: usize,
-    x: &[T],
-    k: &[T],
-    c: &[T],
-) -> Vec<T> {
+pub fn dense<T: Real>(items: usize, n_in: usize, n_out: usize, x: &[T], k: &[T], c: &[T]) -> Vec<T> {
     let mut y = vec![T::ZERO; items * n_out];
     for i in 0..items {
         for o in 0..n_out {
@@ -84,11 +77,7 @@ pub fn mlp_forward<T: Real>(
     let a: Vec<T> = z.iter().map(|&v| gelu(v)).collect();
     let y = dense(items, n_out, n_out, &a, w.k2, w.c2);
     let os = output_shape(axis, s, n_out);
-    (
-        from_items(axis, os, &z),
-        from_items(axis, os, &a),
-        from_items(axis, os, &y),
-    )
+    (from_items(axis, os, &z), from_items(axis, os, &a), from_items(axis, os, &y))
 }
 
 /// Reference backward: adds into `dx` and `grads` exactly what [`crate::mlp_backward`] does, by

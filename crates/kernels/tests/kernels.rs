@@ -16,9 +16,7 @@ impl Gen {
         (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
     }
     fn vec<T: Real>(&mut self, n: usize, scale: f64) -> Vec<T> {
-        (0..n)
-            .map(|_| T::from_f64((2.0 * self.uniform() - 1.0) * scale))
-            .collect()
+        (0..n).map(|_| T::from_f64((2.0 * self.uniform() - 1.0) * scale)).collect()
     }
 }
 
@@ -27,10 +25,7 @@ impl Gen {
 fn rel_err<T: Real, U: Real>(a: &[T], b: &[U]) -> f64 {
     assert_eq!(a.len(), b.len());
     let scale = b.iter().fold(1.0f64, |m, v| m.max(v.to_f64().abs()));
-    a.iter()
-        .zip(b)
-        .fold(0.0f64, |m, (x, y)| m.max((x.to_f64() - y.to_f64()).abs()))
-        / scale
+    a.iter().zip(b).fold(0.0f64, |m, (x, y)| m.max((x.to_f64() - y.to_f64()).abs())) / scale
 }
 
 #[test]
@@ -52,10 +47,7 @@ fn erf_matches_tabulated_values() {
         let e64 = erf(x);
         let e32 = erf(x as f32) as f64;
         assert!((e64 - want).abs() < 3e-7, "erf({x}) = {e64}, want {want}");
-        assert!(
-            (e32 - want).abs() < 1e-6,
-            "f32 erf({x}) = {e32}, want {want}"
-        );
+        assert!((e32 - want).abs() < 1e-6, "f32 erf({x}) = {e32}, want {want}");
     }
 }
 
@@ -71,11 +63,7 @@ fn gelu_and_its_derivative_match_known_values() {
         (0.5, 0.345_731_37),
     ];
     for (z, want) in table {
-        assert!(
-            (gelu(z) - want).abs() < 3e-7,
-            "gelu({z}) = {}, want {want}",
-            gelu(z)
-        );
+        assert!((gelu(z) - want).abs() < 3e-7, "gelu({z}) = {}, want {want}", gelu(z));
         assert!((gelu(z as f32) as f64 - want).abs() < 1e-6);
     }
     // gelu'(z) against a central difference of gelu itself, in f64.
@@ -83,11 +71,7 @@ fn gelu_and_its_derivative_match_known_values() {
         let z = i as f64 / 10.0;
         let h = 1e-5;
         let fd = (gelu(z + h) - gelu(z - h)) / (2.0 * h);
-        assert!(
-            (gelu_grad(z) - fd).abs() < 2e-6,
-            "gelu'({z}) = {} vs {fd}",
-            gelu_grad(z)
-        );
+        assert!((gelu_grad(z) - fd).abs() < 2e-6, "gelu'({z}) = {} vs {fd}", gelu_grad(z));
     }
     // Known values: gelu'(0) = ½, gelu'(1) = Φ(1) + φ(1).
     assert!((gelu_grad(0.0) - 0.5).abs() < 1e-7);
@@ -114,45 +98,15 @@ struct Case {
 
 fn cases() -> Vec<Case> {
     let mut v = Vec::new();
-    for &(h, b, w) in &[
-        (5, 3, 7),
-        (28, 64, 28),
-        (32, 64, 96),
-        (1, 1, 1),
-        (4, 130, 3),
-    ] {
+    for &(h, b, w) in &[(5, 3, 7), (28, 64, 28), (32, 64, 96), (1, 1, 1), (4, 130, 3)] {
         let s = Hbw { h, b, w };
-        v.push(Case {
-            axis: Axis::Rows,
-            s,
-            n_out: w,
-        });
-        v.push(Case {
-            axis: Axis::Cols,
-            s,
-            n_out: h,
-        });
-        v.push(Case {
-            axis: Axis::Rows,
-            s,
-            n_out: 1,
-        });
-        v.push(Case {
-            axis: Axis::Cols,
-            s,
-            n_out: 1,
-        });
+        v.push(Case { axis: Axis::Rows, s, n_out: w });
+        v.push(Case { axis: Axis::Cols, s, n_out: h });
+        v.push(Case { axis: Axis::Rows, s, n_out: 1 });
+        v.push(Case { axis: Axis::Cols, s, n_out: 1 });
     }
-    v.push(Case {
-        axis: Axis::Rows,
-        s: Hbw { h: 5, b: 3, w: 7 },
-        n_out: 4,
-    });
-    v.push(Case {
-        axis: Axis::Cols,
-        s: Hbw { h: 5, b: 3, w: 7 },
-        n_out: 9,
-    });
+    v.push(Case { axis: Axis::Rows, s: Hbw { h: 5, b: 3, w: 7 }, n_out: 4 });
+    v.push(Case { axis: Axis::Cols, s: Hbw { h: 5, b: 3, w: 7 }, n_out: 9 });
     v
 }
 
@@ -166,12 +120,7 @@ struct Run<T> {
 }
 
 fn weights<T: Real>(gen: &mut Gen, n_in: usize, n: usize) -> [Vec<T>; 4] {
-    [
-        gen.vec(n_in * n, 0.5),
-        gen.vec(n, 0.1),
-        gen.vec(n * n, 0.5),
-        gen.vec(n, 0.1),
-    ]
+    [gen.vec(n_in * n, 0.5), gen.vec(n, 0.1), gen.vec(n * n, 0.5), gen.vec(n, 0.1)]
 }
 
 fn n_in(c: &Case) -> usize {
@@ -188,40 +137,17 @@ fn fused<T: Real>(c: &Case, seed: u64) -> Run<T> {
     let x: Vec<T> = gen.vec(c.s.len(), 1.5);
     let out = output_shape(c.axis, c.s, n).len();
     let dy: Vec<T> = gen.vec(out, 1.0);
-    let wts = MlpWeights {
-        k1: &w[0],
-        c1: &w[1],
-        k2: &w[2],
-        c2: &w[3],
-    };
+    let wts = MlpWeights { k1: &w[0], c1: &w[1], k2: &w[2], c2: &w[3] };
     let (mut z, mut a, mut y) = (vec![T::ZERO; out], vec![T::ZERO; out], vec![T::ZERO; out]);
     mlp_forward(c.axis, c.s, n, wts, &x, &mut z, &mut a, &mut y);
     let mut dz = vec![T::ZERO; out];
     // Start the accumulators from non-zero values to check that backward adds rather than sets.
     let mut dx: Vec<T> = vec![T::ONE; x.len()];
-    let mut g = [
-        vec![T::ONE; ni * n],
-        vec![T::ONE; n],
-        vec![T::ONE; n * n],
-        vec![T::ONE; n],
-    ];
+    let mut g = [vec![T::ONE; ni * n], vec![T::ONE; n], vec![T::ONE; n * n], vec![T::ONE; n]];
     let [g0, g1, g2, g3] = &mut g;
-    let grads = MlpGrads {
-        k1: g0,
-        c1: g1,
-        k2: g2,
-        c2: g3,
-    };
-    mlp_backward(
-        c.axis, c.s, n, wts, &x, &z, &a, &dy, &mut dz, &mut dx, grads,
-    );
-    Run {
-        z,
-        a,
-        y,
-        dx,
-        grads: g,
-    }
+    let grads = MlpGrads { k1: g0, c1: g1, k2: g2, c2: g3 };
+    mlp_backward(c.axis, c.s, n, wts, &x, &z, &a, &dy, &mut dz, &mut dx, grads);
+    Run { z, a, y, dx, grads: g }
 }
 
 /// The reference on the same inputs as `fused::<T>`, evaluated in f64: the exact answer up to
@@ -234,35 +160,14 @@ fn naive<T: Real>(c: &Case, seed: u64) -> Run<f64> {
     let x = up(gen.vec::<T>(c.s.len(), 1.5));
     let out = output_shape(c.axis, c.s, n).len();
     let dy = up(gen.vec::<T>(out, 1.0));
-    let wts = MlpWeights {
-        k1: &w[0],
-        c1: &w[1],
-        k2: &w[2],
-        c2: &w[3],
-    };
+    let wts = MlpWeights { k1: &w[0], c1: &w[1], k2: &w[2], c2: &w[3] };
     let (z, a, y) = reference::mlp_forward(c.axis, c.s, n, wts, &x);
     let mut dx = vec![1.0; x.len()];
-    let mut g = [
-        vec![1.0; ni * n],
-        vec![1.0; n],
-        vec![1.0; n * n],
-        vec![1.0; n],
-    ];
+    let mut g = [vec![1.0; ni * n], vec![1.0; n], vec![1.0; n * n], vec![1.0; n]];
     let [g0, g1, g2, g3] = &mut g;
-    let grads = MlpGrads {
-        k1: g0,
-        c1: g1,
-        k2: g2,
-        c2: g3,
-    };
+    let grads = MlpGrads { k1: g0, c1: g1, k2: g2, c2: g3 };
     reference::mlp_backward(c.axis, c.s, n, wts, &x, &dy, &mut dx, grads);
-    Run {
-        z,
-        a,
-        y,
-        dx,
-        grads: g,
-    }
+    Run { z, a, y, dx, grads: g }
 }
 
 fn compare<T: Real>(tol: f64) {
@@ -270,23 +175,14 @@ fn compare<T: Real>(tol: f64) {
         let seed = 17 + i as u64;
         let (f, r) = (fused::<T>(c, seed), naive::<T>(c, seed));
         let label = format!("{:?} {:?} n_out={}", c.axis, c.s, c.n_out);
-        let mut checks = vec![
-            ("z", rel_err(&f.z, &r.z)),
-            ("a", rel_err(&f.a, &r.a)),
-            ("y", rel_err(&f.y, &r.y)),
-        ];
+        let mut checks =
+            vec![("z", rel_err(&f.z, &r.z)), ("a", rel_err(&f.a, &r.a)), ("y", rel_err(&f.y, &r.y))];
         checks.push(("dx", rel_err(&f.dx, &r.dx)));
-        for (name, (gf, gr)) in ["dK1", "dc1", "dK2", "dc2"]
-            .iter()
-            .zip(f.grads.iter().zip(&r.grads))
-        {
+        for (name, (gf, gr)) in ["dK1", "dc1", "dK2", "dc2"].iter().zip(f.grads.iter().zip(&r.grads)) {
             checks.push((name, rel_err(gf, gr)));
         }
         for (name, err) in checks {
-            assert!(
-                err <= tol,
-                "{label}: {name} differs from the reference by {err:e} (tolerance {tol:e})"
-            );
+            assert!(err <= tol, "{label}: {name} differs from the reference by {err:e} (tolerance {tol:e})");
         }
     }
 }
@@ -307,12 +203,7 @@ fn bits(v: &[f32]) -> Vec<u32> {
 
 #[test]
 fn results_are_bitwise_independent_of_thread_count() {
-    let pool = |n| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build()
-            .unwrap()
-    };
+    let pool = |n| rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap();
     for (i, c) in cases().iter().enumerate() {
         let one = pool(1).install(|| fused::<f32>(c, 99 + i as u64));
         let two = pool(2).install(|| fused::<f32>(c, 99 + i as u64));

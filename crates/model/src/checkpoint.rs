@@ -51,11 +51,8 @@ impl Checkpoint {
             ));
             offset = end;
         }
-        let meta: Vec<String> = self
-            .metadata
-            .iter()
-            .map(|(k, v)| format!("{}:{}", json::quote(k), json::quote(v)))
-            .collect();
+        let meta: Vec<String> =
+            self.metadata.iter().map(|(k, v)| format!("{}:{}", json::quote(k), json::quote(v))).collect();
         header.push_str(&format!("\"__metadata__\":{{{}}}}}", meta.join(",")));
         // Pad with spaces so the data starts 8-byte aligned, as the reference writer does.
         while (8 + header.len()) % 8 != 0 {
@@ -75,20 +72,15 @@ impl Checkpoint {
     /// Parses a safetensors file's bytes. Only F32 tensors are accepted.
     pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint, String> {
         let Some(len_bytes) = bytes.get(..8) else {
-            return Err(format!(
-                "file is {} bytes, shorter than the 8-byte header length",
-                bytes.len()
-            ));
+            return Err(format!("file is {} bytes, shorter than the 8-byte header length", bytes.len()));
         };
         let n = u64::from_le_bytes(len_bytes.try_into().unwrap());
         let available = bytes.len() as u64 - 8;
         if n > available || n > MAX_HEADER {
-            return Err(format!(
-                "header length {n} exceeds the {available} bytes that follow it"
-            ));
+            return Err(format!("header length {n} exceeds the {available} bytes that follow it"));
         }
-        let header = std::str::from_utf8(&bytes[8..8 + n as usize])
-            .map_err(|_| "header is not UTF-8".to_string())?;
+        let header =
+            std::str::from_utf8(&bytes[8..8 + n as usize]).map_err(|_| "header is not UTF-8".to_string())?;
         let data = &bytes[8 + n as usize..];
         let Json::Obj(entries) = json::parse(header)? else {
             return Err("header is not a JSON object".into());
@@ -101,9 +93,7 @@ impl Checkpoint {
                     return Err("__metadata__ is not an object".into());
                 };
                 for (k, v) in kv {
-                    let s = v
-                        .as_str()
-                        .ok_or_else(|| format!("metadata value for {k:?} is not a string"))?;
+                    let s = v.as_str().ok_or_else(|| format!("metadata value for {k:?} is not a string"))?;
                     ck.metadata.insert(k, s.to_string());
                 }
                 continue;
@@ -113,9 +103,7 @@ impl Checkpoint {
                 .and_then(Json::as_str)
                 .ok_or_else(|| format!("tensor {name:?} has no dtype"))?;
             if dtype != "F32" {
-                return Err(format!(
-                    "tensor {name:?} has dtype {dtype}; only F32 is supported"
-                ));
+                return Err(format!("tensor {name:?} has dtype {dtype}; only F32 is supported"));
             }
             let Some(Json::Arr(dims)) = v.get("shape") else {
                 return Err(format!("tensor {name:?} has no shape"));
@@ -141,42 +129,25 @@ impl Checkpoint {
                     data.len()
                 ));
             }
-            let count = shape
-                .iter()
-                .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
+            let count = shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
             if count.and_then(|c| c.checked_mul(4)) != Some(end - begin) {
-                return Err(format!(
-                    "tensor {name:?} has shape {shape:?} but {} data bytes",
-                    end - begin
-                ));
+                return Err(format!("tensor {name:?} has shape {shape:?} but {} data bytes", end - begin));
             }
             let raw = &data[begin as usize..end as usize];
-            let values = raw
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-                .collect();
+            let values = raw.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
             spans.push((begin, end));
-            ck.tensors.push(NamedTensor {
-                name,
-                shape,
-                data: values,
-            });
+            ck.tensors.push(NamedTensor { name, shape, data: values });
         }
         spans.sort_unstable();
         let mut pos = 0;
         for (b, e) in spans {
             if b != pos {
-                return Err(format!(
-                    "tensor data overlaps or leaves a gap at byte {pos}"
-                ));
+                return Err(format!("tensor data overlaps or leaves a gap at byte {pos}"));
             }
             pos = e;
         }
         if pos != data.len() as u64 {
-            return Err(format!(
-                "{} bytes after the last tensor",
-                data.len() as u64 - pos
-            ));
+            return Err(format!("{} bytes after the last tensor", data.len() as u64 - pos));
         }
         Ok(ck)
     }

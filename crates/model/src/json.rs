@@ -56,17 +56,11 @@ const MAX_DEPTH: usize = 32;
 
 /// Parses one JSON document (surrounding white space allowed).
 pub fn parse(text: &str) -> Result<Json, String> {
-    let mut p = Parser {
-        s: text.as_bytes(),
-        i: 0,
-    };
+    let mut p = Parser { s: text.as_bytes(), i: 0 };
     let v = p.value(0)?;
     p.ws();
     if p.i != p.s.len() {
-        return Err(format!(
-            "unexpected text after the JSON value at byte {}",
-            p.i
-        ));
+        return Err(format!("unexpected text after the JSON value at byte {}", p.i));
     }
     Ok(v)
 }
@@ -156,15 +150,11 @@ impl Parser<'_> {
             Some(c) if *c == b'-' || c.is_ascii_digit() => {
                 let start = self.i;
                 while self.i < self.s.len()
-                    && matches!(
-                        self.s[self.i],
-                        b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'
-                    )
+                    && matches!(self.s[self.i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
                 {
                     self.i += 1;
                 }
-                let text =
-                    std::str::from_utf8(&self.s[start..self.i]).map_err(|e| e.to_string())?;
+                let text = std::str::from_utf8(&self.s[start..self.i]).map_err(|e| e.to_string())?;
                 if text.parse::<f64>().is_err() {
                     return self.err("malformed number");
                 }
@@ -198,10 +188,7 @@ impl Parser<'_> {
                         .map_err(|_| "invalid JSON: string is not UTF-8".to_string());
                 }
                 Some(b'\\') => {
-                    let esc = *self
-                        .s
-                        .get(self.i + 1)
-                        .ok_or("invalid JSON: unterminated escape")?;
+                    let esc = *self.s.get(self.i + 1).ok_or("invalid JSON: unterminated escape")?;
                     self.i += 2;
                     let c = match esc {
                         b'"' => '"',
@@ -213,16 +200,12 @@ impl Parser<'_> {
                         b'r' => '\r',
                         b't' => '\t',
                         b'u' => {
-                            let hex = self
-                                .s
-                                .get(self.i..self.i + 4)
-                                .ok_or("invalid JSON: short \\u escape")?;
-                            let code = std::str::from_utf8(hex)
-                                .ok()
-                                .and_then(|h| u32::from_str_radix(h, 16).ok());
+                            let hex =
+                                self.s.get(self.i..self.i + 4).ok_or("invalid JSON: short \\u escape")?;
+                            let code =
+                                std::str::from_utf8(hex).ok().and_then(|h| u32::from_str_radix(h, 16).ok());
                             self.i += 4;
-                            code.and_then(char::from_u32)
-                                .ok_or("invalid JSON: bad \\u escape")?
+                            code.and_then(char::from_u32).ok_or("invalid JSON: bad \\u escape")?
                         }
                         _ => return self.err("unknown escape"),
                     };

@@ -20,13 +20,8 @@ pub use rng::Rng;
 use pmixer_autodiff::Params;
 
 /// Metadata keys that record the architecture in a checkpoint.
-const ARCH_KEYS: [&str; 5] = [
-    "pmixer.task",
-    "pmixer.height",
-    "pmixer.width",
-    "pmixer.classes",
-    "pmixer.layers",
-];
+const ARCH_KEYS: [&str; 5] =
+    ["pmixer.task", "pmixer.height", "pmixer.width", "pmixer.classes", "pmixer.layers"];
 
 impl Model {
     /// The parameters as named tensors, with the architecture in the metadata.
@@ -35,11 +30,7 @@ impl Model {
         let mut ck = Checkpoint::default();
         for s in params.specs() {
             let data = params.data[s.offset..s.offset + s.len].to_vec();
-            ck.tensors.push(NamedTensor {
-                name: s.name.clone(),
-                shape: s.shape.clone(),
-                data,
-            });
+            ck.tensors.push(NamedTensor { name: s.name.clone(), shape: s.shape.clone(), data });
         }
         let values = [
             a.task.name().to_string(),
@@ -57,14 +48,11 @@ impl Model {
     /// The architecture recorded in a checkpoint's metadata.
     pub fn arch_of(ck: &Checkpoint) -> Result<Arch, String> {
         let get = |k: &str| {
-            ck.metadata
-                .get(k)
-                .ok_or_else(|| format!("metadata has no {k:?}: not a pmixer checkpoint"))
+            ck.metadata.get(k).ok_or_else(|| format!("metadata has no {k:?}: not a pmixer checkpoint"))
         };
         let num = |k: &str| -> Result<usize, String> {
             let v = get(k)?;
-            v.parse()
-                .map_err(|_| format!("metadata {k:?} is {v:?}, not a number"))
+            v.parse().map_err(|_| format!("metadata {k:?} is {v:?}, not a number"))
         };
         let task = get(ARCH_KEYS[0])?;
         let task = Task::parse(task).ok_or_else(|| format!("unknown task {task:?} in metadata"))?;
@@ -91,9 +79,7 @@ impl Model {
     pub fn from_checkpoint(ck: &Checkpoint) -> Result<(Model, Params<f32>), String> {
         let (model, mut params) = Model::new::<f32>(Model::arch_of(ck)?);
         for s in params.specs().to_vec() {
-            let t = ck
-                .tensor(&s.name)
-                .ok_or_else(|| format!("missing tensor {:?}", s.name))?;
+            let t = ck.tensor(&s.name).ok_or_else(|| format!("missing tensor {:?}", s.name))?;
             if t.shape != s.shape {
                 return Err(format!(
                     "tensor {:?} has shape {:?}, the model needs {:?}",

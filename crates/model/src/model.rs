@@ -74,12 +74,7 @@ impl MlpIds {
     }
 
     fn vars<T: Real>(&self, t: &mut Tape<T>) -> MlpVars {
-        MlpVars {
-            k1: t.param(self.k1),
-            c1: t.param(self.c1),
-            k2: t.param(self.k2),
-            c2: t.param(self.c2),
-        }
+        MlpVars { k1: t.param(self.k1), c1: t.param(self.c1), k2: t.param(self.k2), c2: t.param(self.c2) }
     }
 }
 
@@ -160,11 +155,7 @@ impl Model {
     pub fn forward<T: Real>(&self, t: &mut Tape<T>, x: Var) -> Var {
         let (h, w) = (self.arch.h, self.arch.w);
         let b = t.shape(x)[1];
-        assert_eq!(
-            t.shape(x),
-            &[h, b, w],
-            "input shape does not match the model's {h}×{w}"
-        );
+        assert_eq!(t.shape(x), &[h, b, w], "input shape does not match the model's {h}×{w}");
         let mut act = x;
         for m in &self.mixers {
             let col = m.col.vars(t);
@@ -226,11 +217,8 @@ impl Model {
         let (h, w, c) = (self.arch.h, self.arch.w, self.arch.classes);
         let size = |id: ParamId| params.spec(id).len;
         let mlp = |m: &MlpIds| size(m.k1) + size(m.c1) + size(m.k2) + size(m.c2);
-        let row = |layer: String, shape: String, params: usize| SummaryRow {
-            layer,
-            output_shape: shape,
-            params,
-        };
+        let row =
+            |layer: String, shape: String, params: usize| SummaryRow { layer, output_shape: shape, params };
         let mut rows = vec![row("input".into(), format!("(None, {h}, {w})"), 0)];
         for (l, m) in self.mixers.iter().enumerate() {
             let name = if m.gate.is_some() {
@@ -245,16 +233,8 @@ impl Model {
             ));
         }
         if let Some(hd) = &self.head {
-            rows.push(row(
-                "head.rows (MLP(1) over rows)".into(),
-                format!("(None, {h})"),
-                mlp(&hd.rows),
-            ));
-            rows.push(row(
-                "head.cols (MLP(1) over columns)".into(),
-                format!("(None, {w})"),
-                mlp(&hd.cols),
-            ));
+            rows.push(row("head.rows (MLP(1) over rows)".into(), format!("(None, {h})"), mlp(&hd.rows)));
+            rows.push(row("head.cols (MLP(1) over columns)".into(), format!("(None, {w})"), mlp(&hd.cols)));
             rows.push(row("concat".into(), format!("(None, {})", h + w), 0));
             rows.push(row(
                 "head.out (Dense)".into(),

@@ -7,23 +7,11 @@ use pmixer_autodiff::{Params, Tape, Tensor};
 use pmixer_model::{Arch, Checkpoint, Model, Rng, Task};
 
 fn classifier(h: usize, w: usize, layers: usize) -> Arch {
-    Arch {
-        task: Task::Classify,
-        h,
-        w,
-        classes: 10,
-        layers,
-    }
+    Arch { task: Task::Classify, h, w, classes: 10, layers }
 }
 
 fn autoencoder(h: usize, w: usize, layers: usize) -> Arch {
-    Arch {
-        task: Task::Autoencode,
-        h,
-        w,
-        classes: 0,
-        layers,
-    }
+    Arch { task: Task::Autoencode, h, w, classes: 0, layers }
 }
 
 #[test]
@@ -54,24 +42,15 @@ fn parameter_names_are_stable() {
     ] {
         assert!(p.find(name).is_some(), "{name}");
     }
-    assert_eq!(
-        p.spec(p.find("head.out.kernel").unwrap()).shape,
-        vec![56, 10]
-    );
-    assert_eq!(
-        p.spec(p.find("mixer.2.col.dense1.kernel").unwrap()).shape,
-        vec![28, 28]
-    );
+    assert_eq!(p.spec(p.find("head.out.kernel").unwrap()).shape, vec![56, 10]);
+    assert_eq!(p.spec(p.find("mixer.2.col.dense1.kernel").unwrap()).shape, vec![28, 28]);
 }
 
 #[test]
 fn forward_flops_match_the_hand_count() {
     // MNIST: 16 × (4·28³ + 4·28³) plus the head; CIFAR: 32 × (4·32²·96 + 4·96²·32) plus the head.
     let (m, _) = Model::new::<f32>(classifier(28, 28, 16));
-    assert_eq!(
-        m.flops_per_sample(),
-        16 * 8 * 28 * 28 * 28 + (2 * 784 + 56 + 2 * 784 + 56 + 2 * 56 * 10)
-    );
+    assert_eq!(m.flops_per_sample(), 16 * 8 * 28 * 28 * 28 + (2 * 784 + 56 + 2 * 784 + 56 + 2 * 56 * 10));
     let (m, _) = Model::new::<f32>(classifier(32, 96, 32));
     assert_eq!(m.flops_per_sample() / 1_000_000, 50);
 }
@@ -88,17 +67,13 @@ fn glorot_init_is_seeded_and_within_limits() {
     assert!(k.iter().all(|v| v.abs() <= limit) && k.iter().any(|v| v.abs() > 0.9 * limit));
     assert!(
         a.get(a.find("mixer.0.gate").unwrap())[0] == 0.0
-            && a.get(a.find("head.out.bias").unwrap())
-                .iter()
-                .all(|&v| v == 0.0)
+            && a.get(a.find("head.out.bias").unwrap()).iter().all(|&v| v == 0.0)
     );
 }
 
 fn batch(h: usize, b: usize, w: usize, seed: u64) -> Vec<f64> {
     let mut r = Rng::seed(seed);
-    (0..h * b * w)
-        .map(|_| rand::Rng::gen_range(&mut r, 0.0..1.0))
-        .collect()
+    (0..h * b * w).map(|_| rand::Rng::gen_range(&mut r, 0.0..1.0)).collect()
 }
 
 #[test]
@@ -128,9 +103,9 @@ fn whole_model_gradcheck(arch: Arch) {
     let mut r = Rng::seed(12);
     for s in p.specs().to_vec() {
         if !s.name.ends_with(".kernel") {
-            for v in p.get_mut(pmixer_autodiff::ParamId(
-                p.specs().iter().position(|x| x.name == s.name).unwrap(),
-            )) {
+            for v in
+                p.get_mut(pmixer_autodiff::ParamId(p.specs().iter().position(|x| x.name == s.name).unwrap()))
+            {
                 *v = rand::Rng::gen_range(&mut r, -0.5..0.5);
             }
         }
@@ -189,10 +164,7 @@ fn f32_and_f64_models_agree() {
     let mut t64 = Tape::new(&p64);
     let l64 = run(&mut t64);
     let mut t32 = Tape::new(&p32);
-    let xv = t32.input(
-        Tensor::new(&[28, 4, 28], x.iter().map(|&v| v as f32).collect()),
-        false,
-    );
+    let xv = t32.input(Tensor::new(&[28, 4, 28], x.iter().map(|&v| v as f32).collect()), false);
     let (out, _) = m.loss(&mut t32, xv, &[1, 2, 3, 4]);
     let scale = l64.iter().fold(1.0f64, |a, v| a.max(v.abs()));
     for (a, b) in t32.value(out).iter().zip(&l64) {
@@ -207,8 +179,7 @@ fn checkpoints_round_trip_bitwise() {
     m.init(&mut p, &mut Rng::seed(2));
     p.data[7] = f32::from_bits(0x7f7f_ffff); // the largest finite f32 survives too
     let mut ck = m.to_checkpoint(&p);
-    ck.metadata
-        .insert("note".into(), "quotes \" and \\ and\nnewlines".into());
+    ck.metadata.insert("note".into(), "quotes \" and \\ and\nnewlines".into());
     let dir = std::env::temp_dir().join(format!("pmixer-ck-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("c.safetensors");
@@ -252,12 +223,8 @@ fn malformed_checkpoints_are_rejected_with_a_reason() {
     // A valid file whose tensors do not fit the architecture it claims.
     let mut ck = m.to_checkpoint(&p);
     ck.tensors.retain(|t| t.name != "mixer.0.row.dense2.bias");
-    assert!(Model::from_checkpoint(&ck)
-        .unwrap_err()
-        .contains("missing tensor \"mixer.0.row.dense2.bias\""));
+    assert!(Model::from_checkpoint(&ck).unwrap_err().contains("missing tensor \"mixer.0.row.dense2.bias\""));
     let mut ck = m.to_checkpoint(&p);
     ck.metadata.insert("pmixer.width".into(), "5".into());
-    assert!(Model::from_checkpoint(&ck)
-        .unwrap_err()
-        .contains("has shape"));
+    assert!(Model::from_checkpoint(&ck).unwrap_err().contains("has shape"));
 }

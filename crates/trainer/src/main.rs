@@ -1,1 +1,25 @@
-fn main() {}
+//! `pmixer`: see `pmixer --help`. With no arguments it trains the MNIST classifier from
+//! `data/mnist`, as the original notebook did.
+
+use clap::Parser;
+use pmixer::cli::{self, Cli, Command};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let command = Cli::parse().command;
+    // No subcommand means `train` with every default.
+    let command = command.or_else(|| Cli::parse_from(["pmixer", "train"]).command);
+    let result = match command.expect("`train` parses with defaults") {
+        Command::Train(a) => cli::train(a),
+        Command::Eval(a) => cli::eval(a),
+        Command::Summary(a) => cli::summary(a),
+        Command::Bench(a) => pmixer::bench::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -7,12 +7,7 @@ use pmixer_kernels::{simd, Real};
 /// Backward: `da += dy`, `db += dy`.
 pub fn add<T: Real>(t: &mut Tape<T>, a: Var, b: Var) -> Var {
     assert_eq!(t.shape(a), t.shape(b), "add: shapes differ");
-    let y: Vec<T> = t
-        .value(a)
-        .iter()
-        .zip(t.value(b))
-        .map(|(&x, &y)| x + y)
-        .collect();
+    let y: Vec<T> = t.value(a).iter().zip(t.value(b)).map(|(&x, &y)| x + y).collect();
     let shape = t.shape(a).to_vec();
     t.push(Tensor::new(&shape, y), &[a, b], Add)
 }

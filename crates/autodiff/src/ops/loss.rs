@@ -26,11 +26,7 @@ impl<T: Real> Backward<T> for Mean {
 /// Backward: `dp_i += dL·2(p_i − t_i)/n`.
 pub fn mse<T: Real>(t: &mut Tape<T>, pred: Var, target: &[T]) -> Var {
     let p = t.value(pred);
-    assert_eq!(
-        p.len(),
-        target.len(),
-        "mse: prediction and target sizes differ"
-    );
+    assert_eq!(p.len(), target.len(), "mse: prediction and target sizes differ");
     let diff: Vec<T> = p.iter().zip(target).map(|(&p, &t)| p - t).collect();
     let sq: Vec<T> = diff.iter().map(|&d| d * d).collect();
     let loss = simd::sum(&sq) / T::from_f64(p.len() as f64);
@@ -55,22 +51,12 @@ impl<T: Real> Backward<T> for Mse<T> {
 /// `L = (1/N)·Σ_n (log Σ_c e^{l_nc} − l_{n,y_n})`, with the max subtracted before exponentiating.
 /// Backward: `dl_nc += dL·(softmax(l_n)_c − [c = y_n])/N`.
 pub fn softmax_cross_entropy<T: Real>(t: &mut Tape<T>, logits: Var, labels: &[usize]) -> Var {
-    let &[n, c] = t.shape(logits) else {
-        panic!("cross-entropy: expected [N, C] logits")
-    };
-    assert_eq!(
-        labels.len(),
-        n,
-        "cross-entropy: {n} logit rows but {} labels",
-        labels.len()
-    );
+    let &[n, c] = t.shape(logits) else { panic!("cross-entropy: expected [N, C] logits") };
+    assert_eq!(labels.len(), n, "cross-entropy: {n} logit rows but {} labels", labels.len());
     let mut probs = t.value(logits).to_vec();
     let mut total = T::ZERO;
     for (row, &y) in probs.chunks_exact_mut(c).zip(labels) {
-        assert!(
-            y < c,
-            "cross-entropy: label {y} out of range for {c} classes"
-        );
+        assert!(y < c, "cross-entropy: label {y} out of range for {c} classes");
         let m = row.iter().fold(row[0], |m, &v| m.max(v));
         let ly = row[y];
         let mut z = T::ZERO;
@@ -84,15 +70,7 @@ pub fn softmax_cross_entropy<T: Real>(t: &mut Tape<T>, logits: Var, labels: &[us
         total += z.ln() + m - ly;
     }
     let loss = total / T::from_f64(n as f64);
-    t.push(
-        Tensor::new(&[1], vec![loss]),
-        &[logits],
-        SoftmaxXent {
-            probs,
-            labels: labels.to_vec(),
-            c,
-        },
-    )
+    t.push(Tensor::new(&[1], vec![loss]), &[logits], SoftmaxXent { probs, labels: labels.to_vec(), c })
 }
 
 struct SoftmaxXent<T> {
@@ -104,10 +82,8 @@ impl<T: Real> Backward<T> for SoftmaxXent<T> {
     fn backward(&self, _: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>]) {
         if let Some(dl) = d[0].as_deref_mut() {
             let k = dy[0] / T::from_f64(self.labels.len() as f64);
-            for ((g, p), &y) in dl
-                .chunks_exact_mut(self.c)
-                .zip(self.probs.chunks_exact(self.c))
-                .zip(&self.labels)
+            for ((g, p), &y) in
+                dl.chunks_exact_mut(self.c).zip(self.probs.chunks_exact(self.c)).zip(&self.labels)
             {
                 for (j, (g, &p)) in g.iter_mut().zip(p).enumerate() {
                     let onehot = if j == y { T::ONE } else { T::ZERO };

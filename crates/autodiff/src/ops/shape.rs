@@ -23,9 +23,7 @@ impl<T: Real> Backward<T> for Reshape {
 /// `y[c, r] = x[r, c]` for x of shape [R, C].
 /// Backward: `dx[r, c] += dy[c, r]`.
 pub fn transpose<T: Real>(t: &mut Tape<T>, x: Var) -> Var {
-    let &[r, c] = t.shape(x) else {
-        panic!("transpose: expected a matrix, got {:?}", t.shape(x))
-    };
+    let &[r, c] = t.shape(x) else { panic!("transpose: expected a matrix, got {:?}", t.shape(x)) };
     let xv = t.value(x);
     let mut y = vec![T::ZERO; r * c];
     for i in 0..r {
@@ -55,13 +53,8 @@ impl<T: Real> Backward<T> for Transpose {
 /// `y[n, :] = [a[n, :], b[n, :]]` for a [N, P] and b [N, Q]: y is [N, P+Q].
 /// Backward: `da[n, :] += dy[n, ..P]`, `db[n, :] += dy[n, P..]`.
 pub fn concat<T: Real>(t: &mut Tape<T>, a: Var, b: Var) -> Var {
-    let (&[n, p], &[n2, q]) = (t.shape(a), t.shape(b)) else {
-        panic!("concat: expected two matrices")
-    };
-    assert!(
-        n == n2 && p > 0 && q > 0,
-        "concat: shapes [{n}, {p}] and [{n2}, {q}]"
-    );
+    let (&[n, p], &[n2, q]) = (t.shape(a), t.shape(b)) else { panic!("concat: expected two matrices") };
+    assert!(n == n2 && p > 0 && q > 0, "concat: shapes [{n}, {p}] and [{n2}, {q}]");
     let mut y = Vec::with_capacity(n * (p + q));
     for (ra, rb) in t.value(a).chunks_exact(p).zip(t.value(b).chunks_exact(q)) {
         y.extend_from_slice(ra);

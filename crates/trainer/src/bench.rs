@@ -1,0 +1,191 @@
+//! `pmixer bench`: steady-state throughput of whole training (or inference) steps, set against
+//! what a large matrix product reaches on the same threads in the same process.
+//!
+//! Output is one `key: value` per line. `gflops` counts the model's GEMM FLOPs (forward, plus
+//! backward ≈ 2 × forward when training) at the median step rate; `fraction_of_gemm` divides it
+//! by `gemm_1024_gflops`, a 1024³ sgemm (matrixmultiply, split over the same rayon threads).
+
+use crate::cli::{default_data_dir, image_size, set_threads};
+use crate::data::{Dataset, CLASSES};
+use crate::train::{DatasetKind, OptimizerKind, Trainer};
+use clap::Args;
+use pmixer_autodiff::optim::AdamState;
+use pmixer_autodiff::{Tape, Tensor};
+use pmixer_kernels::Real;
+use pmixer_model::{Arch, Model, Rng, Task};
+use rand::RngCore;
+use rayon::prelude::*;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// mnist or cifar10.
+    #[arg(long, default_value = "mnist", value_parser = |s: &str| DatasetKind::parse(s).ok_or(format!("unknown dataset {s:?}")))]
+    pub dataset: DatasetKind,
+    /// classify or autoencode.
+    #[arg(long, default_value = "classify", value_parser = |s: &str| Task::parse(s).ok_or(format!("unknown task {s:?}")))]
+    pub task: Task,
+    /// Mixer layers (default: the original's).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub layers: Option<u64>,
+    /// Samples per step.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub batch_size: u64,
+    /// Worker threads (default: all cores).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub threads: Option<u64>,
+    /// Seconds of measurement, split into three windows.
+    #[arg(long, default_value_t = 9.0)]
+    pub seconds: f64,
+    /// Time inference (forward only) instead of training steps.
+    #[arg(long)]
+    pub eval: bool,
+    /// Use random images instead of reading the dataset's files.
+    #[arg(long)]
+    pub synthetic: bool,
+    /// Directory with the dataset's files (default data/mnist or data/cifar10).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// GFLOP/s of a 1024³ sgemm, each rayon thread taking a block of rows: the median of 5 runs.
+pub fn gemm_1024_gflops() -> f64 {
+    let n = 1024;
+    let mut r = Rng::seed(1);
+    let a: Vec<f32> = (0..n * n).map(|_| (r.next_u32() % 1000) as f32 / 1000.0).collect();
+    let b = a.clone();
+    let mut c = vec![0f32; n * n];
+    let threads = rayon::current_num_threads();
+    let rows = n.div_ceil(threads);
+    let mut times: Vec<f64> = (0..6)
+        .map(|_| {
+            let t = Instant::now();
+            c.par_chunks_mut(rows * n).enumerate().for_each(|(i, block)| {
+                let m = block.len() / n;
+                // SAFETY: a is n×n, this block is rows i·rows .. +m of c, b is n×n.
+                unsafe {
+                    f32::gemm(
+                        m,
+                        n,
+                        n,
+                        1.0,
+                        a.as_ptr().add(i * rows * n),
+                        n as isize,
+                        1,
+                        b.as_ptr(),
+                        n as isize,
+                        1,
+                        0.0,
+                        block.as_mut_ptr(),
+                        n as isize,
+                        1,
+                    )
+                }
+            });
+            t.elapsed().as_secs_f64()
+        })
+        .skip(1)
+        .collect();
+    times.sort_by(f64::total_cmp);
+    2.0 * (n * n * n) as f64 / times[times.len() / 2] / 1e9
+}
+
+/// The process's peak resident set size in MB (VmHWM), where /proc exists.
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn synthetic(h: usize, w: usize, n: usize) -> Dataset {
+    let mut r = Rng::seed(7);
+    let images = (0..n * h * w).map(|_| (r.next_u32() >> 24) as u8).collect();
+    let labels = (0..n).map(|i| (i % CLASSES) as u8).collect();
+    Dataset { h, w, images, labels }
+}
+
+pub fn run(args: BenchArgs) -> Result<(), String> {
+    set_threads(args.threads)?;
+    if !(args.seconds.is_finite() && args.seconds > 0.0) {
+        return Err(format!("--seconds must be a positive number, not {}", args.seconds));
+    }
+    let b = args.batch_size as usize;
+    let data = if args.synthetic {
+        let (h, w) = image_size(args.dataset);
+        synthetic(h, w, b.max(1024))
+    } else {
+        let dir = args.data_dir.clone().unwrap_or_else(|| default_data_dir(args.dataset));
+        args.dataset.load(&dir).map_err(|e| e.to_string())?.0
+    };
+    let layers = args.layers.map_or(args.dataset.default_layers(args.task), |l| l as usize);
+    let classes = if args.task == Task::Classify { CLASSES } else { 0 };
+    let arch = Arch { task: args.task, h: data.h, w: data.w, classes, layers };
+    let (model, mut params) = Model::new::<f32>(arch);
+    model.init(&mut params, &mut Rng::seed(0));
+    let mut adam = AdamState::new(params.len());
+    let mut trainer = Trainer::new(model.clone(), OptimizerKind::Adam, 1e-3);
+    let n = data.len();
+    let mut cursor = 0usize;
+    let mut next_batch = || {
+        let idx: Vec<usize> = (cursor..cursor + b).map(|i| i % n).collect();
+        cursor = (cursor + b) % n;
+        idx
+    };
+    let mut labels = Vec::new();
+    let mut x = vec![0f32; data.h * b * data.w];
+    let mut step = |idx: &[usize]| -> Result<(), String> {
+        if args.eval {
+            data.fill_batch(idx, &mut x, &mut labels);
+            let mut tape = Tape::no_grad(&params);
+            let xv = tape.input(Tensor::new(&[data.h, b, data.w], x.clone()), false);
+            model.forward(&mut tape, xv);
+            Ok(())
+        } else {
+            trainer.step(&data, idx, &mut params, &mut adam).map(|_| ())
+        }
+    };
+    let warm = Instant::now();
+    while warm.elapsed().as_secs_f64() < (args.seconds / 10.0).max(0.5) {
+        step(&next_batch())?;
+    }
+    let mut rates = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let mut samples = 0;
+        while t.elapsed().as_secs_f64() < args.seconds / 3.0 {
+            step(&next_batch())?;
+            samples += b;
+        }
+        rates.push(samples as f64 / t.elapsed().as_secs_f64());
+    }
+    rates.sort_by(f64::total_cmp);
+    let median = rates[1];
+    let flops = model.flops_per_sample() as f64 * if args.eval { 1.0 } else { 3.0 };
+    let gflops = median * flops / 1e9;
+    let gemm = gemm_1024_gflops();
+    let key = if args.eval { "eval_samples_per_s" } else { "train_samples_per_s" };
+    println!(
+        "config: {} {} {}x{} layers={} batch={}",
+        args.dataset.name(),
+        args.task.name(),
+        data.h,
+        data.w,
+        layers,
+        b
+    );
+    println!("{key}: {median:.1}");
+    println!("{key}_min: {:.1}", rates[0]);
+    println!("{key}_max: {:.1}", rates[2]);
+    println!("flops_per_sample: {flops:.0}");
+    println!("gflops: {gflops:.2}");
+    println!("gemm_1024_gflops: {gemm:.2}");
+    println!("fraction_of_gemm: {:.3}", gflops / gemm);
+    println!("threads: {}", rayon::current_num_threads());
+    println!("simd: {:?}", pmixer_kernels::simd::level());
+    if let Some(rss) = peak_rss_mb() {
+        println!("peak_rss_mb: {rss:.1}");
+    }
+    Ok(())
+}

@@ -1,0 +1,384 @@
+//! The `pmixer` command line: argument definitions and what each subcommand does.
+
+use crate::bench;
+use crate::train::{self, DatasetKind, OptimizerKind, TrainConfig, TrainState};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use pmixer_model::{Arch, Checkpoint, Model, Task};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pmixer",
+    version,
+    about = "Train the patchless MLP-Mixer on CPUs, from raw IDX and CIFAR files"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Train a model (the default: `pmixer` alone trains the MNIST classifier from data/mnist).
+    Train(TrainArgs),
+    /// Evaluate a checkpoint on a test set.
+    Eval(EvalArgs),
+    /// Print the layers, parameter counts and forward FLOPs of a model.
+    Summary(SummaryArgs),
+    /// Time training (or inference) steps and compare with a large GEMM on this machine.
+    Bench(bench::BenchArgs),
+}
+
+fn positive_f64(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a finite number greater than 0")),
+    }
+}
+
+fn dataset(s: &str) -> Result<DatasetKind, String> {
+    DatasetKind::parse(s).ok_or_else(|| format!("unknown dataset {s:?} (expected mnist or cifar10)"))
+}
+
+fn task(s: &str) -> Result<Task, String> {
+    Task::parse(s).ok_or_else(|| format!("unknown task {s:?} (expected classify or autoencode)"))
+}
+
+fn optimizer(s: &str) -> Result<OptimizerKind, String> {
+    OptimizerKind::parse(s).ok_or_else(|| format!("unknown optimizer {s:?} (expected adam or sgd)"))
+}
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// mnist or cifar10.
+    #[arg(long, value_parser = dataset)]
+    pub dataset: Option<DatasetKind>,
+    /// Directory with the dataset's files (default data/mnist for mnist, data/cifar10 for cifar10).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// classify or autoencode.
+    #[arg(long, value_parser = task)]
+    pub task: Option<Task>,
+    /// Mixer layers (default: 16 for the MNIST classifier, 32 for CIFAR, 2 for autoencoders).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub layers: Option<u64>,
+    /// Epochs to train for (default 10; with --resume, the run's own).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub epochs: Option<u64>,
+    /// Samples per step.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub batch_size: u64,
+    /// Learning rate.
+    #[arg(long, default_value_t = 1e-3, value_parser = positive_f64)]
+    pub lr: f64,
+    /// adam or sgd.
+    #[arg(long, default_value = "adam", value_parser = optimizer)]
+    pub optimizer: OptimizerKind,
+    /// Seed for initialisation and shuffling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Worker threads (default: all cores). Results do not depend on it.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub threads: Option<u64>,
+    /// Train on the first N training samples only.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: Option<u64>,
+    /// Keep the file order instead of reshuffling every epoch.
+    #[arg(long)]
+    pub no_shuffle: bool,
+    /// Start from the weights of this checkpoint instead of a random initialisation.
+    #[arg(long, conflicts_with = "resume")]
+    pub init: Option<PathBuf>,
+    /// Run directory for checkpoint.safetensors and metrics.csv (default runs/<dataset>-<task>-<time>).
+    #[arg(long, conflicts_with = "resume")]
+    pub out: Option<PathBuf>,
+    /// Continue the run in this directory from its last checkpoint.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// The checkpoint to evaluate (its metadata gives the architecture).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// mnist or cifar10 (default: the one the checkpoint was trained on, else mnist).
+    #[arg(long, value_parser = dataset)]
+    pub dataset: Option<DatasetKind>,
+    /// Directory with the dataset's files (default: the training run's).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Samples per evaluation step.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub batch_size: u64,
+    /// Worker threads (default: all cores).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub threads: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+pub struct SummaryArgs {
+    /// mnist (28×28) or cifar10 (32×96).
+    #[arg(long, default_value = "mnist", value_parser = dataset)]
+    pub dataset: DatasetKind,
+    /// classify or autoencode.
+    #[arg(long, default_value = "classify", value_parser = task)]
+    pub task: Task,
+    /// Mixer layers (default: the original's for the dataset and task).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub layers: Option<u64>,
+}
+
+/// The image size each dataset's files give (checked again against the files when training).
+pub fn image_size(d: DatasetKind) -> (usize, usize) {
+    match d {
+        DatasetKind::Mnist => (28, 28),
+        DatasetKind::Cifar10 => (32, 96),
+    }
+}
+
+pub fn default_data_dir(d: DatasetKind) -> PathBuf {
+    PathBuf::from(match d {
+        DatasetKind::Mnist => "data/mnist",
+        DatasetKind::Cifar10 => "data/cifar10",
+    })
+}
+
+/// Sets the size of rayon's global pool (once per process).
+pub fn set_threads(threads: Option<u64>) -> Result<(), String> {
+    if let Some(t) = threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t as usize)
+            .build_global()
+            .map_err(|e| format!("cannot start {t} threads: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Seconds since 1970 as `YYYYMMDD-HHMMSS` (UTC), for default run directory names.
+fn timestamp() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}{m:02}{d:02}-{:02}{:02}{:02}", rem / 3600, rem / 60 % 60, rem % 60)
+}
+
+/// Checks before any training that `dir` can be created and written.
+fn check_writable(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("{}: cannot create the run directory: {e}", dir.display()))?;
+    let probe = dir.join(".pmixer-write-test");
+    std::fs::write(&probe, b"ok")
+        .map_err(|e| format!("{}: run directory is not writable: {e}", dir.display()))?;
+    std::fs::remove_file(&probe).map_err(|e| format!("{}: {e}", probe.display()))
+}
+
+/// Writes `bytes` to `path` atomically (temp file, then rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let tmp = pmixer_model::checkpoint::temp_path(path);
+    std::fs::write(&tmp, bytes)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| format!("{}: cannot write: {e}", path.display()))
+}
+
+pub fn train(args: TrainArgs) -> Result<(), String> {
+    set_threads(args.threads)?;
+    let (cfg, resumed, run_dir) = match &args.resume {
+        Some(dir) => {
+            let path = dir.join("checkpoint.safetensors");
+            let ck = Checkpoint::load(&path)?;
+            let (mut cfg, state) =
+                train::from_checkpoint(&ck).map_err(|e| format!("{}: {e}", path.display()))?;
+            if let Some(e) = args.epochs {
+                cfg.epochs = e as usize;
+            }
+            (cfg, Some(state), dir.clone())
+        }
+        None => {
+            let dataset = args.dataset.unwrap_or(DatasetKind::Mnist);
+            let task = args.task.unwrap_or(Task::Classify);
+            let cfg = TrainConfig {
+                dataset,
+                data_dir: args.data_dir.clone().unwrap_or_else(|| default_data_dir(dataset)),
+                task,
+                layers: args.layers.map_or(dataset.default_layers(task), |l| l as usize),
+                epochs: args.epochs.unwrap_or(10) as usize,
+                batch_size: args.batch_size as usize,
+                lr: args.lr,
+                optimizer: args.optimizer,
+                seed: args.seed,
+                limit: args.limit.map(|l| l as usize),
+                shuffle: !args.no_shuffle,
+            };
+            let run_dir = args.out.clone().unwrap_or_else(|| {
+                PathBuf::from(format!("runs/{}-{}-{}", dataset.name(), task.name(), timestamp()))
+            });
+            (cfg, None, run_dir)
+        }
+    };
+    check_writable(&run_dir)?;
+    let (train_set, test_set) = cfg.dataset.load(&cfg.data_dir).map_err(|e| e.to_string())?;
+    let arch = Arch {
+        task: cfg.task,
+        h: train_set.h,
+        w: train_set.w,
+        classes: if cfg.task == Task::Classify { crate::data::CLASSES } else { 0 },
+        layers: cfg.layers,
+    };
+    let mut state: TrainState = match resumed {
+        Some(s) => {
+            if s.model.arch != arch {
+                return Err(format!(
+                    "the checkpoint's model {:?} does not fit the data's {:?}",
+                    s.model.arch, arch
+                ));
+            }
+            s
+        }
+        None => {
+            let init = args.init.as_deref().map(Checkpoint::load).transpose()?;
+            train::fresh_state(&cfg, arch, init.as_ref())
+                .map_err(|e| format!("{}: {e}", args.init.as_deref().unwrap_or(Path::new("")).display()))?
+        }
+    };
+    let n = cfg.limit.map_or(train_set.len(), |l| l.min(train_set.len()));
+    eprintln!(
+        "training {} {} ({}×{}, {} layers, {} parameters) on {} samples, testing on {}; {} threads; run directory {}",
+        cfg.dataset.name(),
+        cfg.task.name(),
+        arch.h,
+        arch.w,
+        arch.layers,
+        state.params.len(),
+        n,
+        test_set.len(),
+        rayon::current_num_threads(),
+        run_dir.display()
+    );
+    if state.epoch > 0 {
+        eprintln!("resuming after epoch {} of {}", state.epoch, cfg.epochs);
+    }
+    let ck_path = run_dir.join("checkpoint.safetensors");
+    let m = train::metric_name(cfg.task);
+    let tty = std::io::stderr().is_terminal();
+    let mut bar: Option<ProgressBar> = None;
+    let mut last_report = std::time::Instant::now();
+    let progress = |step: usize, steps: usize, loss: f64| {
+        if tty {
+            let b = bar.get_or_insert_with(|| {
+                let b = ProgressBar::new(steps as u64);
+                b.set_style(
+                    ProgressStyle::with_template("{bar:40} {pos}/{len} steps  {msg}  {per_sec} eta {eta}")
+                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                );
+                b
+            });
+            b.set_position(step as u64);
+            b.set_message(format!("loss {loss:.4}"));
+            if step == steps {
+                b.finish_and_clear();
+                bar = None;
+            }
+        } else if last_report.elapsed().as_secs() >= 15 || step == steps {
+            eprintln!("  step {step}/{steps}  loss {loss:.4}");
+            last_report = std::time::Instant::now();
+        }
+        true
+    };
+    let after_epoch = |st: &TrainState| -> Result<(), String> {
+        let r = st.history.last().expect("an epoch just ended");
+        println!(
+            "epoch {}/{}  train_loss {:.4}  train_{m} {:.4}  test_loss {:.4}  test_{m} {:.4}  time {:.1}s  {:.0} samples/s",
+            r.epoch, cfg.epochs, r.train.loss, r.train.metric, r.test.loss, r.test.metric, r.seconds, r.samples_per_s
+        );
+        train::to_checkpoint(&cfg, st)
+            .save(&ck_path)
+            .map_err(|e| format!("{}: cannot write checkpoint: {e}", ck_path.display()))?;
+        write_atomic(&run_dir.join("metrics.csv"), train::metrics_csv(cfg.task, &st.history).as_bytes())
+    };
+    train::run_epochs(&cfg, &mut state, &train_set, &test_set, progress, after_epoch)?;
+    println!("checkpoint: {}", ck_path.display());
+    Ok(())
+}
+
+pub fn eval(args: EvalArgs) -> Result<(), String> {
+    set_threads(args.threads)?;
+    let ck = Checkpoint::load(&args.checkpoint)?;
+    let (model, params) =
+        Model::from_checkpoint(&ck).map_err(|e| format!("{}: {e}", args.checkpoint.display()))?;
+    let dataset = args
+        .dataset
+        .or_else(|| ck.metadata.get("train.dataset").and_then(|d| DatasetKind::parse(d)))
+        .unwrap_or(DatasetKind::Mnist);
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| match ck.metadata.get("train.data_dir") {
+        Some(d) if ck.metadata.get("train.dataset").map(String::as_str) == Some(dataset.name()) => {
+            PathBuf::from(d)
+        }
+        _ => default_data_dir(dataset),
+    });
+    let (_, test) = dataset.load(&data_dir).map_err(|e| e.to_string())?;
+    if (test.h, test.w) != (model.arch.h, model.arch.w) {
+        return Err(format!(
+            "{}: the model takes {}×{} images but {} has {}×{}",
+            args.checkpoint.display(),
+            model.arch.h,
+            model.arch.w,
+            data_dir.display(),
+            test.h,
+            test.w
+        ));
+    }
+    let m = train::evaluate(&model, &params, &test, args.batch_size as usize);
+    println!("test_loss: {:.6}", m.loss);
+    println!("test_{}: {:.6}", train::metric_name(model.arch.task), m.metric);
+    Ok(())
+}
+
+pub fn summary(args: SummaryArgs) -> Result<(), String> {
+    let (h, w) = image_size(args.dataset);
+    let layers = args.layers.map_or(args.dataset.default_layers(args.task), |l| l as usize);
+    let classes = if args.task == Task::Classify { crate::data::CLASSES } else { 0 };
+    let (model, params) = Model::new::<f32>(Arch { task: args.task, h, w, classes, layers });
+    let rows = model.summary(&params);
+    let width = rows.iter().map(|r| r.layer.len()).max().unwrap_or(5).max(5) + 2;
+    let line = "_".repeat(width + 36);
+    println!(
+        "Model: patchless-mixer {} {} ({h}×{w}, {layers} layers)",
+        args.dataset.name(),
+        args.task.name()
+    );
+    println!("{line}");
+    println!("{:<width$}{:<24}{:>12}", "Layer", "Output shape", "Param #");
+    println!("{}", "=".repeat(width + 36));
+    for r in &rows {
+        println!("{:<width$}{:<24}{:>12}", r.layer, r.output_shape, group(r.params as u64));
+    }
+    println!("{}", "=".repeat(width + 36));
+    println!("Total params: {}", group(params.len() as u64));
+    println!("Forward FLOPs per sample: {}", group(model.flops_per_sample()));
+    Ok(())
+}
+
+/// 52616 → "52,616".
+pub fn group(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}

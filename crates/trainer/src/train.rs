@@ -1,0 +1,466 @@
+//! Training and evaluation: one step from a batch of bytes to a weight update, the epoch loop,
+//! and the checkpoint that carries the whole training state.
+//!
+//! One training step, end to end:
+//! 1. [`Dataset::fill_batch`] turns B u8 images into an f32 (H, B, W) tensor (÷255, permuted).
+//! 2. [`Model::loss`] records the forward pass on a [`Tape`]: per mixer the column MLP, the row
+//!    MLP, the gate and the residual sum; then the head and the loss.
+//! 3. [`Tape::backward`] walks the tape in reverse; each op adds its inputs' gradients.
+//! 4. [`Tape::param_grads`] gathers the parameter gradients into one flat buffer laid out like
+//!    the parameters, and the optimizer updates the parameters in one loop over it.
+
+use crate::data::{self, DataError, Dataset};
+use pmixer_autodiff::optim::{Adam, AdamState, Sgd};
+use pmixer_autodiff::{Params, Tape, Tensor};
+use pmixer_model::{Arch, Checkpoint, Model, NamedTensor, Rng, Task};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Which dataset (and so which file reader) a run uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DatasetKind {
+    Mnist,
+    Cifar10,
+}
+
+impl DatasetKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            DatasetKind::Mnist => "mnist",
+            DatasetKind::Cifar10 => "cifar10",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "mnist" => Some(DatasetKind::Mnist),
+            "cifar10" => Some(DatasetKind::Cifar10),
+            _ => None,
+        }
+    }
+
+    /// The original notebook's depth for each experiment.
+    pub fn default_layers(self, task: Task) -> usize {
+        match (task, self) {
+            (Task::Autoencode, _) => 2,
+            (Task::Classify, DatasetKind::Mnist) => 16,
+            (Task::Classify, DatasetKind::Cifar10) => 32,
+        }
+    }
+
+    /// Reads the training and test sets from `dir`.
+    pub fn load(self, dir: &Path) -> Result<(Dataset, Dataset), DataError> {
+        match self {
+            DatasetKind::Mnist => data::load_idx_dir(dir),
+            DatasetKind::Cifar10 => data::load_cifar_dir(dir),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OptimizerKind {
+    Adam,
+    Sgd,
+}
+
+impl OptimizerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            OptimizerKind::Adam => "adam",
+            OptimizerKind::Sgd => "sgd",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "adam" => Some(OptimizerKind::Adam),
+            "sgd" => Some(OptimizerKind::Sgd),
+            _ => None,
+        }
+    }
+}
+
+/// Everything that determines a run's arithmetic (saved in its checkpoints).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainConfig {
+    pub dataset: DatasetKind,
+    pub data_dir: PathBuf,
+    pub task: Task,
+    pub layers: usize,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub optimizer: OptimizerKind,
+    pub seed: u64,
+    pub limit: Option<usize>,
+    pub shuffle: bool,
+}
+
+/// Loss and metric (accuracy or RMSE) over some samples.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Metrics {
+    pub loss: f64,
+    pub metric: f64,
+}
+
+/// Running sums from which [`Metrics`] are computed.
+#[derive(Clone, Copy, Debug, Default)]
+struct Totals {
+    loss_sum: f64,
+    samples: usize,
+    correct: usize,
+}
+
+impl Totals {
+    fn add(&mut self, task: Task, loss: f64, b: usize, correct: usize) {
+        self.loss_sum += loss * b as f64;
+        self.samples += b;
+        if task == Task::Classify {
+            self.correct += correct;
+        }
+    }
+
+    /// Mean loss; accuracy for the classifier, RMSE = √(mean squared error) for the autoencoder.
+    fn metrics(&self, task: Task) -> Metrics {
+        let n = self.samples.max(1) as f64;
+        let loss = self.loss_sum / n;
+        let metric = match task {
+            Task::Classify => self.correct as f64 / n,
+            Task::Autoencode => loss.sqrt(),
+        };
+        Metrics { loss, metric }
+    }
+}
+
+/// The name of the metric column: `accuracy` or `rmse`.
+pub fn metric_name(task: Task) -> &'static str {
+    match task {
+        Task::Classify => "accuracy",
+        Task::Autoencode => "rmse",
+    }
+}
+
+/// How many predictions in `logits` [B, C] have their argmax at the label.
+pub fn count_correct(logits: &[f32], classes: usize, labels: &[usize]) -> usize {
+    logits.chunks_exact(classes).zip(labels).filter(|(row, &y)| argmax(row) == y).count()
+}
+
+pub fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Parameters, optimizer state and position in the run: all a resumed run needs.
+#[derive(Clone, Debug)]
+pub struct TrainState {
+    pub model: Model,
+    pub params: Params<f32>,
+    pub adam: AdamState<f32>,
+    pub rng: Rng,
+    /// Completed epochs.
+    pub epoch: usize,
+    /// Per completed epoch: (train, test, seconds, samples/s).
+    pub history: Vec<EpochRecord>,
+}
+
+/// One line of `metrics.csv`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub train: Metrics,
+    pub test: Metrics,
+    pub seconds: f64,
+    pub samples_per_s: f64,
+}
+
+/// Reusable buffers for training steps, so the steady state allocates no batch-sized memory
+/// outside the tape.
+pub struct Trainer {
+    pub model: Model,
+    pub opt: OptimizerKind,
+    pub adam: Adam,
+    pub sgd: Sgd,
+    grads: Vec<f32>,
+    x: Vec<f32>,
+    labels: Vec<usize>,
+}
+
+/// What one step measured.
+#[derive(Clone, Copy, Debug)]
+pub struct StepOutcome {
+    pub loss: f32,
+    pub correct: usize,
+}
+
+impl Trainer {
+    pub fn new(model: Model, opt: OptimizerKind, lr: f64) -> Self {
+        Trainer {
+            model,
+            opt,
+            adam: Adam { lr, ..Adam::default() },
+            sgd: Sgd { lr },
+            grads: Vec::new(),
+            x: Vec::new(),
+            labels: Vec::new(),
+        }
+    }
+
+    /// One training step on samples `idx` of `data`: forward, backward, optimizer update.
+    /// Returns an error, leaving the parameters untouched, if the loss or a gradient is not finite.
+    pub fn step(
+        &mut self,
+        data: &Dataset,
+        idx: &[usize],
+        params: &mut Params<f32>,
+        adam: &mut AdamState<f32>,
+    ) -> Result<StepOutcome, String> {
+        let (h, w, b) = (data.h, data.w, idx.len());
+        self.x.resize(h * b * w, 0.0);
+        data.fill_batch(idx, &mut self.x, &mut self.labels);
+        self.grads.clear();
+        self.grads.resize(params.len(), 0.0);
+        let (loss, correct) = {
+            let mut tape = Tape::new(params);
+            let x = tape.input(Tensor::new(&[h, b, w], std::mem::take(&mut self.x)), false);
+            let (out, loss) = self.model.loss(&mut tape, x, &self.labels);
+            tape.backward(loss);
+            tape.param_grads(&mut self.grads);
+            let correct = match self.model.arch.task {
+                Task::Classify => count_correct(tape.value(out), self.model.arch.classes, &self.labels),
+                Task::Autoencode => 0,
+            };
+            (tape.value(loss)[0], correct)
+        };
+        if !loss.is_finite() {
+            return Err(format!("the loss is {loss}"));
+        }
+        if let Some(i) = self.grads.iter().position(|g| !g.is_finite()) {
+            let name = params.specs().iter().find(|s| s.offset + s.len > i).map_or("?", |s| s.name.as_str());
+            return Err(format!("the gradient of {name} is {}", self.grads[i]));
+        }
+        match self.opt {
+            OptimizerKind::Adam => self.adam.step(&mut params.data, &self.grads, adam),
+            OptimizerKind::Sgd => self.sgd.step(&mut params.data, &self.grads),
+        }
+        Ok(StepOutcome { loss, correct })
+    }
+}
+
+/// Loss and metric of `params` on all of `data`, in batches of `batch`.
+pub fn evaluate(model: &Model, params: &Params<f32>, data: &Dataset, batch: usize) -> Metrics {
+    let (h, w) = (data.h, data.w);
+    let mut totals = Totals::default();
+    let mut x = vec![0.0; h * batch * w];
+    let mut labels = Vec::new();
+    let idx: Vec<usize> = (0..data.len()).collect();
+    for chunk in idx.chunks(batch) {
+        let b = chunk.len();
+        x.resize(h * b * w, 0.0);
+        data.fill_batch(chunk, &mut x, &mut labels);
+        let mut tape = Tape::no_grad(params);
+        let xv = tape.input(Tensor::new(&[h, b, w], x.clone()), false);
+        let (out, loss) = model.loss(&mut tape, xv, &labels);
+        let correct = match model.arch.task {
+            Task::Classify => count_correct(tape.value(out), model.arch.classes, &labels),
+            Task::Autoencode => 0,
+        };
+        totals.add(model.arch.task, tape.value(loss)[0] as f64, b, correct);
+    }
+    totals.metrics(model.arch.task)
+}
+
+/// A fresh state for `arch`: Glorot init from the seed, or the weights of `init` if given.
+pub fn fresh_state(cfg: &TrainConfig, arch: Arch, init: Option<&Checkpoint>) -> Result<TrainState, String> {
+    let mut rng = Rng::seed(cfg.seed);
+    let (model, params) = match init {
+        None => {
+            let (model, mut params) = Model::new::<f32>(arch);
+            model.init(&mut params, &mut rng);
+            (model, params)
+        }
+        Some(ck) => {
+            let (model, params) = Model::from_checkpoint(ck)?;
+            if model.arch != arch {
+                return Err(format!(
+                    "the --init checkpoint is a {:?}, the data and flags need {:?}",
+                    model.arch, arch
+                ));
+            }
+            (model, params)
+        }
+    };
+    let adam = AdamState::new(params.len());
+    Ok(TrainState { model, params, adam, rng, epoch: 0, history: Vec::new() })
+}
+
+/// Runs epochs `state.epoch + 1 ..= cfg.epochs`, calling `after_epoch` (which saves the
+/// checkpoint and the metrics) after each, and `progress` after every step.
+pub fn run_epochs(
+    cfg: &TrainConfig,
+    state: &mut TrainState,
+    train: &Dataset,
+    test: &Dataset,
+    mut progress: impl FnMut(usize, usize, f64) -> bool,
+    mut after_epoch: impl FnMut(&TrainState) -> Result<(), String>,
+) -> Result<(), String> {
+    let task = state.model.arch.task;
+    let n = cfg.limit.map_or(train.len(), |l| l.min(train.len()));
+    let mut trainer = Trainer::new(state.model.clone(), cfg.optimizer, cfg.lr);
+    let mut order: Vec<usize> = (0..n).collect();
+    while state.epoch < cfg.epochs {
+        let epoch = state.epoch + 1;
+        let start = std::time::Instant::now();
+        order.sort_unstable();
+        if cfg.shuffle {
+            rand::seq::SliceRandom::shuffle(order.as_mut_slice(), &mut state.rng);
+        }
+        let mut totals = Totals::default();
+        let steps = n.div_ceil(cfg.batch_size);
+        for (s, idx) in order.chunks(cfg.batch_size).enumerate() {
+            let out = trainer
+                .step(train, idx, &mut state.params, &mut state.adam)
+                .map_err(|e| format!("training diverged at epoch {epoch}, step {}: {e}", s + 1))?;
+            totals.add(task, out.loss as f64, idx.len(), out.correct);
+            if !progress(s + 1, steps, totals.metrics(task).loss) {
+                return Err(format!("interrupted at epoch {epoch}, step {}", s + 1));
+            }
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        let test_metrics = evaluate(&state.model, &state.params, test, cfg.batch_size);
+        state.epoch = epoch;
+        state.history.push(EpochRecord {
+            epoch,
+            train: totals.metrics(task),
+            test: test_metrics,
+            seconds,
+            samples_per_s: n as f64 / seconds,
+        });
+        after_epoch(state)?;
+    }
+    Ok(())
+}
+
+/// `metrics.csv` for a run's history.
+pub fn metrics_csv(task: Task, history: &[EpochRecord]) -> String {
+    let m = metric_name(task);
+    let mut s = format!("epoch,train_loss,train_{m},test_loss,test_{m},seconds,samples_per_s\n");
+    for r in history {
+        s.push_str(&format!(
+            "{},{:.6},{:.6},{:.6},{:.6},{:.3},{:.1}\n",
+            r.epoch, r.train.loss, r.train.metric, r.test.loss, r.test.metric, r.seconds, r.samples_per_s
+        ));
+    }
+    s
+}
+
+fn parse_history(csv: &str) -> Result<Vec<EpochRecord>, String> {
+    csv.lines()
+        .skip(1)
+        .filter(|l| !l.is_empty())
+        .map(|line| {
+            let f: Vec<f64> = line
+                .split(',')
+                .map(|v| v.parse::<f64>())
+                .collect::<Result<_, _>>()
+                .map_err(|_| format!("bad history line {line:?}"))?;
+            let [e, tl, tm, vl, vm, sec, sps] = f[..] else {
+                return Err(format!("bad history line {line:?}"));
+            };
+            Ok(EpochRecord {
+                epoch: e as usize,
+                train: Metrics { loss: tl, metric: tm },
+                test: Metrics { loss: vl, metric: vm },
+                seconds: sec,
+                samples_per_s: sps,
+            })
+        })
+        .collect()
+}
+
+/// The checkpoint of a run: parameters, Adam moments, and in the metadata the architecture, the
+/// configuration, the epoch, the step count, the RNG state and the metrics history.
+pub fn to_checkpoint(cfg: &TrainConfig, st: &TrainState) -> Checkpoint {
+    let mut ck = st.model.to_checkpoint(&st.params);
+    let n = st.params.len();
+    ck.tensors.push(NamedTensor { name: "optim.adam.m".into(), shape: vec![n], data: st.adam.m.clone() });
+    ck.tensors.push(NamedTensor { name: "optim.adam.v".into(), shape: vec![n], data: st.adam.v.clone() });
+    let rng: Vec<String> = st.rng.state().iter().map(|w| format!("{w:016x}")).collect();
+    let meta: BTreeMap<&str, String> = BTreeMap::from([
+        ("train.dataset", cfg.dataset.name().to_string()),
+        ("train.data_dir", cfg.data_dir.display().to_string()),
+        ("train.epochs", cfg.epochs.to_string()),
+        ("train.batch_size", cfg.batch_size.to_string()),
+        ("train.lr", format!("{:e}", cfg.lr)),
+        ("train.optimizer", cfg.optimizer.name().to_string()),
+        ("train.seed", cfg.seed.to_string()),
+        ("train.limit", cfg.limit.map_or("none".into(), |l| l.to_string())),
+        ("train.shuffle", cfg.shuffle.to_string()),
+        ("train.epoch", st.epoch.to_string()),
+        ("train.step", st.adam.t.to_string()),
+        ("train.rng", rng.join(",")),
+        ("train.history", metrics_csv(st.model.arch.task, &st.history)),
+    ]);
+    for (k, v) in meta {
+        ck.metadata.insert(k.to_string(), v);
+    }
+    ck
+}
+
+/// Restores a run's configuration and state from its checkpoint.
+pub fn from_checkpoint(ck: &Checkpoint) -> Result<(TrainConfig, TrainState), String> {
+    let (model, params) = Model::from_checkpoint(ck)?;
+    let get = |k: &str| {
+        ck.metadata.get(k).ok_or_else(|| format!("no {k:?} in the metadata: not a training checkpoint"))
+    };
+    let num = |k: &str| -> Result<u64, String> {
+        get(k)?.parse().map_err(|_| format!("metadata {k:?} is not a number"))
+    };
+    let dataset = DatasetKind::parse(get("train.dataset")?).ok_or("unknown train.dataset")?;
+    let optimizer = OptimizerKind::parse(get("train.optimizer")?).ok_or("unknown train.optimizer")?;
+    let limit = match get("train.limit")?.as_str() {
+        "none" => None,
+        l => Some(l.parse().map_err(|_| "bad train.limit")?),
+    };
+    let cfg = TrainConfig {
+        dataset,
+        data_dir: PathBuf::from(get("train.data_dir")?),
+        task: model.arch.task,
+        layers: model.arch.layers,
+        epochs: num("train.epochs")? as usize,
+        batch_size: num("train.batch_size")? as usize,
+        lr: get("train.lr")?.parse().map_err(|_| "bad train.lr")?,
+        optimizer,
+        seed: num("train.seed")?,
+        limit,
+        shuffle: get("train.shuffle")? == "true",
+    };
+    let moment = |name: &str| -> Result<Vec<f32>, String> {
+        let t = ck.tensor(name).ok_or_else(|| format!("missing tensor {name:?}"))?;
+        if t.data.len() != params.len() {
+            return Err(format!(
+                "tensor {name:?} has {} values, the model has {} parameters",
+                t.data.len(),
+                params.len()
+            ));
+        }
+        Ok(t.data.clone())
+    };
+    let words: Vec<u64> = get("train.rng")?
+        .split(',')
+        .map(|w| u64::from_str_radix(w, 16))
+        .collect::<Result<_, _>>()
+        .map_err(|_| "bad train.rng")?;
+    let rng = <[u64; 4]>::try_from(words).ok().and_then(Rng::from_state).ok_or("bad train.rng")?;
+    let adam = AdamState { m: moment("optim.adam.m")?, v: moment("optim.adam.v")?, t: num("train.step")? };
+    let history = parse_history(get("train.history")?)?;
+    let epoch = num("train.epoch")? as usize;
+    if cfg.batch_size == 0 || history.len() != epoch {
+        return Err("inconsistent training state in the metadata".into());
+    }
+    Ok((cfg, TrainState { model, params, adam, rng, epoch, history }))
+}
