@@ -16,4 +16,4 @@ pub mod params;
 pub mod tape;
 
 pub use params::{ParamId, ParamSpec, Params};
-pub use tape::{Backward, Tape, Tensor, Var};
+pub use tape::{Backward, Pool, Tape, Tensor, Var};

@@ -5,9 +5,52 @@
 //! implementing [`Backward`]; the tape never needs to know which ops exist. [`Tape::backward`]
 //! walks the nodes in reverse, and each node *adds* into its inputs' gradient buffers, which are
 //! allocated once per value, the first time a gradient reaches it.
+//!
+//! Every batch-sized buffer (values, what ops keep for their backward, gradients, scratch) comes
+//! from a [`Pool`] and goes back to it when the tape is finished ([`Tape::into_pool`]). A training
+//! loop hands the pool from one step's tape to the next, so after the first step no buffer is
+//! allocated and no fresh page is faulted in.
 
 use crate::params::{ParamId, Params};
 use pmixer_kernels::Real;
+use std::collections::HashMap;
+
+/// Free buffers, by length, for reuse.
+#[derive(Debug, Default)]
+pub struct Pool<T> {
+    free: HashMap<usize, Vec<Vec<T>>>,
+}
+
+/// At most this many free buffers of one length are kept (a step uses far fewer).
+const POOL_PER_LEN: usize = 4096;
+
+impl<T: Real> Pool<T> {
+    pub fn new() -> Self {
+        Pool { free: HashMap::new() }
+    }
+
+    /// A zero-filled buffer of `len`, reused when one of that length is free.
+    pub fn zeros(&mut self, len: usize) -> Vec<T> {
+        match self.free.get_mut(&len).and_then(Vec::pop) {
+            Some(mut v) => {
+                v.fill(T::ZERO);
+                v
+            }
+            None => vec![T::ZERO; len],
+        }
+    }
+
+    /// Returns a buffer for reuse.
+    pub fn give(&mut self, v: Vec<T>) {
+        if v.is_empty() {
+            return;
+        }
+        let bucket = self.free.entry(v.len()).or_default();
+        if bucket.len() < POOL_PER_LEN {
+            bucket.push(v);
+        }
+    }
+}
 
 /// A contiguous, row-major tensor.
 #[derive(Clone, Debug, PartialEq)]
@@ -37,9 +80,10 @@ impl<T: Real> Tensor<T> {
 pub struct Var(usize);
 
 /// The backward half of an op: given the gradient `dy` of its output, add the gradient of each
-/// input into `dinputs[i]` (`None` where that input needs no gradient).
+/// input into `dinputs[i]` (`None` where that input needs no gradient). Scratch space comes from
+/// `pool` and should be given back to it.
 pub trait Backward<T: Real> {
-    fn backward(&self, inputs: &[&[T]], dy: &[T], dinputs: &mut [Option<&mut [T]>]);
+    fn backward(&self, inputs: &[&[T]], dy: &[T], dinputs: &mut [Option<&mut [T]>], pool: &mut Pool<T>);
 }
 
 enum Value<'p, T> {
@@ -61,6 +105,7 @@ pub struct Tape<'p, T> {
     needs_grad: Vec<bool>,
     grads: Vec<Vec<T>>,
     nodes: Vec<Node<T>>,
+    pool: Pool<T>,
 }
 
 fn data<'a, T>(values: &'a [Value<'_, T>], v: Var) -> &'a [T] {
@@ -73,20 +118,57 @@ fn data<'a, T>(values: &'a [Value<'_, T>], v: Var) -> &'a [T] {
 impl<'p, T: Real> Tape<'p, T> {
     /// A tape for training: parameters need gradients, so every op is recorded.
     pub fn new(params: &'p Params<T>) -> Self {
-        Tape {
-            params,
-            params_need_grad: true,
-            values: Vec::new(),
-            needs_grad: Vec::new(),
-            grads: Vec::new(),
-            nodes: Vec::new(),
-        }
+        Tape::with_pool(params, Pool::new(), true)
     }
 
     /// A tape for inference: parameters need no gradient, so ops on them record nothing and keep
     /// nothing for a backward pass (inputs that ask for a gradient still get one).
     pub fn no_grad(params: &'p Params<T>) -> Self {
-        Tape { params_need_grad: false, ..Tape::new(params) }
+        Tape::with_pool(params, Pool::new(), false)
+    }
+
+    /// A tape that takes its buffers from `pool` (see [`Tape::into_pool`]); `train` as in
+    /// [`Tape::new`] versus [`Tape::no_grad`].
+    pub fn with_pool(params: &'p Params<T>, pool: Pool<T>, train: bool) -> Self {
+        Tape {
+            params,
+            params_need_grad: train,
+            values: Vec::new(),
+            needs_grad: Vec::new(),
+            grads: Vec::new(),
+            nodes: Vec::new(),
+            pool,
+        }
+    }
+
+    /// Ends the tape, returning every buffer it owned to the pool.
+    pub fn into_pool(mut self) -> Pool<T> {
+        for v in self.values.drain(..) {
+            if let Value::Owned(t) = v {
+                self.pool.give(t.data);
+            }
+        }
+        for g in self.grads.drain(..) {
+            self.pool.give(g);
+        }
+        self.pool
+    }
+
+    /// A zero-filled buffer from the tape's pool, for an op's output.
+    pub fn zeros(&mut self, len: usize) -> Vec<T> {
+        self.pool.zeros(len)
+    }
+
+    /// Returns a buffer an op no longer needs to the tape's pool.
+    pub fn give(&mut self, v: Vec<T>) {
+        self.pool.give(v);
+    }
+
+    /// Keeps `data` on the tape for an op's backward pass: a leaf that needs no gradient, passed
+    /// to the op's node as an extra input.
+    pub fn keep(&mut self, data: Vec<T>) -> Var {
+        let n = data.len();
+        self.leaf(Value::Owned(Tensor::new(&[n], data)), false)
     }
 
     fn leaf(&mut self, value: Value<'p, T>, needs_grad: bool) -> Var {
@@ -147,7 +229,9 @@ impl<'p, T: Real> Tape<'p, T> {
     /// order adds its inputs' gradients.
     pub fn backward(&mut self, loss: Var) {
         assert_eq!(self.value(loss).len(), 1, "backward needs a scalar loss");
-        self.grads[loss.0] = vec![T::ONE];
+        let mut seed = self.pool.zeros(1);
+        seed[0] = T::ONE;
+        self.grads[loss.0] = seed;
         for node in self.nodes.iter().rev() {
             let dy = std::mem::take(&mut self.grads[node.output.0]);
             if dy.is_empty() {
@@ -161,23 +245,26 @@ impl<'p, T: Real> Tape<'p, T> {
                 if !self.needs_grad[v.0] {
                     bufs.push(None);
                 } else if node.inputs[..i].contains(v) {
-                    bufs.push(Some(vec![T::ZERO; inputs[i].len()]));
+                    bufs.push(Some(self.pool.zeros(inputs[i].len())));
                 } else {
                     let mut g = std::mem::take(&mut self.grads[v.0]);
                     if g.is_empty() {
-                        g = vec![T::ZERO; inputs[i].len()];
+                        g = self.pool.zeros(inputs[i].len());
                     }
                     bufs.push(Some(g));
                 }
             }
             {
                 let mut dins: Vec<Option<&mut [T]>> = bufs.iter_mut().map(|b| b.as_deref_mut()).collect();
-                node.op.backward(&inputs, &dy, &mut dins);
+                node.op.backward(&inputs, &dy, &mut dins, &mut self.pool);
             }
             for (i, (v, buf)) in node.inputs.iter().zip(bufs).enumerate() {
                 if let Some(buf) = buf {
                     match node.inputs[..i].iter().position(|u| u == v) {
-                        Some(_) => self.grads[v.0].iter_mut().zip(&buf).for_each(|(g, d)| *g += *d),
+                        Some(_) => {
+                            self.grads[v.0].iter_mut().zip(&buf).for_each(|(g, d)| *g += *d);
+                            self.pool.give(buf);
+                        }
                         None => self.grads[v.0] = buf,
                     }
                 }

@@ -53,6 +53,17 @@ fn add_and_scale() {
 }
 
 #[test]
+fn gated_residual() {
+    let mut p = Params::new();
+    let (h, g, m) = (p.add("h", &[2, 3]), p.add("g", &[1]), p.add("m", &[2, 3]));
+    assert_grads(p, 9, |t| {
+        let (h, g, m) = (t.param(h), t.param(g), t.param(m));
+        let y = ops::gated_residual(t, h, g, m);
+        ops::mse(t, y, &target(6))
+    });
+}
+
+#[test]
 fn an_input_used_twice_gets_both_gradients() {
     let mut p = Params::new();
     let a = p.add("a", &[4]);

@@ -95,3 +95,11 @@ pub fn gelu<T: Real>(z: T) -> T {
 pub fn gelu_grad<T: Real>(z: T) -> T {
     normal_cdf(z) + z * normal_pdf(z)
 }
+
+/// (gelu(z), gelu'(z)) sharing one evaluation of Φ(z): what a training forward keeps, so that
+/// the backward pass is a multiplication with no transcendental function left in it.
+#[inline(always)]
+pub fn gelu_and_grad<T: Real>(z: T) -> (T, T) {
+    let phi = normal_cdf(z);
+    (z * phi, phi + z * normal_pdf(z))
+}

@@ -182,11 +182,14 @@ fn for_each_run(g: &Geometry, i0: usize, i1: usize, mut f: impl FnMut(usize, usi
     }
 }
 
-/// Forward of `MLP(n_out)` along `axis`. Writes the pre-activation `z`, the hidden activation `a`
-/// (both kept for the backward pass) and the output `y`, all of shape [`output_shape`].
+/// Forward of `MLP(n_out)` along `axis`. Writes the hidden activation `a` and the output `y`,
+/// both of shape [`output_shape`]; `gz` is scratch for the pre-activation z of the same shape,
+/// and when `keep` (training) it is left holding gelu'(z), which with `a` is what the backward
+/// pass needs.
 ///
 /// Per chunk of items: `Z = X·K1` (one GEMM, X read through the axis' strides), then in one pass
-/// over the tile `z += c1, a = gelu(z)`; `Y = A·K2`, then `y += c2`.
+/// over the tile `a = gelu(z + c1)` (and `gz = gelu'(z + c1)`, sharing Φ); `Y = A·K2`, then
+/// `y += c2`.
 #[allow(clippy::too_many_arguments)]
 pub fn mlp_forward<T: Real>(
     axis: Axis,
@@ -194,10 +197,12 @@ pub fn mlp_forward<T: Real>(
     n_out: usize,
     wts: MlpWeights<T>,
     x: &[T],
-    z: &mut [T],
+    gz: &mut [T],
     a: &mut [T],
     y: &mut [T],
+    keep: bool,
 ) {
+    let z = gz;
     let g = Geometry::new(axis, x_shape, n_out);
     let out_len = output_shape(axis, x_shape, n_out).len();
     check_weights(&g, &wts);
@@ -234,9 +239,11 @@ pub fn mlp_forward<T: Real>(
             for_each_run(&g, i0, i1, |off, len, feat| {
                 let zr = std::slice::from_raw_parts_mut(zp.at(off), len);
                 let ar = std::slice::from_raw_parts_mut(ap.at(off), len);
-                match feat {
-                    None => simd::bias_gelu_vec(zr, ar, wts.c1),
-                    Some(f) => simd::bias_gelu_scalar(zr, ar, wts.c1[f]),
+                match (feat, keep) {
+                    (None, true) => simd::bias_gelu_keep_vec(zr, ar, wts.c1),
+                    (Some(f), true) => simd::bias_gelu_keep_scalar(zr, ar, wts.c1[f]),
+                    (None, false) => simd::bias_gelu_vec(zr, ar, wts.c1),
+                    (Some(f), false) => simd::bias_gelu_scalar(zr, ar, wts.c1[f]),
                 }
             });
             T::gemm(
@@ -266,9 +273,17 @@ pub fn mlp_forward<T: Real>(
     });
 }
 
+/// Length of the `partials` workspace [`mlp_backward`] needs: one set of weight gradients per
+/// chunk.
+pub fn backward_workspace(axis: Axis, x_shape: Hbw, n_out: usize) -> usize {
+    let g = Geometry::new(axis, x_shape, n_out);
+    chunk_count(g.x.items) * g.params()
+}
+
 /// Backward of [`mlp_forward`]: given `dy`, adds the input gradient into `dx` and the weight
-/// gradients into `grads`. `x`, `z`, `a` are what the forward read and wrote; `dz` is scratch of
-/// the output's size.
+/// gradients into `grads`. `x` is the forward's input, `dgelu` and `a` what a `keep` forward left
+/// (gelu'(z) and gelu(z)); `dz` is scratch of the output's size and `partials` of
+/// [`backward_workspace`]'s.
 ///
 /// Per chunk: `dc2 = Σ dy`, `dK2 = Aᵀ·dY` (A read with swapped strides), `dZ = dY·K2ᵀ` (K2 read with
 /// swapped strides), `dz *= gelu'(z)` in the same pass, `dc1 = Σ dz`, `dK1 = Xᵀ·dZ`, `dX += dZ·K1ᵀ`.
@@ -280,10 +295,11 @@ pub fn mlp_backward<T: Real>(
     n_out: usize,
     wts: MlpWeights<T>,
     x: &[T],
-    z: &[T],
+    dgelu: &[T],
     a: &[T],
     dy: &[T],
     dz: &mut [T],
+    partials: &mut [T],
     dx: &mut [T],
     grads: MlpGrads<T>,
 ) {
@@ -292,15 +308,16 @@ pub fn mlp_backward<T: Real>(
     check_weights(&g, &wts);
     assert!(x.len() == x_shape.len() && dx.len() == x_shape.len(), "mlp_backward: input length");
     assert!(
-        z.len() == out_len && a.len() == out_len && dy.len() == out_len && dz.len() == out_len,
+        dgelu.len() == out_len && a.len() == out_len && dy.len() == out_len && dz.len() == out_len,
         "mlp_backward: output length"
     );
     let (n_in, n) = (g.n_in, g.n_out);
     let (dzp, dxp) = (SharedMut(dz.as_mut_ptr()), SharedMut(dx.as_mut_ptr()));
     let items = g.x.items;
     let chunks = chunk_count(items);
-    let mut partials = vec![T::ZERO; chunks * g.params()];
+    assert_eq!(partials.len(), chunks * g.params(), "mlp_backward: workspace length");
     partials.par_chunks_mut(g.params()).enumerate().for_each(|(c, part)| {
+        part.fill(T::ZERO);
         let (i0, i1) = chunk_range(items, chunks, c);
         let m = i1 - i0;
         if m == 0 {
@@ -352,7 +369,7 @@ pub fn mlp_backward<T: Real>(
             );
             for_each_run(&g, i0, i1, |off, len, feat| {
                 let d = std::slice::from_raw_parts_mut(dzp.at(off), len);
-                simd::mul_gelu_grad(d, &z[off..off + len]);
+                simd::mul_assign(d, &dgelu[off..off + len]);
                 match feat {
                     None => simd::add_assign(pc1, d),
                     Some(f) => pc1[f] += simd::sum(d),

@@ -8,7 +8,7 @@
 //! the vector width differs. Other architectures (aarch64) take the generic body, which LLVM
 //! vectorises for their baseline SIMD.
 
-use crate::gelu::{gelu, gelu_grad};
+use crate::gelu::{gelu, gelu_and_grad};
 use crate::real::Real;
 #[cfg(target_arch = "x86_64")]
 use std::sync::OnceLock;
@@ -76,30 +76,47 @@ macro_rules! multiversion {
 }
 
 multiversion! {
-    /// `z[j] += c[j]; a[j] = gelu(z[j])`: the hidden epilogue when the bias runs along the tile.
-    pub fn bias_gelu_vec<T: Real>(z: &mut [T], a: &mut [T], c: &[T]) {
+    /// Inference epilogue of the hidden layer, bias along the tile: `a[j] = gelu(z[j] + c[j])`.
+    pub fn bias_gelu_vec<T: Real>(z: &[T], a: &mut [T], c: &[T]) {
+        for ((&z, a), &c) in z.iter().zip(a.iter_mut()).zip(c) {
+            *a = gelu(z + c);
+        }
+    }
+}
+
+multiversion! {
+    /// Inference epilogue, one bias for the whole tile: `a[j] = gelu(z[j] + c)`.
+    pub fn bias_gelu_scalar<T: Real>(z: &[T], a: &mut [T], c: T) {
+        for (&z, a) in z.iter().zip(a.iter_mut()) {
+            *a = gelu(z + c);
+        }
+    }
+}
+
+multiversion! {
+    /// Training epilogue, bias along the tile: `a[j] = gelu(z[j] + c[j])` and, in place of the
+    /// pre-activation, `z[j] ← gelu'(z[j] + c[j])`, which is all the backward pass needs of it.
+    pub fn bias_gelu_keep_vec<T: Real>(z: &mut [T], a: &mut [T], c: &[T]) {
         for ((z, a), &c) in z.iter_mut().zip(a.iter_mut()).zip(c) {
-            *z += c;
-            *a = gelu(*z);
+            (*a, *z) = gelu_and_grad(*z + c);
         }
     }
 }
 
 multiversion! {
-    /// `z[j] += c; a[j] = gelu(z[j])`: the hidden epilogue when the whole tile shares one bias.
-    pub fn bias_gelu_scalar<T: Real>(z: &mut [T], a: &mut [T], c: T) {
+    /// Training epilogue, one bias for the whole tile (see [`bias_gelu_keep_vec`]).
+    pub fn bias_gelu_keep_scalar<T: Real>(z: &mut [T], a: &mut [T], c: T) {
         for (z, a) in z.iter_mut().zip(a.iter_mut()) {
-            *z += c;
-            *a = gelu(*z);
+            (*a, *z) = gelu_and_grad(*z + c);
         }
     }
 }
 
 multiversion! {
-    /// `d[j] *= gelu'(z[j])`: back through the activation, in place.
-    pub fn mul_gelu_grad<T: Real>(d: &mut [T], z: &[T]) {
-        for (d, &z) in d.iter_mut().zip(z) {
-            *d *= gelu_grad(z);
+    /// `d[j] *= g[j]`: back through the activation with the kept gelu'(z).
+    pub fn mul_assign<T: Real>(d: &mut [T], g: &[T]) {
+        for (d, &g) in d.iter_mut().zip(g) {
+            *d *= g;
         }
     }
 }
@@ -135,6 +152,23 @@ multiversion! {
         }
         for (a, &v) in acc.iter_mut().zip(blocks.remainder()) {
             *a += v;
+        }
+        ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
+    }
+}
+
+multiversion! {
+    /// Σ x[j]·y[j], with the same fixed eight-way split as [`sum`].
+    pub fn dot<T: Real>(x: &[T], y: &[T]) -> T {
+        let mut acc = [T::ZERO; 8];
+        let (mut xb, mut yb) = (x.chunks_exact(8), y.chunks_exact(8));
+        for (bx, by) in (&mut xb).zip(&mut yb) {
+            for ((a, &u), &v) in acc.iter_mut().zip(bx).zip(by) {
+                *a += u * v;
+            }
+        }
+        for ((a, &u), &v) in acc.iter_mut().zip(xb.remainder()).zip(yb.remainder()) {
+            *a += u * v;
         }
         ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
     }

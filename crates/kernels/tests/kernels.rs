@@ -3,7 +3,8 @@
 use pmixer_kernels::dense::{dense_backward, dense_forward};
 use pmixer_kernels::gelu::{erf, exp_f32, gelu, gelu_grad};
 use pmixer_kernels::{
-    mlp_backward, mlp_forward, output_shape, reference, Axis, Hbw, MlpGrads, MlpWeights, Real,
+    backward_workspace, mlp_backward, mlp_forward, output_shape, reference, Axis, Hbw, MlpGrads, MlpWeights,
+    Real,
 };
 
 /// A small deterministic generator (xorshift64*), so the tests need no RNG crate.
@@ -112,6 +113,7 @@ fn cases() -> Vec<Case> {
 
 /// Everything one MLP call reads and writes, from a seed.
 struct Run<T> {
+    /// gelu'(z), as a training forward leaves it.
     z: Vec<T>,
     a: Vec<T>,
     y: Vec<T>,
@@ -139,14 +141,16 @@ fn fused<T: Real>(c: &Case, seed: u64) -> Run<T> {
     let dy: Vec<T> = gen.vec(out, 1.0);
     let wts = MlpWeights { k1: &w[0], c1: &w[1], k2: &w[2], c2: &w[3] };
     let (mut z, mut a, mut y) = (vec![T::ZERO; out], vec![T::ZERO; out], vec![T::ZERO; out]);
-    mlp_forward(c.axis, c.s, n, wts, &x, &mut z, &mut a, &mut y);
+    mlp_forward(c.axis, c.s, n, wts, &x, &mut z, &mut a, &mut y, true);
     let mut dz = vec![T::ZERO; out];
     // Start the accumulators from non-zero values to check that backward adds rather than sets.
     let mut dx: Vec<T> = vec![T::ONE; x.len()];
     let mut g = [vec![T::ONE; ni * n], vec![T::ONE; n], vec![T::ONE; n * n], vec![T::ONE; n]];
     let [g0, g1, g2, g3] = &mut g;
     let grads = MlpGrads { k1: g0, c1: g1, k2: g2, c2: g3 };
-    mlp_backward(c.axis, c.s, n, wts, &x, &z, &a, &dy, &mut dz, &mut dx, grads);
+    // A workspace full of garbage: the kernel must not depend on its contents.
+    let mut work = vec![T::from_f64(7.0); backward_workspace(c.axis, c.s, n)];
+    mlp_backward(c.axis, c.s, n, wts, &x, &z, &a, &dy, &mut dz, &mut work, &mut dx, grads);
     Run { z, a, y, dx, grads: g }
 }
 
@@ -162,6 +166,8 @@ fn naive<T: Real>(c: &Case, seed: u64) -> Run<f64> {
     let dy = up(gen.vec::<T>(out, 1.0));
     let wts = MlpWeights { k1: &w[0], c1: &w[1], k2: &w[2], c2: &w[3] };
     let (z, a, y) = reference::mlp_forward(c.axis, c.s, n, wts, &x);
+    // A training forward leaves gelu'(z) where z was.
+    let z = z.into_iter().map(gelu_grad).collect();
     let mut dx = vec![1.0; x.len()];
     let mut g = [vec![1.0; ni * n], vec![1.0; n], vec![1.0; n * n], vec![1.0; n]];
     let [g0, g1, g2, g3] = &mut g;

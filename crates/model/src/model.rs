@@ -165,8 +165,7 @@ impl Model {
             act = match m.gate {
                 Some(g) => {
                     let g = t.param(g);
-                    let gated = ops::scale(t, mixed, g);
-                    ops::add(t, act, gated)
+                    ops::gated_residual(t, act, g, mixed)
                 }
                 None => mixed,
             };

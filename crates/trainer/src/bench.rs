@@ -10,7 +10,7 @@ use crate::data::{Dataset, CLASSES};
 use crate::train::{DatasetKind, OptimizerKind, Trainer};
 use clap::Args;
 use pmixer_autodiff::optim::AdamState;
-use pmixer_autodiff::{Tape, Tensor};
+use pmixer_autodiff::{Pool, Tape, Tensor};
 use pmixer_kernels::Real;
 use pmixer_model::{Arch, Model, Rng, Task};
 use rand::RngCore;
@@ -134,13 +134,15 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         idx
     };
     let mut labels = Vec::new();
-    let mut x = vec![0f32; data.h * b * data.w];
+    let mut pool = Pool::new();
     let mut step = |idx: &[usize]| -> Result<(), String> {
         if args.eval {
+            let mut tape = Tape::with_pool(&params, std::mem::take(&mut pool), false);
+            let mut x = tape.zeros(data.h * b * data.w);
             data.fill_batch(idx, &mut x, &mut labels);
-            let mut tape = Tape::no_grad(&params);
-            let xv = tape.input(Tensor::new(&[data.h, b, data.w], x.clone()), false);
+            let xv = tape.input(Tensor::new(&[data.h, b, data.w], x), false);
             model.forward(&mut tape, xv);
+            pool = tape.into_pool();
             Ok(())
         } else {
             trainer.step(&data, idx, &mut params, &mut adam).map(|_| ())

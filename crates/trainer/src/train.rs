@@ -11,7 +11,7 @@
 
 use crate::data::{self, DataError, Dataset};
 use pmixer_autodiff::optim::{Adam, AdamState, Sgd};
-use pmixer_autodiff::{Params, Tape, Tensor};
+use pmixer_autodiff::{Params, Pool, Tape, Tensor};
 use pmixer_model::{Arch, Checkpoint, Model, NamedTensor, Rng, Task};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -178,16 +178,17 @@ pub struct EpochRecord {
     pub samples_per_s: f64,
 }
 
-/// Reusable buffers for training steps, so the steady state allocates no batch-sized memory
-/// outside the tape.
+/// A model's training step with the buffers it reuses: the flat gradient, the labels, and the
+/// pool that every step's tape borrows its batch-sized buffers from, so that after the first
+/// step nothing batch-sized is allocated.
 pub struct Trainer {
     pub model: Model,
     pub opt: OptimizerKind,
     pub adam: Adam,
     pub sgd: Sgd,
     grads: Vec<f32>,
-    x: Vec<f32>,
     labels: Vec<usize>,
+    pool: Pool<f32>,
 }
 
 /// What one step measured.
@@ -205,8 +206,8 @@ impl Trainer {
             adam: Adam { lr, ..Adam::default() },
             sgd: Sgd { lr },
             grads: Vec::new(),
-            x: Vec::new(),
             labels: Vec::new(),
+            pool: Pool::new(),
         }
     }
 
@@ -220,13 +221,13 @@ impl Trainer {
         adam: &mut AdamState<f32>,
     ) -> Result<StepOutcome, String> {
         let (h, w, b) = (data.h, data.w, idx.len());
-        self.x.resize(h * b * w, 0.0);
-        data.fill_batch(idx, &mut self.x, &mut self.labels);
         self.grads.clear();
         self.grads.resize(params.len(), 0.0);
         let (loss, correct) = {
-            let mut tape = Tape::new(params);
-            let x = tape.input(Tensor::new(&[h, b, w], std::mem::take(&mut self.x)), false);
+            let mut tape = Tape::with_pool(params, std::mem::take(&mut self.pool), true);
+            let mut x = tape.zeros(h * b * w);
+            data.fill_batch(idx, &mut x, &mut self.labels);
+            let x = tape.input(Tensor::new(&[h, b, w], x), false);
             let (out, loss) = self.model.loss(&mut tape, x, &self.labels);
             tape.backward(loss);
             tape.param_grads(&mut self.grads);
@@ -234,7 +235,9 @@ impl Trainer {
                 Task::Classify => count_correct(tape.value(out), self.model.arch.classes, &self.labels),
                 Task::Autoencode => 0,
             };
-            (tape.value(loss)[0], correct)
+            let loss = tape.value(loss)[0];
+            self.pool = tape.into_pool();
+            (loss, correct)
         };
         if !loss.is_finite() {
             return Err(format!("the loss is {loss}"));
@@ -255,21 +258,22 @@ impl Trainer {
 pub fn evaluate(model: &Model, params: &Params<f32>, data: &Dataset, batch: usize) -> Metrics {
     let (h, w) = (data.h, data.w);
     let mut totals = Totals::default();
-    let mut x = vec![0.0; h * batch * w];
     let mut labels = Vec::new();
+    let mut pool = Pool::new();
     let idx: Vec<usize> = (0..data.len()).collect();
     for chunk in idx.chunks(batch) {
         let b = chunk.len();
-        x.resize(h * b * w, 0.0);
+        let mut tape = Tape::with_pool(params, pool, false);
+        let mut x = tape.zeros(h * b * w);
         data.fill_batch(chunk, &mut x, &mut labels);
-        let mut tape = Tape::no_grad(params);
-        let xv = tape.input(Tensor::new(&[h, b, w], x.clone()), false);
+        let xv = tape.input(Tensor::new(&[h, b, w], x), false);
         let (out, loss) = model.loss(&mut tape, xv, &labels);
         let correct = match model.arch.task {
             Task::Classify => count_correct(tape.value(out), model.arch.classes, &labels),
             Task::Autoencode => 0,
         };
         totals.add(model.arch.task, tape.value(loss)[0] as f64, b, correct);
+        pool = tape.into_pool();
     }
     totals.metrics(model.arch.task)
 }

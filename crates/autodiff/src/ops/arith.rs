@@ -1,20 +1,24 @@
-//! Elementwise arithmetic: the residual sum and the learnable scalar gate.
+//! Elementwise arithmetic: the residual sum, the learnable scalar gate, and the two fused into
+//! the gated residual the classifier's trunk uses.
 
-use crate::tape::{Backward, Tape, Tensor, Var};
+use crate::tape::{Backward, Pool, Tape, Tensor, Var};
 use pmixer_kernels::{simd, Real};
 
 /// `y = a + b` (same shapes).
 /// Backward: `da += dy`, `db += dy`.
 pub fn add<T: Real>(t: &mut Tape<T>, a: Var, b: Var) -> Var {
     assert_eq!(t.shape(a), t.shape(b), "add: shapes differ");
-    let y: Vec<T> = t.value(a).iter().zip(t.value(b)).map(|(&x, &y)| x + y).collect();
+    let mut y = t.zeros(t.value(a).len());
+    for ((y, &u), &v) in y.iter_mut().zip(t.value(a)).zip(t.value(b)) {
+        *y = u + v;
+    }
     let shape = t.shape(a).to_vec();
     t.push(Tensor::new(&shape, y), &[a, b], Add)
 }
 
 struct Add;
 impl<T: Real> Backward<T> for Add {
-    fn backward(&self, _: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>]) {
+    fn backward(&self, _: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>], _: &mut Pool<T>) {
         for g in d.iter_mut().flatten() {
             simd::add_assign(g, dy);
         }
@@ -26,14 +30,17 @@ impl<T: Real> Backward<T> for Add {
 pub fn scale<T: Real>(t: &mut Tape<T>, x: Var, g: Var) -> Var {
     assert_eq!(t.value(g).len(), 1, "scale: the gate must be a scalar");
     let gv = t.value(g)[0];
-    let y: Vec<T> = t.value(x).iter().map(|&v| gv * v).collect();
+    let mut y = t.zeros(t.value(x).len());
+    for (y, &v) in y.iter_mut().zip(t.value(x)) {
+        *y = gv * v;
+    }
     let shape = t.shape(x).to_vec();
     t.push(Tensor::new(&shape, y), &[x, g], Scale)
 }
 
 struct Scale;
 impl<T: Real> Backward<T> for Scale {
-    fn backward(&self, inputs: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>]) {
+    fn backward(&self, inputs: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>], _: &mut Pool<T>) {
         let (x, g) = (inputs[0], inputs[1][0]);
         if let Some(dx) = d[0].as_deref_mut() {
             for (dx, &dy) in dx.iter_mut().zip(dy) {
@@ -41,8 +48,39 @@ impl<T: Real> Backward<T> for Scale {
             }
         }
         if let Some(dg) = d[1].as_deref_mut() {
-            let prod: Vec<T> = x.iter().zip(dy).map(|(&x, &dy)| x * dy).collect();
-            dg[0] += simd::sum(&prod);
+            dg[0] += simd::dot(x, dy);
+        }
+    }
+}
+
+/// The classifier's residual step `y = h + g·m` in one pass (`add(h, scale(m, g))` fused).
+/// Backward: `dh += dy`, `dm += g·dy`, `dg += Σ_i m_i·dy_i`.
+pub fn gated_residual<T: Real>(t: &mut Tape<T>, h: Var, g: Var, m: Var) -> Var {
+    assert_eq!(t.shape(h), t.shape(m), "gated_residual: shapes differ");
+    assert_eq!(t.value(g).len(), 1, "gated_residual: the gate must be a scalar");
+    let gv = t.value(g)[0];
+    let mut y = t.zeros(t.value(h).len());
+    for ((y, &hv), &mv) in y.iter_mut().zip(t.value(h)).zip(t.value(m)) {
+        *y = hv + gv * mv;
+    }
+    let shape = t.shape(h).to_vec();
+    t.push(Tensor::new(&shape, y), &[h, g, m], GatedResidual)
+}
+
+struct GatedResidual;
+impl<T: Real> Backward<T> for GatedResidual {
+    fn backward(&self, inputs: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>], _: &mut Pool<T>) {
+        let (g, m) = (inputs[1][0], inputs[2]);
+        if let Some(dh) = d[0].as_deref_mut() {
+            simd::add_assign(dh, dy);
+        }
+        if let Some(dg) = d[1].as_deref_mut() {
+            dg[0] += simd::dot(m, dy);
+        }
+        if let Some(dm) = d[2].as_deref_mut() {
+            for (dm, &dy) in dm.iter_mut().zip(dy) {
+                *dm += g * dy;
+            }
         }
     }
 }

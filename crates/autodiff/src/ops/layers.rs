@@ -2,33 +2,32 @@
 //! whole axis of the batch) and a plain dense layer. Both call `pmixer-kernels`, where the
 //! math and the stride tricks are written out.
 
-use crate::tape::{Backward, Tape, Tensor, Var};
+use crate::tape::{Backward, Pool, Tape, Tensor, Var};
+use pmixer_kernels::dense::{dense_backward, dense_forward};
+use pmixer_kernels::{
+    backward_workspace, mlp_backward, mlp_forward, output_shape, Axis, Hbw, MlpGrads, MlpWeights, Real,
+};
 
-/// Every input's gradient buffer: the tape's where it asked for one, zeroed scratch elsewhere
-/// (these kernels compute all their gradients in one pass; usually only the network's input
-/// needs none).
+/// Every input's gradient buffer: the tape's where it asked for one, zeroed scratch from the
+/// pool elsewhere (these kernels compute all their gradients in one pass; usually only the
+/// network's input needs none). Give `scratch` back to the pool afterwards.
 fn or_scratch<'a, const N: usize, T: Real>(
     d: &'a mut [Option<&mut [T]>],
     inputs: &[&[T]],
     scratch: &'a mut Vec<Vec<T>>,
+    pool: &mut Pool<T>,
 ) -> [&'a mut [T]; N] {
-    *scratch = d
-        .iter()
-        .zip(inputs)
-        .map(|(g, v)| if g.is_some() { Vec::new() } else { vec![T::ZERO; v.len()] })
-        .collect();
+    *scratch = d.iter().zip(inputs).filter(|(g, _)| g.is_none()).map(|(_, v)| pool.zeros(v.len())).collect();
+    let mut spare = scratch.iter_mut();
     let bufs: Vec<&mut [T]> = d
         .iter_mut()
-        .zip(scratch.iter_mut())
-        .map(|(g, s)| match g {
+        .map(|g| match g {
             Some(g) => &mut **g,
-            None => s.as_mut_slice(),
+            None => spare.next().expect("one scratch buffer per missing gradient").as_mut_slice(),
         })
         .collect();
     bufs.try_into().unwrap_or_else(|_| panic!("expected {N} inputs"))
 }
-use pmixer_kernels::dense::{dense_backward, dense_forward};
-use pmixer_kernels::{mlp_backward, mlp_forward, output_shape, Axis, Hbw, MlpGrads, MlpWeights, Real};
 
 /// The four parameter leaves of one `MLP(n)`: K1 (in×n), c1 (n), K2 (n×n), c2 (n).
 #[derive(Clone, Copy, Debug)]
@@ -47,39 +46,47 @@ fn hbw(shape: &[usize]) -> Hbw {
 /// `MLP(n)` along `axis` of an (H, B, W) activation; n is the length of c1.
 /// Forward: [`pmixer_kernels::mlp_forward`] (z = x·K1 + c1, a = gelu(z), y = a·K2 + c2 per item).
 /// Backward: [`pmixer_kernels::mlp_backward`] (dK2 = aᵀdy, dz = dy·K2ᵀ ⊙ gelu'(z), dK1 = xᵀdz,
-/// dx = dz·K1ᵀ, bias gradients the item sums), using the z and a this forward kept.
+/// dx = dz·K1ᵀ, bias gradients the item sums), using the gelu'(z) and a this forward kept on
+/// the tape (as the node's sixth and seventh inputs).
 pub fn axis_mlp<T: Real>(t: &mut Tape<T>, x: Var, axis: Axis, w: MlpVars) -> Var {
     let s = hbw(t.shape(x));
     let n = t.value(w.c1).len();
     let os = output_shape(axis, s, n);
-    let (mut z, mut a, mut y) = (vec![T::ZERO; os.len()], vec![T::ZERO; os.len()], vec![T::ZERO; os.len()]);
-    let wts = MlpWeights { k1: t.value(w.k1), c1: t.value(w.c1), k2: t.value(w.k2), c2: t.value(w.c2) };
-    mlp_forward(axis, s, n, wts, t.value(x), &mut z, &mut a, &mut y);
+    let (mut gz, mut a, mut y) = (t.zeros(os.len()), t.zeros(os.len()), t.zeros(os.len()));
     let inputs = [x, w.k1, w.c1, w.k2, w.c2];
-    let saved = if t.records(&inputs) {
-        AxisMlp { axis, s, n, z, a }
+    let keep = t.records(&inputs);
+    let wts = MlpWeights { k1: t.value(w.k1), c1: t.value(w.c1), k2: t.value(w.k2), c2: t.value(w.c2) };
+    mlp_forward(axis, s, n, wts, t.value(x), &mut gz, &mut a, &mut y, keep);
+    let y = Tensor::new(&[os.h, os.b, os.w], y);
+    if keep {
+        let (gz, a) = (t.keep(gz), t.keep(a));
+        t.push(y, &[x, w.k1, w.c1, w.k2, w.c2, gz, a], AxisMlp { axis, s, n })
     } else {
-        AxisMlp { axis, s, n, z: vec![], a: vec![] }
-    };
-    t.push(Tensor::new(&[os.h, os.b, os.w], y), &inputs, saved)
+        t.give(gz);
+        t.give(a);
+        t.push(y, &inputs, AxisMlp { axis, s, n })
+    }
 }
 
-struct AxisMlp<T> {
+struct AxisMlp {
     axis: Axis,
     s: Hbw,
     n: usize,
-    z: Vec<T>,
-    a: Vec<T>,
 }
 
-impl<T: Real> Backward<T> for AxisMlp<T> {
-    fn backward(&self, inputs: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>]) {
+impl<T: Real> Backward<T> for AxisMlp {
+    fn backward(&self, inputs: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>], pool: &mut Pool<T>) {
         let wts = MlpWeights { k1: inputs[1], c1: inputs[2], k2: inputs[3], c2: inputs[4] };
-        let mut dz = vec![T::ZERO; dy.len()];
+        let (dgelu, a) = (inputs[5], inputs[6]);
+        let mut dz = pool.zeros(dy.len());
+        let mut work = pool.zeros(backward_workspace(self.axis, self.s, self.n));
         let mut scratch = Vec::new();
-        let [dx, k1, c1, k2, c2] = or_scratch::<5, T>(d, inputs, &mut scratch);
+        let [dx, k1, c1, k2, c2] = or_scratch::<5, T>(&mut d[..5], &inputs[..5], &mut scratch, pool);
         let grads = MlpGrads { k1, c1, k2, c2 };
-        mlp_backward(self.axis, self.s, self.n, wts, inputs[0], &self.z, &self.a, dy, &mut dz, dx, grads);
+        mlp_backward(self.axis, self.s, self.n, wts, inputs[0], dgelu, a, dy, &mut dz, &mut work, dx, grads);
+        for v in scratch.into_iter().chain([dz, work]) {
+            pool.give(v);
+        }
     }
 }
 
@@ -88,7 +95,7 @@ impl<T: Real> Backward<T> for AxisMlp<T> {
 pub fn dense<T: Real>(t: &mut Tape<T>, x: Var, k: Var, c: Var) -> Var {
     let (&[n, n_in], &[k_in, n_out]) = (t.shape(x), t.shape(k)) else { panic!("dense: expected matrices") };
     assert_eq!(n_in, k_in, "dense: input width {n_in} vs kernel rows {k_in}");
-    let mut y = vec![T::ZERO; n * n_out];
+    let mut y = t.zeros(n * n_out);
     dense_forward(n, n_in, n_out, t.value(x), t.value(k), t.value(c), &mut y);
     t.push(Tensor::new(&[n, n_out], y), &[x, k, c], Dense { n, n_in, n_out })
 }
@@ -100,9 +107,12 @@ struct Dense {
 }
 
 impl<T: Real> Backward<T> for Dense {
-    fn backward(&self, inputs: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>]) {
+    fn backward(&self, inputs: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>], pool: &mut Pool<T>) {
         let mut scratch = Vec::new();
-        let [dx, dk, dc] = or_scratch::<3, T>(d, inputs, &mut scratch);
+        let [dx, dk, dc] = or_scratch::<3, T>(d, inputs, &mut scratch, pool);
         dense_backward(self.n, self.n_in, self.n_out, inputs[0], inputs[1], dy, dx, dk, dc);
+        for v in scratch {
+            pool.give(v);
+        }
     }
 }

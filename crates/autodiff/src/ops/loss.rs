@@ -1,6 +1,6 @@
 //! Scalar reductions: the mean, the autoencoder's MSE and the classifier's softmax cross-entropy.
 
-use crate::tape::{Backward, Tape, Tensor, Var};
+use crate::tape::{Backward, Pool, Tape, Tensor, Var};
 use pmixer_kernels::{simd, Real};
 
 /// `y = (1/n)·Σ_i x_i`, a scalar.
@@ -9,12 +9,14 @@ pub fn mean<T: Real>(t: &mut Tape<T>, x: Var) -> Var {
     let xv = t.value(x);
     let n = T::from_f64(xv.len() as f64);
     let y = simd::sum(xv) / n;
-    t.push(Tensor::new(&[1], vec![y]), &[x], Mean)
+    let mut out = t.zeros(1);
+    out[0] = y;
+    t.push(Tensor::new(&[1], out), &[x], Mean)
 }
 
 struct Mean;
 impl<T: Real> Backward<T> for Mean {
-    fn backward(&self, inputs: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>]) {
+    fn backward(&self, inputs: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>], _: &mut Pool<T>) {
         if let Some(dx) = d[0].as_deref_mut() {
             simd::add_scalar(dx, dy[0] / T::from_f64(inputs[0].len() as f64));
         }
@@ -25,22 +27,25 @@ impl<T: Real> Backward<T> for Mean {
 /// `L = (1/n)·Σ_i (p_i − t_i)²`.
 /// Backward: `dp_i += dL·2(p_i − t_i)/n`.
 pub fn mse<T: Real>(t: &mut Tape<T>, pred: Var, target: &[T]) -> Var {
-    let p = t.value(pred);
-    assert_eq!(p.len(), target.len(), "mse: prediction and target sizes differ");
-    let diff: Vec<T> = p.iter().zip(target).map(|(&p, &t)| p - t).collect();
-    let sq: Vec<T> = diff.iter().map(|&d| d * d).collect();
-    let loss = simd::sum(&sq) / T::from_f64(p.len() as f64);
-    t.push(Tensor::new(&[1], vec![loss]), &[pred], Mse { diff })
+    let n = t.value(pred).len();
+    assert_eq!(n, target.len(), "mse: prediction and target sizes differ");
+    let mut diff = t.zeros(n);
+    for ((e, &p), &y) in diff.iter_mut().zip(t.value(pred)).zip(target) {
+        *e = p - y;
+    }
+    let mut loss = t.zeros(1);
+    loss[0] = simd::dot(&diff, &diff) / T::from_f64(n as f64);
+    let diff = t.keep(diff);
+    t.push(Tensor::new(&[1], loss), &[pred, diff], Mse)
 }
 
-struct Mse<T> {
-    diff: Vec<T>,
-}
-impl<T: Real> Backward<T> for Mse<T> {
-    fn backward(&self, _: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>]) {
+struct Mse;
+impl<T: Real> Backward<T> for Mse {
+    fn backward(&self, inputs: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>], _: &mut Pool<T>) {
+        let diff = inputs[1];
         if let Some(dp) = d[0].as_deref_mut() {
-            let k = dy[0] * T::from_f64(2.0 / self.diff.len() as f64);
-            for (g, &e) in dp.iter_mut().zip(&self.diff) {
+            let k = dy[0] * T::from_f64(2.0 / diff.len() as f64);
+            for (g, &e) in dp.iter_mut().zip(diff) {
                 *g += k * e;
             }
         }
@@ -53,7 +58,8 @@ impl<T: Real> Backward<T> for Mse<T> {
 pub fn softmax_cross_entropy<T: Real>(t: &mut Tape<T>, logits: Var, labels: &[usize]) -> Var {
     let &[n, c] = t.shape(logits) else { panic!("cross-entropy: expected [N, C] logits") };
     assert_eq!(labels.len(), n, "cross-entropy: {n} logit rows but {} labels", labels.len());
-    let mut probs = t.value(logits).to_vec();
+    let mut probs = t.zeros(n * c);
+    probs.copy_from_slice(t.value(logits));
     let mut total = T::ZERO;
     for (row, &y) in probs.chunks_exact_mut(c).zip(labels) {
         assert!(y < c, "cross-entropy: label {y} out of range for {c} classes");
@@ -69,21 +75,22 @@ pub fn softmax_cross_entropy<T: Real>(t: &mut Tape<T>, logits: Var, labels: &[us
         }
         total += z.ln() + m - ly;
     }
-    let loss = total / T::from_f64(n as f64);
-    t.push(Tensor::new(&[1], vec![loss]), &[logits], SoftmaxXent { probs, labels: labels.to_vec(), c })
+    let mut loss = t.zeros(1);
+    loss[0] = total / T::from_f64(n as f64);
+    let probs = t.keep(probs);
+    t.push(Tensor::new(&[1], loss), &[logits, probs], SoftmaxXent { labels: labels.to_vec(), c })
 }
 
-struct SoftmaxXent<T> {
-    probs: Vec<T>,
+struct SoftmaxXent {
     labels: Vec<usize>,
     c: usize,
 }
-impl<T: Real> Backward<T> for SoftmaxXent<T> {
-    fn backward(&self, _: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>]) {
+impl<T: Real> Backward<T> for SoftmaxXent {
+    fn backward(&self, inputs: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>], _: &mut Pool<T>) {
+        let probs = inputs[1];
         if let Some(dl) = d[0].as_deref_mut() {
             let k = dy[0] / T::from_f64(self.labels.len() as f64);
-            for ((g, p), &y) in
-                dl.chunks_exact_mut(self.c).zip(self.probs.chunks_exact(self.c)).zip(&self.labels)
+            for ((g, p), &y) in dl.chunks_exact_mut(self.c).zip(probs.chunks_exact(self.c)).zip(&self.labels)
             {
                 for (j, (g, &p)) in g.iter_mut().zip(p).enumerate() {
                     let onehot = if j == y { T::ONE } else { T::ZERO };

@@ -1,19 +1,20 @@
 //! Ops that only move values: reshape (the head's squeeze), 2-D transpose (undoing the (H, B, W)
 //! layout in the head), and concatenation along the last axis.
 
-use crate::tape::{Backward, Tape, Tensor, Var};
+use crate::tape::{Backward, Pool, Tape, Tensor, Var};
 use pmixer_kernels::{simd, Real};
 
 /// Same values, new shape (e.g. the squeeze (H, B, 1) → (H, B)).
 /// Backward: `dx += dy`.
 pub fn reshape<T: Real>(t: &mut Tape<T>, x: Var, shape: &[usize]) -> Var {
-    let y = t.value(x).to_vec();
+    let mut y = t.zeros(t.value(x).len());
+    y.copy_from_slice(t.value(x));
     t.push(Tensor::new(shape, y), &[x], Reshape)
 }
 
 struct Reshape;
 impl<T: Real> Backward<T> for Reshape {
-    fn backward(&self, _: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>]) {
+    fn backward(&self, _: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>], _: &mut Pool<T>) {
         if let Some(dx) = d[0].as_deref_mut() {
             simd::add_assign(dx, dy);
         }
@@ -24,8 +25,8 @@ impl<T: Real> Backward<T> for Reshape {
 /// Backward: `dx[r, c] += dy[c, r]`.
 pub fn transpose<T: Real>(t: &mut Tape<T>, x: Var) -> Var {
     let &[r, c] = t.shape(x) else { panic!("transpose: expected a matrix, got {:?}", t.shape(x)) };
+    let mut y = t.zeros(r * c);
     let xv = t.value(x);
-    let mut y = vec![T::ZERO; r * c];
     for i in 0..r {
         for j in 0..c {
             y[j * r + i] = xv[i * c + j];
@@ -39,7 +40,7 @@ struct Transpose {
     c: usize,
 }
 impl<T: Real> Backward<T> for Transpose {
-    fn backward(&self, _: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>]) {
+    fn backward(&self, _: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>], _: &mut Pool<T>) {
         if let Some(dx) = d[0].as_deref_mut() {
             for i in 0..self.r {
                 for j in 0..self.c {
@@ -55,10 +56,12 @@ impl<T: Real> Backward<T> for Transpose {
 pub fn concat<T: Real>(t: &mut Tape<T>, a: Var, b: Var) -> Var {
     let (&[n, p], &[n2, q]) = (t.shape(a), t.shape(b)) else { panic!("concat: expected two matrices") };
     assert!(n == n2 && p > 0 && q > 0, "concat: shapes [{n}, {p}] and [{n2}, {q}]");
-    let mut y = Vec::with_capacity(n * (p + q));
-    for (ra, rb) in t.value(a).chunks_exact(p).zip(t.value(b).chunks_exact(q)) {
-        y.extend_from_slice(ra);
-        y.extend_from_slice(rb);
+    let mut y = t.zeros(n * (p + q));
+    for ((row, ra), rb) in
+        y.chunks_exact_mut(p + q).zip(t.value(a).chunks_exact(p)).zip(t.value(b).chunks_exact(q))
+    {
+        row[..p].copy_from_slice(ra);
+        row[p..].copy_from_slice(rb);
     }
     t.push(Tensor::new(&[n, p + q], y), &[a, b], Concat { p, q })
 }
@@ -68,7 +71,7 @@ struct Concat {
     q: usize,
 }
 impl<T: Real> Backward<T> for Concat {
-    fn backward(&self, _: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>]) {
+    fn backward(&self, _: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>], _: &mut Pool<T>) {
         let (p, q) = (self.p, self.q);
         for (n, row) in dy.chunks_exact(p + q).enumerate() {
             if let Some(da) = d[0].as_deref_mut() {
