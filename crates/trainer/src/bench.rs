@@ -6,7 +6,7 @@
 //! by `gemm_1024_gflops`, a 1024³ sgemm (matrixmultiply, split over the same rayon threads).
 
 use crate::cli::{default_data_dir, image_size, set_threads};
-use crate::data::{Dataset, CLASSES};
+use crate::data::CLASSES;
 use crate::train::{DatasetKind, OptimizerKind, Trainer};
 use clap::Args;
 use pmixer_autodiff::optim::AdamState;
@@ -99,13 +99,6 @@ pub fn peak_rss_mb() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-fn synthetic(h: usize, w: usize, n: usize) -> Dataset {
-    let mut r = Rng::seed(7);
-    let images = (0..n * h * w).map(|_| (r.next_u32() >> 24) as u8).collect();
-    let labels = (0..n).map(|i| (i % CLASSES) as u8).collect();
-    Dataset { h, w, images, labels }
-}
-
 pub fn run(args: BenchArgs) -> Result<(), String> {
     set_threads(args.threads)?;
     if !(args.seconds.is_finite() && args.seconds > 0.0) {
@@ -114,7 +107,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
     let b = args.batch_size as usize;
     let data = if args.synthetic {
         let (h, w) = image_size(args.dataset);
-        synthetic(h, w, b.max(1024))
+        crate::testdata::synthetic(b.max(1024), h, w, 7)
     } else {
         let dir = args.data_dir.clone().unwrap_or_else(|| default_data_dir(args.dataset));
         args.dataset.load(&dir).map_err(|e| e.to_string())?.0

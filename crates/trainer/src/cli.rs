@@ -71,7 +71,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub batch_size: u64,
     /// Learning rate.
-    #[arg(long, default_value_t = 1e-3, value_parser = positive_f64)]
+    #[arg(long, default_value_t = 1e-3, value_parser = positive_f64, allow_hyphen_values = true)]
     pub lr: f64,
     /// adam or sgd.
     #[arg(long, default_value = "adam", value_parser = optimizer)]
@@ -184,6 +184,41 @@ fn check_writable(dir: &Path) -> Result<(), String> {
     std::fs::remove_file(&probe).map_err(|e| format!("{}: {e}", probe.display()))
 }
 
+/// Opens `metrics.csv` for a run that has completed `st.epoch` epochs: a new run gets the header;
+/// a resumed run keeps the lines of the epochs its checkpoint holds and drops any later one (an
+/// epoch whose checkpoint was never written). Lines lost with the file are rebuilt from the
+/// checkpoint's history, without timings.
+fn start_metrics(path: &Path, st: &TrainState) -> Result<(), String> {
+    let task = st.model.arch.task;
+    let old = match std::fs::read_to_string(path) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(format!("{}: cannot read: {e}", path.display())),
+    };
+    let mut out = train::metrics_header(task);
+    for r in &st.history {
+        let prefix = format!("{},", r.epoch);
+        match old.lines().skip(1).find(|l| l.starts_with(&prefix)) {
+            Some(line) => {
+                out.push_str(line);
+                out.push('\n');
+            }
+            None => out.push_str(&train::metrics_line(r)),
+        }
+    }
+    write_atomic(path, out.as_bytes())
+}
+
+/// Appends `bytes` to `path`, reporting any error.
+fn append(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_data()))
+        .map_err(|e| format!("{}: cannot write: {e}", path.display()))
+}
+
 /// Writes `bytes` to `path` atomically (temp file, then rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
     let tmp = pmixer_model::checkpoint::temp_path(path);
@@ -270,6 +305,8 @@ pub fn train(args: TrainArgs) -> Result<(), String> {
         eprintln!("resuming after epoch {} of {}", state.epoch, cfg.epochs);
     }
     let ck_path = run_dir.join("checkpoint.safetensors");
+    let metrics_path = run_dir.join("metrics.csv");
+    start_metrics(&metrics_path, &state)?;
     let m = train::metric_name(cfg.task);
     let tty = std::io::stderr().is_terminal();
     let mut bar: Option<ProgressBar> = None;
@@ -297,7 +334,7 @@ pub fn train(args: TrainArgs) -> Result<(), String> {
         true
     };
     let after_epoch = |st: &TrainState| -> Result<(), String> {
-        let r = st.history.last().expect("an epoch just ended");
+        let Some(r) = st.history.last() else { return Ok(()) };
         println!(
             "epoch {}/{}  train_loss {:.4}  train_{m} {:.4}  test_loss {:.4}  test_{m} {:.4}  time {:.1}s  {:.0} samples/s",
             r.epoch, cfg.epochs, r.train.loss, r.train.metric, r.test.loss, r.test.metric, r.seconds, r.samples_per_s
@@ -305,7 +342,7 @@ pub fn train(args: TrainArgs) -> Result<(), String> {
         train::to_checkpoint(&cfg, st)
             .save(&ck_path)
             .map_err(|e| format!("{}: cannot write checkpoint: {e}", ck_path.display()))?;
-        write_atomic(&run_dir.join("metrics.csv"), train::metrics_csv(cfg.task, &st.history).as_bytes())
+        append(&metrics_path, train::metrics_line(r).as_bytes())
     };
     train::run_epochs(&cfg, &mut state, &train_set, &test_set, progress, after_epoch)?;
     println!("checkpoint: {}", ck_path.display());

@@ -10,4 +10,5 @@
 pub mod bench;
 pub mod cli;
 pub mod data;
+pub mod testdata;
 pub mod train;

@@ -164,11 +164,11 @@ pub struct TrainState {
     pub rng: Rng,
     /// Completed epochs.
     pub epoch: usize,
-    /// Per completed epoch: (train, test, seconds, samples/s).
+    /// Per completed epoch (timings are NaN for epochs restored from a checkpoint).
     pub history: Vec<EpochRecord>,
 }
 
-/// One line of `metrics.csv`.
+/// The results of one epoch (a line of `metrics.csv`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct EpochRecord {
     pub epoch: usize,
@@ -349,22 +349,37 @@ pub fn run_epochs(
     Ok(())
 }
 
-/// `metrics.csv` for a run's history.
-pub fn metrics_csv(task: Task, history: &[EpochRecord]) -> String {
+/// The header of `metrics.csv`.
+pub fn metrics_header(task: Task) -> String {
     let m = metric_name(task);
-    let mut s = format!("epoch,train_loss,train_{m},test_loss,test_{m},seconds,samples_per_s\n");
-    for r in history {
-        s.push_str(&format!(
-            "{},{:.6},{:.6},{:.6},{:.6},{:.3},{:.1}\n",
-            r.epoch, r.train.loss, r.train.metric, r.test.loss, r.test.metric, r.seconds, r.samples_per_s
-        ));
-    }
-    s
+    format!("epoch,train_loss,train_{m},test_loss,test_{m},seconds,samples_per_s\n")
+}
+
+/// One line of `metrics.csv`.
+pub fn metrics_line(r: &EpochRecord) -> String {
+    format!(
+        "{},{:.6},{:.6},{:.6},{:.6},{:.3},{:.1}\n",
+        r.epoch, r.train.loss, r.train.metric, r.test.loss, r.test.metric, r.seconds, r.samples_per_s
+    )
+}
+
+/// The per-epoch results kept in a checkpoint: everything in `metrics.csv` but the timings, which
+/// differ from run to run and would stop an interrupted-and-resumed run from ending with bitwise
+/// the same checkpoint as an uninterrupted one.
+fn history_csv(history: &[EpochRecord]) -> String {
+    history
+        .iter()
+        .map(|r| {
+            format!(
+                "{},{:e},{:e},{:e},{:e}\n",
+                r.epoch, r.train.loss, r.train.metric, r.test.loss, r.test.metric
+            )
+        })
+        .collect()
 }
 
 fn parse_history(csv: &str) -> Result<Vec<EpochRecord>, String> {
     csv.lines()
-        .skip(1)
         .filter(|l| !l.is_empty())
         .map(|line| {
             let f: Vec<f64> = line
@@ -372,15 +387,13 @@ fn parse_history(csv: &str) -> Result<Vec<EpochRecord>, String> {
                 .map(|v| v.parse::<f64>())
                 .collect::<Result<_, _>>()
                 .map_err(|_| format!("bad history line {line:?}"))?;
-            let [e, tl, tm, vl, vm, sec, sps] = f[..] else {
-                return Err(format!("bad history line {line:?}"));
-            };
+            let [e, tl, tm, vl, vm] = f[..] else { return Err(format!("bad history line {line:?}")) };
             Ok(EpochRecord {
                 epoch: e as usize,
                 train: Metrics { loss: tl, metric: tm },
                 test: Metrics { loss: vl, metric: vm },
-                seconds: sec,
-                samples_per_s: sps,
+                seconds: f64::NAN,
+                samples_per_s: f64::NAN,
             })
         })
         .collect()
@@ -407,7 +420,7 @@ pub fn to_checkpoint(cfg: &TrainConfig, st: &TrainState) -> Checkpoint {
         ("train.epoch", st.epoch.to_string()),
         ("train.step", st.adam.t.to_string()),
         ("train.rng", rng.join(",")),
-        ("train.history", metrics_csv(st.model.arch.task, &st.history)),
+        ("train.history", history_csv(&st.history)),
     ]);
     for (k, v) in meta {
         ck.metadata.insert(k.to_string(), v);

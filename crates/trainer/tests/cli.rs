@@ -1,0 +1,213 @@
+//! The `pmixer` binary end to end, on small IDX and CIFAR files the tests write themselves.
+
+use pmixer::testdata;
+use pmixer_model::Checkpoint;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn pmixer(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pmixer")).args(args).output().expect("the pmixer binary runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A fresh scratch directory for one test.
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("pmixer-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// The value of `key` in the epoch lines the trainer prints (`… key 0.1234 …`).
+fn column(stdout: &str, key: &str) -> Vec<f64> {
+    stdout
+        .lines()
+        .filter(|l| l.starts_with("epoch "))
+        .map(|l| {
+            let mut words = l.split_whitespace();
+            words.find(|w| *w == key).and_then(|_| words.next()).unwrap().parse().unwrap()
+        })
+        .collect()
+}
+
+fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "pmixer failed:\nstdout:\n{}\nstderr:\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn trains_on_idx_files_then_eval_reproduces_the_logged_test_metric() {
+    let dir = scratch("idx");
+    let data = dir.join("data");
+    testdata::write_idx_dir(&data, 640, 200, 12, 10, true).unwrap();
+    let run = dir.join("run");
+    let out = pmixer(&[
+        "train",
+        "--data-dir",
+        s(&data),
+        "--layers",
+        "2",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "32",
+        "--lr",
+        "0.01",
+        "--out",
+        s(&run),
+    ]);
+    assert_ok(&out);
+    let stdout = text(&out.stdout);
+    let loss = column(&stdout, "train_loss");
+    assert_eq!(loss.len(), 3, "{stdout}");
+    assert!(loss[2] < loss[0] * 0.8, "training loss did not fall: {loss:?}");
+    // metrics.csv: a header and one line per epoch; its last test columns are what eval prints.
+    let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "epoch,train_loss,train_accuracy,test_loss,test_accuracy,seconds,samples_per_s");
+    assert_eq!(lines.len(), 4);
+    let last: Vec<&str> = lines[3].split(',').collect();
+    let ck = run.join("checkpoint.safetensors");
+    let ev = pmixer(&["eval", "--checkpoint", s(&ck), "--batch-size", "32"]);
+    assert_ok(&ev);
+    let evs = text(&ev.stdout);
+    assert!(evs.contains(&format!("test_loss: {}\n", last[3])), "{evs} vs {}", lines[3]);
+    assert!(evs.contains(&format!("test_accuracy: {}\n", last[4])), "{evs} vs {}", lines[3]);
+    // The checkpoint parses and writes back to the very same bytes.
+    let bytes = std::fs::read(&ck).unwrap();
+    assert_eq!(Checkpoint::from_bytes(&bytes).unwrap().to_bytes(), bytes);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn trains_a_cifar_autoencoder_from_mixed_plain_and_gzipped_batches() {
+    let dir = scratch("cifar");
+    let data = dir.join("cifar");
+    testdata::write_cifar_dir(&data, 24, 30).unwrap();
+    let run = dir.join("run");
+    let out = pmixer(&[
+        "train",
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        s(&data),
+        "--task",
+        "autoencode",
+        "--layers",
+        "1",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "16",
+        "--lr",
+        "0.003",
+        "--out",
+        s(&run),
+    ]);
+    assert_ok(&out);
+    let rmse = column(&text(&out.stdout), "test_rmse");
+    assert!(rmse[2] < rmse[0], "reconstruction error did not fall: {rmse:?}");
+    let ev = pmixer(&["eval", "--checkpoint", s(&run.join("checkpoint.safetensors")), "--batch-size", "16"]);
+    assert_ok(&ev);
+    assert!(text(&ev.stdout).contains("test_rmse: "));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_interrupted_run_resumed_ends_with_the_same_checkpoint() {
+    let dir = scratch("resume");
+    let data = dir.join("data");
+    testdata::write_idx_dir(&data, 300, 60, 8, 9, false).unwrap();
+    let common = ["--data-dir", s(&data), "--layers", "2", "--batch-size", "32", "--seed", "5"];
+    let (full, part) = (dir.join("full"), dir.join("part"));
+    let run = |extra: &[&str]| {
+        let mut args = vec!["train"];
+        args.extend_from_slice(&common);
+        args.extend_from_slice(extra);
+        let out = pmixer(&args);
+        assert_ok(&out);
+    };
+    run(&["--epochs", "3", "--out", s(&full)]);
+    run(&["--epochs", "1", "--out", s(&part)]);
+    let out = pmixer(&["train", "--resume", s(&part), "--epochs", "3"]);
+    assert_ok(&out);
+    assert!(text(&out.stderr).contains("resuming after epoch 1 of 3"));
+    let a = std::fs::read(full.join("checkpoint.safetensors")).unwrap();
+    let b = std::fs::read(part.join("checkpoint.safetensors")).unwrap();
+    assert!(a == b, "the resumed run's checkpoint differs from the uninterrupted run's");
+    let csv = std::fs::read_to_string(part.join("metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 4, "{csv}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn impossible_flags_are_usage_errors() {
+    for (args, flag) in [
+        (&["train", "--batch-size", "0"][..], "--batch-size"),
+        (&["train", "--lr", "0"], "--lr"),
+        (&["train", "--lr", "-1e-3"], "--lr"),
+        (&["train", "--lr", "NaN"], "--lr"),
+        (&["train", "--lr", "inf"], "--lr"),
+        (&["train", "--threads", "0"], "--threads"),
+        (&["train", "--dataset", "imagenet"], "--dataset"),
+        (&["train", "--task", "segment"], "--task"),
+        (&["train", "--optimizer", "lbfgs"], "--optimizer"),
+        (&["train", "--epochs", "0"], "--epochs"),
+    ] {
+        let out = pmixer(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = text(&out.stderr);
+        assert!(err.contains(flag) && !err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn missing_data_and_unwritable_run_directories_are_clear_errors() {
+    let dir = scratch("errors");
+    let out = pmixer(&["train", "--data-dir", s(&dir.join("nowhere")), "--out", s(&dir.join("run"))]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("nowhere") && err.contains("data directory not found"), "{err}");
+    // A run directory inside a regular file cannot be created: refused before any training.
+    let file = dir.join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let out = pmixer(&["train", "--out", s(&file.join("run"))]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("cannot create the run directory") && err.contains("file/run"), "{err}");
+    // eval of something that is not a checkpoint.
+    let out = pmixer(&["eval", "--checkpoint", s(&file)]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains(s(&file)) && err.contains("shorter than the 8-byte header length"), "{err}");
+    for e in [&err] {
+        assert!(!e.contains("panicked"));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn summary_prints_the_originals_parameter_counts() {
+    for (args, total) in [
+        (&["summary"][..], "Total params: 52,616"),
+        (&["summary", "--dataset", "cifar10"], "Total params: 665,008"),
+        (&["summary", "--task", "autoencode"], "Total params: 6,496"),
+        (&["summary", "--dataset", "cifar10", "--task", "autoencode"], "Total params: 41,472"),
+    ] {
+        let out = pmixer(args);
+        assert_ok(&out);
+        let stdout = text(&out.stdout);
+        assert!(stdout.contains(total) && stdout.contains("Forward FLOPs per sample"), "{stdout}");
+    }
+}
