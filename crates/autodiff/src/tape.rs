@@ -40,6 +40,12 @@ impl<T: Real> Pool<T> {
         }
     }
 
+    /// A buffer of `len` whose contents are unspecified (left from an earlier use), for outputs
+    /// that are overwritten in full.
+    pub fn take(&mut self, len: usize) -> Vec<T> {
+        self.free.get_mut(&len).and_then(Vec::pop).unwrap_or_else(|| vec![T::ZERO; len])
+    }
+
     /// Returns a buffer for reuse.
     pub fn give(&mut self, v: Vec<T>) {
         if v.is_empty() {
@@ -157,6 +163,12 @@ impl<'p, T: Real> Tape<'p, T> {
     /// A zero-filled buffer from the tape's pool, for an op's output.
     pub fn zeros(&mut self, len: usize) -> Vec<T> {
         self.pool.zeros(len)
+    }
+
+    /// A buffer from the tape's pool with unspecified contents, for an output the op overwrites
+    /// in full.
+    pub fn take(&mut self, len: usize) -> Vec<T> {
+        self.pool.take(len)
     }
 
     /// Returns a buffer an op no longer needs to the tape's pool.

@@ -17,26 +17,30 @@ use crate::real::Real;
 
 /// `e^x` in `f32`, branch-free: x = n·ln2 + r with |r| ≤ ln2/2, `e^r` by its Taylor series to
 /// degree 7 (truncation error < 6e-9 relative), `2^n` assembled in the exponent bits. Arguments are
-/// clamped to [−87, 88] so that the result stays a normal number (e^−87 ≈ 1.6e−38); NaN maps to
-/// e^−87.
+/// clamped to [−87, 88] so that the result stays a normal number (e^−87 ≈ 1.6e−38); NaN stays NaN.
+///
+/// n is found by adding 1.5·2²³: in that range a float's spacing is 1, so the sum is rounded to an
+/// integer and its bit pattern is bits(1.5·2²³) + n. The exponent bits come from there by integer
+/// arithmetic, with no float-to-int conversion (whose saturating semantics would stop LLVM from
+/// vectorising the loops this is inlined into).
 #[inline(always)]
 pub fn exp_f32(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     // ln 2 split in two so that n·LN2_HI is exact for |n| < 2^9.
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
-    // Adding and subtracting 1.5·2^23 rounds to the nearest integer without a branch.
     const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let t = x * LOG2E + ROUND;
+    let n = t - ROUND;
     let r = (x - n * LN2_HI) - n * LN2_LO;
     let p = 1.0
         + r * (1.0
             + r * (1.0 / 2.0
                 + r * (1.0 / 6.0
                     + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
-    p * scale
+    let biased = t.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127);
+    p * f32::from_bits(biased << 23)
 }
 
 /// `erfc(z)` for z ≥ 0 (Numerical Recipes `erfcc`, see the module docs).

@@ -13,6 +13,7 @@
 
 pub mod dense;
 pub mod gelu;
+pub mod gemm;
 pub mod mlp;
 pub mod real;
 pub mod reference;

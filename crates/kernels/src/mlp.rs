@@ -37,6 +37,7 @@
 //! weight-gradient partials, and the partials are added to the gradients in chunk order. So one
 //! thread and two give bitwise the same results.
 
+use crate::gemm::gemm;
 use crate::real::Real;
 use crate::simd;
 use rayon::prelude::*;
@@ -220,47 +221,56 @@ pub fn mlp_forward<T: Real>(
         // SAFETY: chunk c reads and writes only items [i0, i1) of z, a and y; GEMM operands are
         // inside x, the weights, and those items, as the geometry's strides guarantee.
         unsafe {
-            T::gemm(
+            gemm(
                 m,
                 g.n_in,
                 g.n_out,
-                T::ONE,
                 x.as_ptr().add(i0 * g.x.is),
-                g.x.is as isize,
-                g.x.fs as isize,
+                (g.x.is, g.x.fs),
                 wts.k1.as_ptr(),
-                g.n_out as isize,
-                1,
+                (g.n_out, 1),
                 T::ZERO,
                 zp.at(i0 * g.y.is),
-                g.y.is as isize,
-                g.y.fs as isize,
+                (g.y.is, g.y.fs),
             );
-            for_each_run(&g, i0, i1, |off, len, feat| {
-                let zr = std::slice::from_raw_parts_mut(zp.at(off), len);
-                let ar = std::slice::from_raw_parts_mut(ap.at(off), len);
-                match (feat, keep) {
-                    (None, true) => simd::bias_gelu_keep_vec(zr, ar, wts.c1),
-                    (Some(f), true) => simd::bias_gelu_keep_scalar(zr, ar, wts.c1[f]),
-                    (None, false) => simd::bias_gelu_vec(zr, ar, wts.c1),
-                    (Some(f), false) => simd::bias_gelu_scalar(zr, ar, wts.c1[f]),
+            if g.y.fs == 1 {
+                // Rows: the tile is contiguous. Add the bias row by row, then run GELU over the
+                // whole tile in one long vector loop (rows of 28 would leave a scalar tail each).
+                let len = (i1 - i0) * g.n_out;
+                let zt = std::slice::from_raw_parts_mut(zp.at(i0 * g.y.is), len);
+                for row in zt.chunks_exact_mut(g.n_out) {
+                    simd::add_assign(row, wts.c1);
                 }
-            });
-            T::gemm(
+                let at = std::slice::from_raw_parts_mut(ap.at(i0 * g.y.is), len);
+                if keep {
+                    simd::gelu_keep_tile(zt, at);
+                } else {
+                    simd::gelu_tile(zt, at);
+                }
+            } else {
+                // Columns: one run of items per feature, one bias per run.
+                for_each_run(&g, i0, i1, |off, len, feat| {
+                    let zr = std::slice::from_raw_parts_mut(zp.at(off), len);
+                    let ar = std::slice::from_raw_parts_mut(ap.at(off), len);
+                    let c = wts.c1[feat.unwrap_or(0)];
+                    if keep {
+                        simd::bias_gelu_keep_scalar(zr, ar, c);
+                    } else {
+                        simd::bias_gelu_scalar(zr, ar, c);
+                    }
+                });
+            }
+            gemm(
                 m,
                 g.n_out,
                 g.n_out,
-                T::ONE,
                 ap.at(i0 * g.y.is),
-                g.y.is as isize,
-                g.y.fs as isize,
+                (g.y.is, g.y.fs),
                 wts.k2.as_ptr(),
-                g.n_out as isize,
-                1,
+                (g.n_out, 1),
                 T::ZERO,
                 yp.at(i0 * g.y.is),
-                g.y.is as isize,
-                g.y.fs as isize,
+                (g.y.is, g.y.fs),
             );
             for_each_run(&g, i0, i1, |off, len, feat| {
                 let yr = std::slice::from_raw_parts_mut(yp.at(off), len);
@@ -273,16 +283,16 @@ pub fn mlp_forward<T: Real>(
     });
 }
 
-/// Length of the `partials` workspace [`mlp_backward`] needs: one set of weight gradients per
-/// chunk.
+/// Length of the `work` buffer [`mlp_backward`] needs: K1ᵀ and K2ᵀ, then one set of weight
+/// gradients per chunk.
 pub fn backward_workspace(axis: Axis, x_shape: Hbw, n_out: usize) -> usize {
     let g = Geometry::new(axis, x_shape, n_out);
-    chunk_count(g.x.items) * g.params()
+    g.n_in * g.n_out + g.n_out * g.n_out + chunk_count(g.x.items) * g.params()
 }
 
 /// Backward of [`mlp_forward`]: given `dy`, adds the input gradient into `dx` and the weight
 /// gradients into `grads`. `x` is the forward's input, `dgelu` and `a` what a `keep` forward left
-/// (gelu'(z) and gelu(z)); `dz` is scratch of the output's size and `partials` of
+/// (gelu'(z) and gelu(z)); `dz` is scratch of the output's size and `work` of
 /// [`backward_workspace`]'s.
 ///
 /// Per chunk: `dc2 = Σ dy`, `dK2 = Aᵀ·dY` (A read with swapped strides), `dZ = dY·K2ᵀ` (K2 read with
@@ -299,7 +309,7 @@ pub fn mlp_backward<T: Real>(
     a: &[T],
     dy: &[T],
     dz: &mut [T],
-    partials: &mut [T],
+    work: &mut [T],
     dx: &mut [T],
     grads: MlpGrads<T>,
 ) {
@@ -315,7 +325,22 @@ pub fn mlp_backward<T: Real>(
     let (dzp, dxp) = (SharedMut(dz.as_mut_ptr()), SharedMut(dx.as_mut_ptr()));
     let items = g.x.items;
     let chunks = chunk_count(items);
-    assert_eq!(partials.len(), chunks * g.params(), "mlp_backward: workspace length");
+    assert_eq!(work.len(), backward_workspace(axis, x_shape, n_out), "mlp_backward: workspace length");
+    // K1ᵀ and K2ᵀ, packed once per call (n_in·n + n² values, never an activation), so that every
+    // product below reads its B operand row by row.
+    let (k1t, rest) = work.split_at_mut(n_in * n);
+    let (k2t, partials) = rest.split_at_mut(n * n);
+    for f in 0..n_in {
+        for j in 0..n {
+            k1t[j * n_in + f] = wts.k1[f * n + j];
+        }
+    }
+    for j in 0..n {
+        for o in 0..n {
+            k2t[o * n + j] = wts.k2[j * n + o];
+        }
+    }
+    let (k1t, k2t) = (&*k1t, &*k2t);
     partials.par_chunks_mut(g.params()).enumerate().for_each(|(c, part)| {
         part.fill(T::ZERO);
         let (i0, i1) = chunk_range(items, chunks, c);
@@ -335,37 +360,29 @@ pub fn mlp_backward<T: Real>(
                     Some(f) => pc2[f] += simd::sum(d),
                 }
             });
-            T::gemm(
+            gemm(
                 n,
                 m,
                 n,
-                T::ONE,
                 a.as_ptr().add(i0 * g.y.is),
-                g.y.fs as isize,
-                g.y.is as isize,
+                (g.y.fs, g.y.is),
                 dy.as_ptr().add(i0 * g.y.is),
-                g.y.is as isize,
-                g.y.fs as isize,
+                (g.y.is, g.y.fs),
                 T::ZERO,
                 pk2.as_mut_ptr(),
-                n as isize,
-                1,
+                (n, 1),
             );
-            T::gemm(
+            gemm(
                 m,
                 n,
                 n,
-                T::ONE,
                 dy.as_ptr().add(i0 * g.y.is),
-                g.y.is as isize,
-                g.y.fs as isize,
-                wts.k2.as_ptr(),
-                1,
-                n as isize,
+                (g.y.is, g.y.fs),
+                k2t.as_ptr(),
+                (n, 1),
                 T::ZERO,
                 dzp.at(i0 * g.y.is),
-                g.y.is as isize,
-                g.y.fs as isize,
+                (g.y.is, g.y.fs),
             );
             for_each_run(&g, i0, i1, |off, len, feat| {
                 let d = std::slice::from_raw_parts_mut(dzp.at(off), len);
@@ -375,37 +392,29 @@ pub fn mlp_backward<T: Real>(
                     Some(f) => pc1[f] += simd::sum(d),
                 }
             });
-            T::gemm(
+            gemm(
                 n_in,
                 m,
                 n,
-                T::ONE,
                 x.as_ptr().add(i0 * g.x.is),
-                g.x.fs as isize,
-                g.x.is as isize,
+                (g.x.fs, g.x.is),
                 dzp.at(i0 * g.y.is),
-                g.y.is as isize,
-                g.y.fs as isize,
+                (g.y.is, g.y.fs),
                 T::ZERO,
                 pk1.as_mut_ptr(),
-                n as isize,
-                1,
+                (n, 1),
             );
-            T::gemm(
+            gemm(
                 m,
                 n,
                 n_in,
-                T::ONE,
                 dzp.at(i0 * g.y.is),
-                g.y.is as isize,
-                g.y.fs as isize,
-                wts.k1.as_ptr(),
-                1,
-                n as isize,
+                (g.y.is, g.y.fs),
+                k1t.as_ptr(),
+                (n_in, 1),
                 T::ONE,
                 dxp.at(i0 * g.x.is),
-                g.x.is as isize,
-                g.x.fs as isize,
+                (g.x.is, g.x.fs),
             );
         }
     });

@@ -2,6 +2,9 @@
 //! obviously right rather than fast. Tests hold the fused kernels to these, and the benches use
 //! them as the baseline. Nothing on the training path calls this module.
 
+// Index loops are the point here: each line reads like the formula it implements.
+#![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
+
 use crate::gelu::{gelu, gelu_grad};
 use crate::mlp::{output_shape, Axis, Hbw, MlpGrads, MlpWeights};
 use crate::real::Real;

@@ -76,10 +76,10 @@ macro_rules! multiversion {
 }
 
 multiversion! {
-    /// Inference epilogue of the hidden layer, bias along the tile: `a[j] = gelu(z[j] + c[j])`.
-    pub fn bias_gelu_vec<T: Real>(z: &[T], a: &mut [T], c: &[T]) {
-        for ((&z, a), &c) in z.iter().zip(a.iter_mut()).zip(c) {
-            *a = gelu(z + c);
+    /// Inference epilogue over a tile whose bias was already added: `a[j] = gelu(z[j])`.
+    pub fn gelu_tile<T: Real>(z: &[T], a: &mut [T]) {
+        for (&z, a) in z.iter().zip(a.iter_mut()) {
+            *a = gelu(z);
         }
     }
 }
@@ -94,17 +94,19 @@ multiversion! {
 }
 
 multiversion! {
-    /// Training epilogue, bias along the tile: `a[j] = gelu(z[j] + c[j])` and, in place of the
-    /// pre-activation, `z[j] ← gelu'(z[j] + c[j])`, which is all the backward pass needs of it.
-    pub fn bias_gelu_keep_vec<T: Real>(z: &mut [T], a: &mut [T], c: &[T]) {
-        for ((z, a), &c) in z.iter_mut().zip(a.iter_mut()).zip(c) {
-            (*a, *z) = gelu_and_grad(*z + c);
+    /// Training epilogue over a tile whose bias was already added: `a[j] = gelu(z[j])` and, in
+    /// place of the pre-activation, `z[j] ← gelu'(z[j])`, which is all the backward pass needs
+    /// of it.
+    pub fn gelu_keep_tile<T: Real>(z: &mut [T], a: &mut [T]) {
+        for (z, a) in z.iter_mut().zip(a.iter_mut()) {
+            (*a, *z) = gelu_and_grad(*z);
         }
     }
 }
 
 multiversion! {
-    /// Training epilogue, one bias for the whole tile (see [`bias_gelu_keep_vec`]).
+    /// Training epilogue, one bias for the whole tile: `a[j] = gelu(z[j] + c)`,
+    /// `z[j] ← gelu'(z[j] + c)` (see [`gelu_keep_tile`]).
     pub fn bias_gelu_keep_scalar<T: Real>(z: &mut [T], a: &mut [T], c: T) {
         for (z, a) in z.iter_mut().zip(a.iter_mut()) {
             (*a, *z) = gelu_and_grad(*z + c);

@@ -89,6 +89,9 @@ fn exp_f32_is_accurate_over_its_range() {
     }
     assert!(worst < 3e-7, "worst relative error {worst}");
     assert_eq!(exp_f32(0.0), 1.0);
+    assert!(exp_f32(f32::NAN).is_nan());
+    assert!(exp_f32(-1000.0) > 0.0 && exp_f32(-1000.0) < 2e-38);
+    assert!(exp_f32(1000.0).is_finite());
 }
 
 struct Case {
@@ -252,5 +255,72 @@ fn dense_matches_reference() {
     for o in 0..no {
         let want: f64 = (0..n).map(|r| dy[r * no + o]).sum();
         assert!((dc[o] - want).abs() < 1e-12);
+    }
+}
+
+/// `C ← A·B + β·C` through the dispatcher, for every stride pattern the kernels use (and one no
+/// fast path takes), against a naive f64 product.
+#[test]
+fn gemm_paths_match_a_naive_product() {
+    let mut gen = Gen(77);
+    // (m, k, n) covering vector tails (n or m not a multiple of 16 or 32, k not of 16) and tiny cases.
+    let shapes = [
+        (1, 1, 1),
+        (3, 5, 7),
+        (8, 28, 28),
+        (13, 33, 17),
+        (128, 28, 28),
+        (40, 96, 96),
+        (9, 130, 31),
+        (2, 16, 48),
+    ];
+    for &(m, k, n) in &shapes {
+        let a: Vec<f32> = gen.vec(m * k, 1.0);
+        let b: Vec<f32> = gen.vec(k * n, 1.0);
+        let c0: Vec<f32> = gen.vec(m * n, 1.0);
+        // Layouts as (rs, cs) for A (m×k), B (k×n), C (m×n), each row- or column-major.
+        let layouts = [
+            ((k, 1), (n, 1), (n, 1)), // direct
+            ((1, m), (n, 1), (1, m)), // transposed problem
+            ((k, 1), (1, k), (n, 1)), // dot products
+            ((1, m), (1, k), (n, 1)), // none of them: matrixmultiply
+        ];
+        for (la, lb, lc) in layouts {
+            for beta in [0.0f32, 1.0] {
+                let mut c = vec![0f32; m * n];
+                for i in 0..m {
+                    for j in 0..n {
+                        c[i * lc.0 + j * lc.1] = c0[i * n + j];
+                    }
+                }
+                unsafe {
+                    pmixer_kernels::gemm::gemm(
+                        m,
+                        k,
+                        n,
+                        a.as_ptr(),
+                        la,
+                        b.as_ptr(),
+                        lb,
+                        beta,
+                        c.as_mut_ptr(),
+                        lc,
+                    );
+                }
+                for i in 0..m {
+                    for j in 0..n {
+                        let mut want = beta as f64 * c0[i * n + j] as f64;
+                        for p in 0..k {
+                            want += a[i * la.0 + p * la.1] as f64 * b[p * lb.0 + j * lb.1] as f64;
+                        }
+                        let got = c[i * lc.0 + j * lc.1] as f64;
+                        assert!(
+                            (got - want).abs() < 1e-5 * (k as f64).sqrt().max(1.0) * 4.0,
+                            "{m}×{k}×{n} {la:?} {lb:?} {lc:?} β={beta}: ({i},{j}) {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
     }
 }

@@ -8,7 +8,7 @@ use pmixer_kernels::{simd, Real};
 /// Backward: `da += dy`, `db += dy`.
 pub fn add<T: Real>(t: &mut Tape<T>, a: Var, b: Var) -> Var {
     assert_eq!(t.shape(a), t.shape(b), "add: shapes differ");
-    let mut y = t.zeros(t.value(a).len());
+    let mut y = t.take(t.value(a).len());
     for ((y, &u), &v) in y.iter_mut().zip(t.value(a)).zip(t.value(b)) {
         *y = u + v;
     }
@@ -30,7 +30,7 @@ impl<T: Real> Backward<T> for Add {
 pub fn scale<T: Real>(t: &mut Tape<T>, x: Var, g: Var) -> Var {
     assert_eq!(t.value(g).len(), 1, "scale: the gate must be a scalar");
     let gv = t.value(g)[0];
-    let mut y = t.zeros(t.value(x).len());
+    let mut y = t.take(t.value(x).len());
     for (y, &v) in y.iter_mut().zip(t.value(x)) {
         *y = gv * v;
     }
@@ -59,7 +59,7 @@ pub fn gated_residual<T: Real>(t: &mut Tape<T>, h: Var, g: Var, m: Var) -> Var {
     assert_eq!(t.shape(h), t.shape(m), "gated_residual: shapes differ");
     assert_eq!(t.value(g).len(), 1, "gated_residual: the gate must be a scalar");
     let gv = t.value(g)[0];
-    let mut y = t.zeros(t.value(h).len());
+    let mut y = t.take(t.value(h).len());
     for ((y, &hv), &mv) in y.iter_mut().zip(t.value(h)).zip(t.value(m)) {
         *y = hv + gv * mv;
     }

@@ -52,7 +52,7 @@ pub fn axis_mlp<T: Real>(t: &mut Tape<T>, x: Var, axis: Axis, w: MlpVars) -> Var
     let s = hbw(t.shape(x));
     let n = t.value(w.c1).len();
     let os = output_shape(axis, s, n);
-    let (mut gz, mut a, mut y) = (t.zeros(os.len()), t.zeros(os.len()), t.zeros(os.len()));
+    let (mut gz, mut a, mut y) = (t.take(os.len()), t.take(os.len()), t.take(os.len()));
     let inputs = [x, w.k1, w.c1, w.k2, w.c2];
     let keep = t.records(&inputs);
     let wts = MlpWeights { k1: t.value(w.k1), c1: t.value(w.c1), k2: t.value(w.k2), c2: t.value(w.c2) };
@@ -78,8 +78,8 @@ impl<T: Real> Backward<T> for AxisMlp {
     fn backward(&self, inputs: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>], pool: &mut Pool<T>) {
         let wts = MlpWeights { k1: inputs[1], c1: inputs[2], k2: inputs[3], c2: inputs[4] };
         let (dgelu, a) = (inputs[5], inputs[6]);
-        let mut dz = pool.zeros(dy.len());
-        let mut work = pool.zeros(backward_workspace(self.axis, self.s, self.n));
+        let mut dz = pool.take(dy.len());
+        let mut work = pool.take(backward_workspace(self.axis, self.s, self.n));
         let mut scratch = Vec::new();
         let [dx, k1, c1, k2, c2] = or_scratch::<5, T>(&mut d[..5], &inputs[..5], &mut scratch, pool);
         let grads = MlpGrads { k1, c1, k2, c2 };
@@ -95,7 +95,7 @@ impl<T: Real> Backward<T> for AxisMlp {
 pub fn dense<T: Real>(t: &mut Tape<T>, x: Var, k: Var, c: Var) -> Var {
     let (&[n, n_in], &[k_in, n_out]) = (t.shape(x), t.shape(k)) else { panic!("dense: expected matrices") };
     assert_eq!(n_in, k_in, "dense: input width {n_in} vs kernel rows {k_in}");
-    let mut y = t.zeros(n * n_out);
+    let mut y = t.take(n * n_out);
     dense_forward(n, n_in, n_out, t.value(x), t.value(k), t.value(c), &mut y);
     t.push(Tensor::new(&[n, n_out], y), &[x, k, c], Dense { n, n_in, n_out })
 }

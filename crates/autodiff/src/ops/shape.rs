@@ -7,7 +7,7 @@ use pmixer_kernels::{simd, Real};
 /// Same values, new shape (e.g. the squeeze (H, B, 1) → (H, B)).
 /// Backward: `dx += dy`.
 pub fn reshape<T: Real>(t: &mut Tape<T>, x: Var, shape: &[usize]) -> Var {
-    let mut y = t.zeros(t.value(x).len());
+    let mut y = t.take(t.value(x).len());
     y.copy_from_slice(t.value(x));
     t.push(Tensor::new(shape, y), &[x], Reshape)
 }
@@ -25,7 +25,7 @@ impl<T: Real> Backward<T> for Reshape {
 /// Backward: `dx[r, c] += dy[c, r]`.
 pub fn transpose<T: Real>(t: &mut Tape<T>, x: Var) -> Var {
     let &[r, c] = t.shape(x) else { panic!("transpose: expected a matrix, got {:?}", t.shape(x)) };
-    let mut y = t.zeros(r * c);
+    let mut y = t.take(r * c);
     let xv = t.value(x);
     for i in 0..r {
         for j in 0..c {
@@ -56,7 +56,7 @@ impl<T: Real> Backward<T> for Transpose {
 pub fn concat<T: Real>(t: &mut Tape<T>, a: Var, b: Var) -> Var {
     let (&[n, p], &[n2, q]) = (t.shape(a), t.shape(b)) else { panic!("concat: expected two matrices") };
     assert!(n == n2 && p > 0 && q > 0, "concat: shapes [{n}, {p}] and [{n2}, {q}]");
-    let mut y = t.zeros(n * (p + q));
+    let mut y = t.take(n * (p + q));
     for ((row, ra), rb) in
         y.chunks_exact_mut(p + q).zip(t.value(a).chunks_exact(p)).zip(t.value(b).chunks_exact(q))
     {

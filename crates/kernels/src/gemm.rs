@@ -1,0 +1,241 @@
+//! The GEMMs of the fused kernels: a packing-free AVX-512 path for the small shapes of this
+//! model, matrixmultiply for everything else.
+//!
+//! The mixer's products are tall and thin: m = 128–384 items a chunk against a weight matrix of
+//! at most 96×96. matrixmultiply copies (packs) both operands into its own layout before every
+//! product, which at k = 28 costs about as much as the arithmetic. When **B's rows and C's rows are
+//! contiguous**, no packing is needed: C[i, j..j+16] += A[i, p] · B[p, j..j+16] is one broadcast
+//! and one fused multiply-add per 16 outputs, with B (≤ 36 KB) staying in L1/L2 and A read as it
+//! lies, through any strides. [`gemm`] takes that path when it applies, directly or for the
+//! transposed problem Cᵀ = Bᵀ·Aᵀ (the column-direction products, whose C has contiguous
+//! *columns*), and otherwise calls matrixmultiply. Each output element is a sum over p in
+//! ascending order whichever chunk it falls in, so results stay independent of the thread count.
+
+use crate::real::Real;
+#[cfg(target_arch = "x86_64")]
+use crate::simd::{level, Level};
+#[cfg(target_arch = "x86_64")]
+use std::any::TypeId;
+
+/// The largest B (k × n elements) the direct path takes: past this B no longer sits in cache.
+#[cfg(target_arch = "x86_64")]
+const DIRECT_MAX_B: usize = 128 * 128;
+
+/// `C ← A·B + β·C` with β ∈ {0, 1}, like [`Real::gemm`] but taking the packing-free AVX-512 path
+/// for f32 when the layout allows (see the module docs).
+///
+/// # Safety
+/// As [`Real::gemm`]: the pointers must address every element the shapes and strides imply, and
+/// C must not overlap A or B.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm<T: Real>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: *const T,
+    (rsa, csa): (usize, usize),
+    b: *const T,
+    (rsb, csb): (usize, usize),
+    beta: T,
+    c: *mut T,
+    (rsc, csc): (usize, usize),
+) {
+    let accumulate = beta != T::ZERO;
+    debug_assert!(!accumulate || beta == T::ONE, "gemm: β must be 0 or 1");
+    #[cfg(target_arch = "x86_64")]
+    if TypeId::of::<T>() == TypeId::of::<f32>() && level() == Level::Avx512 && m > 0 && n > 0 {
+        let (a, b, c) = (a as *const f32, b as *const f32, c as *mut f32);
+        if csb == 1 && csc == 1 && k * n <= DIRECT_MAX_B {
+            return direct::gemm_avx512(m, k, n, a, rsa, csa, b, rsb, c, rsc, accumulate);
+        }
+        if rsa == 1 && rsc == 1 && k * m <= DIRECT_MAX_B {
+            // Cᵀ (n×m) = Bᵀ (n×k) · Aᵀ (k×m): Aᵀ's rows and Cᵀ's rows are contiguous.
+            return direct::gemm_avx512(n, k, m, b, csb, rsb, a, csa, c, csc, accumulate);
+        }
+        if csa == 1 && rsb == 1 {
+            // Both operands contiguous along k (the column direction's weight gradients, a sum
+            // over items): C[i, j] is a dot product of A's row i and B's column j.
+            return direct::gemm_dot_avx512(m, k, n, a, rsa, b, csb, c, (rsc, csc), accumulate);
+        }
+    }
+    T::gemm(
+        m,
+        k,
+        n,
+        T::ONE,
+        a,
+        rsa as isize,
+        csa as isize,
+        b,
+        rsb as isize,
+        csb as isize,
+        beta,
+        c,
+        rsc as isize,
+        csc as isize,
+    )
+}
+
+#[cfg(target_arch = "x86_64")]
+mod direct {
+    use std::arch::x86_64::*;
+
+    /// Rows of C computed together: 8 rows × 2 vectors = 16 accumulators in registers.
+    const MR: usize = 8;
+
+    fn mask(lanes: usize) -> __mmask16 {
+        if lanes >= 16 {
+            0xffff
+        } else {
+            ((1u32 << lanes) - 1) as __mmask16
+        }
+    }
+
+    /// C (m×n, rows contiguous, row stride rsc) = A (m×k, any strides) · B (k×n, rows
+    /// contiguous) [+ C]. Columns go 32 at a time (two 16-lane vectors, the last ones masked),
+    /// rows [`MR`] at a time.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn gemm_avx512(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: *const f32,
+        rsa: usize,
+        csa: usize,
+        b: *const f32,
+        rsb: usize,
+        c: *mut f32,
+        rsc: usize,
+        acc: bool,
+    ) {
+        let mut j = 0;
+        while j < n {
+            let w = (n - j).min(32);
+            let (m0, m1) = (mask(w), mask(w.saturating_sub(16)));
+            let two = w > 16;
+            let mut i = 0;
+            while i < m {
+                let rows = (m - i).min(MR);
+                let (ai, bj, cij) = (a.add(i * rsa), b.add(j), c.add(i * rsc + j));
+                macro_rules! go {
+                    ($($r:literal)*) => {
+                        match (rows, two) {
+                            $(($r, true) => block::<$r, true>(k, ai, rsa, csa, bj, rsb, cij, rsc, m0, m1, acc),
+                              ($r, false) => block::<$r, false>(k, ai, rsa, csa, bj, rsb, cij, rsc, m0, m1, acc),)*
+                            _ => unreachable!(),
+                        }
+                    };
+                }
+                go!(1 2 3 4 5 6 7 8);
+                i += rows;
+            }
+            j += 32;
+        }
+    }
+
+    /// C (m×n, any strides) = A (m×k, rows contiguous) · B (k×n, columns contiguous) [+ C]:
+    /// every C[i, j] a dot product over k, four rows by four columns at a time, with 16-lane
+    /// partial sums reduced once at the end.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn gemm_dot_avx512(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: *const f32,
+        rsa: usize,
+        b: *const f32,
+        csb: usize,
+        c: *mut f32,
+        (rsc, csc): (usize, usize),
+        acc: bool,
+    ) {
+        const D: usize = 4;
+        let kv = k / 16 * 16;
+        let tail = mask(k - kv);
+        let mut i = 0;
+        while i < m {
+            let ri = (m - i).min(D);
+            let mut j = 0;
+            while j < n {
+                let rj = (n - j).min(D);
+                let mut s = [[_mm512_setzero_ps(); D]; D];
+                let mut p = 0;
+                while p <= k {
+                    let mk = if p < kv { 0xffff } else { tail };
+                    if mk == 0 {
+                        break;
+                    }
+                    let mut bv = [_mm512_setzero_ps(); D];
+                    for (jj, v) in bv.iter_mut().enumerate().take(rj) {
+                        *v = _mm512_maskz_loadu_ps(mk, b.add((j + jj) * csb + p));
+                    }
+                    for (ii, row) in s.iter_mut().enumerate().take(ri) {
+                        let av = _mm512_maskz_loadu_ps(mk, a.add((i + ii) * rsa + p));
+                        for (sv, &bvj) in row.iter_mut().zip(&bv) {
+                            *sv = _mm512_fmadd_ps(av, bvj, *sv);
+                        }
+                    }
+                    p += 16;
+                }
+                for (ii, row) in s.iter().enumerate().take(ri) {
+                    for (jj, sv) in row.iter().enumerate().take(rj) {
+                        let dst = c.add((i + ii) * rsc + (j + jj) * csc);
+                        let v = _mm512_reduce_add_ps(*sv);
+                        *dst = if acc { *dst + v } else { v };
+                    }
+                }
+                j += D;
+            }
+            i += D;
+        }
+    }
+
+    /// One R × (16 or 32) block of C: for p in 0..k, acc[r] += A[r, p] · B[p, ..] (broadcast, FMA).
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    unsafe fn block<const R: usize, const TWO: bool>(
+        k: usize,
+        a: *const f32,
+        rsa: usize,
+        csa: usize,
+        b: *const f32,
+        rsb: usize,
+        c: *mut f32,
+        rsc: usize,
+        m0: __mmask16,
+        m1: __mmask16,
+        acc: bool,
+    ) {
+        let mut s0 = [_mm512_setzero_ps(); R];
+        let mut s1 = [_mm512_setzero_ps(); R];
+        if acc {
+            for r in 0..R {
+                s0[r] = _mm512_maskz_loadu_ps(m0, c.add(r * rsc));
+                if TWO {
+                    s1[r] = _mm512_maskz_loadu_ps(m1, c.add(r * rsc + 16));
+                }
+            }
+        }
+        for p in 0..k {
+            let bp = b.add(p * rsb);
+            let b0 = _mm512_maskz_loadu_ps(m0, bp);
+            let b1 = if TWO { _mm512_maskz_loadu_ps(m1, bp.add(16)) } else { b0 };
+            let ap = a.add(p * csa);
+            for r in 0..R {
+                let av = _mm512_set1_ps(*ap.add(r * rsa));
+                s0[r] = _mm512_fmadd_ps(av, b0, s0[r]);
+                if TWO {
+                    s1[r] = _mm512_fmadd_ps(av, b1, s1[r]);
+                }
+            }
+        }
+        for r in 0..R {
+            _mm512_mask_storeu_ps(c.add(r * rsc), m0, s0[r]);
+            if TWO {
+                _mm512_mask_storeu_ps(c.add(r * rsc + 16), m1, s1[r]);
+            }
+        }
+    }
+}
