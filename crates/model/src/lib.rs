@@ -77,7 +77,20 @@ impl Model {
     /// Rebuilds a model and its parameters from a checkpoint: every parameter must be present
     /// with the right shape (other tensors, such as optimizer state, are ignored here).
     pub fn from_checkpoint(ck: &Checkpoint) -> Result<(Model, Params<f32>), String> {
-        let (model, mut params) = Model::new::<f32>(Model::arch_of(ck)?);
+        let arch = Model::arch_of(ck)?;
+        // The metadata's claim is checked against the tensors the file holds before the model is
+        // allocated: a forged header cannot make us allocate more than the file implies.
+        let held: usize = ck.tensors.iter().map(|t| t.data.len()).sum();
+        match arch.param_count() {
+            Some(n) if n <= held => {}
+            Some(n) => {
+                return Err(format!(
+                    "the file holds {held} parameter values but the architecture in its metadata ({arch:?}) needs {n}: tensors are missing or the metadata is wrong"
+                ))
+            }
+            None => return Err(format!("the architecture in the metadata ({arch:?}) is too large")),
+        }
+        let (model, mut params) = Model::new::<f32>(arch);
         for s in params.specs().to_vec() {
             let t = ck.tensor(&s.name).ok_or_else(|| format!("missing tensor {:?}", s.name))?;
             if t.shape != s.shape {

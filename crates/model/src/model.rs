@@ -54,6 +54,23 @@ pub struct Arch {
     pub layers: usize,
 }
 
+impl Arch {
+    /// The number of parameters this architecture has, or `None` if it overflows: computed before
+    /// anything is allocated, so that a claimed architecture can be checked against a file.
+    pub fn param_count(&self) -> Option<usize> {
+        let mlp =
+            |n_in: usize, n: usize| n_in.checked_mul(n)?.checked_add(n.checked_mul(n)?)?.checked_add(2 * n);
+        let gated = self.task == Task::Classify;
+        let mixer = mlp(self.h, self.h)?.checked_add(mlp(self.w, self.w)?)?.checked_add(gated as usize)?;
+        let trunk = mixer.checked_mul(self.layers)?;
+        if !gated {
+            return Some(trunk);
+        }
+        let out = self.h.checked_add(self.w)?.checked_add(1)?.checked_mul(self.classes)?;
+        trunk.checked_add(mlp(self.w, 1)?)?.checked_add(mlp(self.h, 1)?)?.checked_add(out)
+    }
+}
+
 /// The four parameters of one `MLP(n)`.
 #[derive(Clone, Copy, Debug)]
 pub struct MlpIds {

@@ -24,6 +24,7 @@ fn parameter_counts_equal_the_originals() {
     ] {
         let (model, params) = Model::new::<f32>(arch);
         assert_eq!(params.len(), want, "{arch:?}");
+        assert_eq!(arch.param_count(), Some(want));
         let total: usize = model.summary(&params).iter().map(|r| r.params).sum();
         assert_eq!(total, want);
     }
@@ -223,8 +224,19 @@ fn malformed_checkpoints_are_rejected_with_a_reason() {
     // A valid file whose tensors do not fit the architecture it claims.
     let mut ck = m.to_checkpoint(&p);
     ck.tensors.retain(|t| t.name != "mixer.0.row.dense2.bias");
+    assert!(Model::from_checkpoint(&ck).unwrap_err().contains("tensors are missing"));
+    // Present in number but not by name.
+    let mut ck = m.to_checkpoint(&p);
+    ck.tensors.iter_mut().find(|t| t.name == "mixer.0.row.dense2.bias").unwrap().name = "renamed".into();
     assert!(Model::from_checkpoint(&ck).unwrap_err().contains("missing tensor \"mixer.0.row.dense2.bias\""));
     let mut ck = m.to_checkpoint(&p);
-    ck.metadata.insert("pmixer.width".into(), "5".into());
+    ck.metadata.insert("pmixer.width".into(), "3".into());
     assert!(Model::from_checkpoint(&ck).unwrap_err().contains("has shape"));
+    // A forged architecture far larger than the file is refused before anything is allocated.
+    let mut ck = m.to_checkpoint(&p);
+    ck.metadata.insert("pmixer.layers".into(), "4096".into());
+    ck.metadata.insert("pmixer.height".into(), "4096".into());
+    assert!(Model::from_checkpoint(&ck)
+        .unwrap_err()
+        .contains("tensors are missing or the metadata is wrong"));
 }

@@ -89,6 +89,12 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
         return err(path, "is a directory, expected a data file");
     }
     let raw = std::fs::read(path).or_else(|e| err(path, format!("cannot read: {e}")))?;
+    decode(path, raw)
+}
+
+/// A file's bytes as read: inflated if they start with the gzip magic (1f 8b), else as they are.
+/// `path` only names the file in errors.
+pub fn decode(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>, DataError> {
     if raw.len() >= 2 && raw[0] == 0x1f && raw[1] == 0x8b {
         let mut out = Vec::new();
         let mut dec = MultiGzDecoder::new(raw.as_slice()).take(MAX_INFLATED + 1);
@@ -166,8 +172,12 @@ fn parse_idx<'a>(
 
 /// An idx3 file of u8 images: (count, rows, cols, pixels).
 pub fn read_idx_images(path: &Path) -> Result<(usize, usize, usize, Vec<u8>), DataError> {
-    let bytes = read_file(path)?;
-    let (dims, payload) = parse_idx(path, &bytes, 3)?;
+    parse_idx_images(path, &read_file(path)?)
+}
+
+/// [`read_idx_images`] on bytes already read and inflated.
+pub fn parse_idx_images(path: &Path, bytes: &[u8]) -> Result<(usize, usize, usize, Vec<u8>), DataError> {
+    let (dims, payload) = parse_idx(path, bytes, 3)?;
     let (n, h, w) = (dims[0], dims[1], dims[2]);
     if n == 0 {
         return err(path, "contains zero images");
@@ -180,8 +190,12 @@ pub fn read_idx_images(path: &Path) -> Result<(usize, usize, usize, Vec<u8>), Da
 
 /// An idx1 file of u8 labels, each checked to be below [`CLASSES`].
 pub fn read_idx_labels(path: &Path) -> Result<Vec<u8>, DataError> {
-    let bytes = read_file(path)?;
-    let (_, payload) = parse_idx(path, &bytes, 1)?;
+    parse_idx_labels(path, &read_file(path)?)
+}
+
+/// [`read_idx_labels`] on bytes already read and inflated.
+pub fn parse_idx_labels(path: &Path, bytes: &[u8]) -> Result<Vec<u8>, DataError> {
+    let (_, payload) = parse_idx(path, bytes, 1)?;
     if payload.is_empty() {
         return err(path, "contains zero labels");
     }
@@ -251,7 +265,11 @@ pub const CIFAR_RECORD: usize = 1 + 3 * CIFAR_SIDE * CIFAR_SIDE;
 
 /// Appends one CIFAR-10 binary batch file to `out`, converting each record to 32×96 HWC.
 pub fn read_cifar_batch(path: &Path, out: &mut Dataset) -> Result<(), DataError> {
-    let bytes = read_file(path)?;
+    parse_cifar_batch(path, &read_file(path)?, out)
+}
+
+/// [`read_cifar_batch`] on bytes already read and inflated.
+pub fn parse_cifar_batch(path: &Path, bytes: &[u8], out: &mut Dataset) -> Result<(), DataError> {
     if bytes.is_empty() {
         return err(path, "file is empty");
     }
