@@ -190,10 +190,13 @@ fn check_writable(dir: &Path) -> Result<(), String> {
 /// checkpoint's history, without timings.
 fn start_metrics(path: &Path, st: &TrainState) -> Result<(), String> {
     let task = st.model.arch.task;
-    let old = match std::fs::read_to_string(path) {
-        Ok(s) => s,
+    let old = match std::fs::metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(format!("{}: cannot read: {e}", path.display())),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+        Ok(m) if !m.is_file() => return Err(format!("{}: exists and is not a regular file", path.display())),
+        Ok(_) => {
+            std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?
+        }
     };
     let mut out = train::metrics_header(task);
     for r in &st.history {
@@ -259,6 +262,12 @@ pub fn train(args: TrainArgs) -> Result<(), String> {
             let run_dir = args.out.clone().unwrap_or_else(|| {
                 PathBuf::from(format!("runs/{}-{}-{}", dataset.name(), task.name(), timestamp()))
             });
+            if run_dir.join("checkpoint.safetensors").exists() {
+                return Err(format!(
+                    "{}: already holds a run; continue it with --resume {0} or choose another --out",
+                    run_dir.display()
+                ));
+            }
             (cfg, None, run_dir)
         }
     };

@@ -212,7 +212,8 @@ impl Trainer {
     }
 
     /// One training step on samples `idx` of `data`: forward, backward, optimizer update.
-    /// Returns an error, leaving the parameters untouched, if the loss or a gradient is not finite.
+    /// Returns an error if the loss or a gradient is not finite (the parameters are then left
+    /// untouched) or if the update made a parameter infinite or NaN.
     pub fn step(
         &mut self,
         data: &Dataset,
@@ -249,6 +250,10 @@ impl Trainer {
         match self.opt {
             OptimizerKind::Adam => self.adam.step(&mut params.data, &self.grads, adam),
             OptimizerKind::Sgd => self.sgd.step(&mut params.data, &self.grads),
+        }
+        if let Some(i) = params.data.iter().position(|p| !p.is_finite()) {
+            let name = params.specs().iter().find(|s| s.offset + s.len > i).map_or("?", |s| s.name.as_str());
+            return Err(format!("the update made {name} {}", params.data[i]));
         }
         Ok(StepOutcome { loss, correct })
     }
@@ -336,6 +341,13 @@ pub fn run_epochs(
         }
         let seconds = start.elapsed().as_secs_f64();
         let test_metrics = evaluate(&state.model, &state.params, test, cfg.batch_size);
+        if !test_metrics.loss.is_finite() {
+            // No checkpoint is written for this epoch: the one on disk stays the last good one.
+            return Err(format!(
+                "training diverged at epoch {epoch}: the test loss is {}",
+                test_metrics.loss
+            ));
+        }
         state.epoch = epoch;
         state.history.push(EpochRecord {
             epoch,

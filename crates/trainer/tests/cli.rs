@@ -209,3 +209,126 @@ fn summary_prints_the_originals_parameter_counts() {
         assert!(stdout.contains(total) && stdout.contains("Forward FLOPs per sample"), "{stdout}");
     }
 }
+
+/// Trains one small epoch into `dir/run` and returns its checkpoint path.
+fn one_epoch(dir: &Path) -> PathBuf {
+    let data = dir.join("data");
+    testdata::write_idx_dir(&data, 128, 32, 6, 5, false).unwrap();
+    let run = dir.join("run");
+    let args = [
+        "train",
+        "--data-dir",
+        s(&data),
+        "--layers",
+        "1",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--out",
+        s(&run),
+    ];
+    assert_ok(&pmixer(&args));
+    run.join("checkpoint.safetensors")
+}
+
+#[test]
+fn a_diverging_run_stops_naming_epoch_and_step_and_keeps_the_last_checkpoint() {
+    let dir = scratch("diverge");
+    let ck_path = one_epoch(&dir);
+    // Poison the saved weights (as a diverging update would) and ask for more epochs.
+    let mut ck = Checkpoint::load(&ck_path).unwrap();
+    ck.tensors.iter_mut().find(|t| t.name == "mixer.0.row.dense1.kernel").unwrap().data[3] = f32::NAN;
+    ck.metadata.insert("train.epochs".into(), "3".into());
+    ck.save(&ck_path).unwrap();
+    let before = std::fs::read(&ck_path).unwrap();
+    let out = pmixer(&["train", "--resume", s(ck_path.parent().unwrap())]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("training diverged at epoch 2, step 1: the loss is"), "{err}");
+    assert_eq!(std::fs::read(&ck_path).unwrap(), before, "the last checkpoint was changed");
+    // A huge learning rate: caught at once, and no checkpoint of unusable weights is written.
+    let run = dir.join("huge-lr");
+    let out = pmixer(&[
+        "train",
+        "--data-dir",
+        s(&dir.join("data")),
+        "--layers",
+        "1",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "1e30",
+        "--out",
+        s(&run),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("training diverged at epoch 1"), "{}", text(&out.stderr));
+    assert!(!run.join("checkpoint.safetensors").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_partial_temp_file_from_a_killed_write_does_not_stop_a_resume() {
+    let dir = scratch("tmpfile");
+    let ck_path = one_epoch(&dir);
+    let run = ck_path.parent().unwrap();
+    let mut ck = Checkpoint::load(&ck_path).unwrap();
+    ck.metadata.insert("train.epochs".into(), "2".into());
+    ck.save(&ck_path).unwrap();
+    // What a kill in the middle of a checkpoint write leaves: half a temp file beside the target.
+    let bytes = std::fs::read(&ck_path).unwrap();
+    std::fs::write(run.join("checkpoint.safetensors.tmp"), &bytes[..bytes.len() / 2]).unwrap();
+    let out = pmixer(&["train", "--resume", s(run)]);
+    assert_ok(&out);
+    assert!(Checkpoint::load(&ck_path).unwrap().metadata["train.epoch"] == "2");
+    assert!(!run.join("checkpoint.safetensors.tmp").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_existing_run_is_never_overwritten_and_metrics_errors_are_reported() {
+    let dir = scratch("clobber");
+    let ck_path = one_epoch(&dir);
+    let run = ck_path.parent().unwrap();
+    let before = std::fs::read(&ck_path).unwrap();
+    let out = pmixer(&["train", "--data-dir", s(&dir.join("data")), "--out", s(run)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("already holds a run; continue it with --resume"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(std::fs::read(&ck_path).unwrap(), before);
+    // metrics.csv replaced by something that cannot be written: the error is reported up front.
+    let mut ck = Checkpoint::load(&ck_path).unwrap();
+    ck.metadata.insert("train.epochs".into(), "2".into());
+    ck.save(&ck_path).unwrap();
+    std::fs::remove_file(run.join("metrics.csv")).unwrap();
+    std::fs::create_dir(run.join("metrics.csv")).unwrap();
+    let out = pmixer(&["train", "--resume", s(run)]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("metrics.csv: exists and is not a regular file"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn eval_rejects_checkpoints_that_do_not_fit_the_data() {
+    let dir = scratch("mismatch");
+    let ck_path = one_epoch(&dir);
+    let other = dir.join("other");
+    testdata::write_idx_dir(&other, 16, 16, 7, 5, false).unwrap();
+    let out = pmixer(&["eval", "--checkpoint", s(&ck_path), "--data-dir", s(&other)]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("the model takes 6×5 images but") && err.contains("has 7×5"), "{err}");
+    // A truncated checkpoint names the file and the cause.
+    let bytes = std::fs::read(&ck_path).unwrap();
+    let cut = dir.join("cut.safetensors");
+    std::fs::write(&cut, &bytes[..bytes.len() - 10]).unwrap();
+    let out = pmixer(&["eval", "--checkpoint", s(&cut)]);
+    let err = text(&out.stderr);
+    assert!(err.contains("cut.safetensors") && err.contains("truncated"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
