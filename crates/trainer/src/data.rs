@@ -131,7 +131,7 @@ fn parse_idx<'a>(
         return err(
             path,
             format!(
-                "wrong magic {:02x}{:02x}{:02x}{:02x}: not an IDX file",
+                "wrong magic 0x{:02x}{:02x}{:02x}{:02x}: not an IDX file",
                 bytes[0], bytes[1], bytes[2], bytes[3]
             ),
         );
@@ -273,7 +273,7 @@ pub fn parse_cifar_batch(path: &Path, bytes: &[u8], out: &mut Dataset) -> Result
     if bytes.is_empty() {
         return err(path, "file is empty");
     }
-    if bytes.len() % CIFAR_RECORD != 0 {
+    if !bytes.len().is_multiple_of(CIFAR_RECORD) {
         return err(
             path,
             format!("length {} is not a multiple of the {CIFAR_RECORD}-byte CIFAR record", bytes.len()),
