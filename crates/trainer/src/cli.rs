@@ -1,7 +1,7 @@
 //! The `pmixer` command line: argument definitions and what each subcommand does.
 
 use crate::bench;
-use crate::train::{self, DatasetKind, OptimizerKind, TrainConfig, TrainState};
+use crate::train::{self, DatasetKind, OptimizerKind, Stop, TrainConfig, TrainState};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use pmixer_model::{Arch, Checkpoint, Model, Task};
@@ -318,6 +318,9 @@ pub fn train(args: TrainArgs) -> Result<(), String> {
     start_metrics(&metrics_path, &state)?;
     let m = train::metric_name(cfg.task);
     let tty = std::io::stderr().is_terminal();
+    // For tests of the interrupt path: behave as if Ctrl-C came after this many steps of an epoch.
+    let stop_after: Option<usize> =
+        std::env::var("PMIXER_INTERRUPT_AFTER_STEP").ok().and_then(|v| v.parse().ok());
     let mut bar: Option<ProgressBar> = None;
     let mut last_report = std::time::Instant::now();
     let progress = |step: usize, steps: usize, loss: f64| {
@@ -340,7 +343,7 @@ pub fn train(args: TrainArgs) -> Result<(), String> {
             eprintln!("  step {step}/{steps}  loss {loss:.4}");
             last_report = std::time::Instant::now();
         }
-        true
+        !crate::signal::interrupted() && stop_after.is_none_or(|n| step < n)
     };
     let after_epoch = |st: &TrainState| -> Result<(), String> {
         let Some(r) = st.history.last() else { return Ok(()) };
@@ -353,9 +356,24 @@ pub fn train(args: TrainArgs) -> Result<(), String> {
             .map_err(|e| format!("{}: cannot write checkpoint: {e}", ck_path.display()))?;
         append(&metrics_path, train::metrics_line(r).as_bytes())
     };
-    train::run_epochs(&cfg, &mut state, &train_set, &test_set, progress, after_epoch)?;
-    println!("checkpoint: {}", ck_path.display());
-    Ok(())
+    crate::signal::install();
+    match train::run_epochs(&cfg, &mut state, &train_set, &test_set, progress, after_epoch) {
+        Ok(()) => {
+            println!("checkpoint: {}", ck_path.display());
+            Ok(())
+        }
+        Err(Stop::Failed(e)) => Err(e),
+        Err(Stop::Interrupted { epoch, step }) => {
+            train::to_checkpoint(&cfg, &state)
+                .save(&ck_path)
+                .map_err(|e| format!("{}: cannot write checkpoint: {e}", ck_path.display()))?;
+            Err(format!(
+                "interrupted at epoch {epoch}, step {step}; checkpoint saved to {}\nresume with: pmixer train --resume {}",
+                ck_path.display(),
+                run_dir.display()
+            ))
+        }
+    }
 }
 
 pub fn eval(args: EvalArgs) -> Result<(), String> {

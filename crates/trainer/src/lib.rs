@@ -10,5 +10,6 @@
 pub mod bench;
 pub mod cli;
 pub mod data;
+pub mod signal;
 pub mod testdata;
 pub mod train;

@@ -104,11 +104,11 @@ pub struct Metrics {
 }
 
 /// Running sums from which [`Metrics`] are computed.
-#[derive(Clone, Copy, Debug, Default)]
-struct Totals {
-    loss_sum: f64,
-    samples: usize,
-    correct: usize,
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Totals {
+    pub loss_sum: f64,
+    pub samples: usize,
+    pub correct: usize,
 }
 
 impl Totals {
@@ -164,6 +164,13 @@ pub struct TrainState {
     pub rng: Rng,
     /// Completed epochs.
     pub epoch: usize,
+    /// Steps completed in the epoch under way (0 between epochs).
+    pub step: usize,
+    /// The RNG as it was when the epoch under way started, before its shuffle: with `step`, it
+    /// lets a run interrupted mid-epoch replay the same order and continue where it stopped.
+    pub epoch_rng: Rng,
+    /// Running sums of the epoch under way.
+    pub partial: Totals,
     /// Per completed epoch (timings are NaN for epochs restored from a checkpoint).
     pub history: Vec<EpochRecord>,
 }
@@ -304,11 +311,33 @@ pub fn fresh_state(cfg: &TrainConfig, arch: Arch, init: Option<&Checkpoint>) -> 
         }
     };
     let adam = AdamState::new(params.len());
-    Ok(TrainState { model, params, adam, rng, epoch: 0, history: Vec::new() })
+    let epoch_rng = rng.clone();
+    Ok(TrainState {
+        model,
+        params,
+        adam,
+        rng,
+        epoch: 0,
+        step: 0,
+        epoch_rng,
+        partial: Totals::default(),
+        history: Vec::new(),
+    })
 }
 
-/// Runs epochs `state.epoch + 1 ..= cfg.epochs`, calling `after_epoch` (which saves the
-/// checkpoint and the metrics) after each, and `progress` after every step.
+/// Why [`run_epochs`] stopped early.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Stop {
+    /// `progress` asked to stop; the state is at a step boundary, ready to be checkpointed.
+    Interrupted { epoch: usize, step: usize },
+    /// Training cannot go on (divergence, or an error from `after_epoch`).
+    Failed(String),
+}
+
+/// Runs the rest of the run: from step `state.step` of epoch `state.epoch + 1` to the end of
+/// epoch `cfg.epochs`, calling `progress(step, steps, running loss)` after every step (it returns
+/// false to interrupt) and `after_epoch` (which saves the checkpoint and the metrics) after each
+/// epoch.
 pub fn run_epochs(
     cfg: &TrainConfig,
     state: &mut TrainState,
@@ -316,7 +345,7 @@ pub fn run_epochs(
     test: &Dataset,
     mut progress: impl FnMut(usize, usize, f64) -> bool,
     mut after_epoch: impl FnMut(&TrainState) -> Result<(), String>,
-) -> Result<(), String> {
+) -> Result<(), Stop> {
     let task = state.model.arch.task;
     let n = cfg.limit.map_or(train.len(), |l| l.min(train.len()));
     let mut trainer = Trainer::new(state.model.clone(), cfg.optimizer, cfg.lr);
@@ -324,39 +353,48 @@ pub fn run_epochs(
     while state.epoch < cfg.epochs {
         let epoch = state.epoch + 1;
         let start = std::time::Instant::now();
-        order.sort_unstable();
-        if cfg.shuffle {
-            rand::seq::SliceRandom::shuffle(order.as_mut_slice(), &mut state.rng);
+        if state.step == 0 {
+            state.epoch_rng = state.rng.clone();
+            state.partial = Totals::default();
         }
-        let mut totals = Totals::default();
+        // The epoch's order, from the RNG as the epoch found it (the same on a resumed run).
+        order.sort_unstable();
+        let mut rng = state.epoch_rng.clone();
+        if cfg.shuffle {
+            rand::seq::SliceRandom::shuffle(order.as_mut_slice(), &mut rng);
+        }
+        state.rng = rng;
         let steps = n.div_ceil(cfg.batch_size);
-        for (s, idx) in order.chunks(cfg.batch_size).enumerate() {
-            let out = trainer
-                .step(train, idx, &mut state.params, &mut state.adam)
-                .map_err(|e| format!("training diverged at epoch {epoch}, step {}: {e}", s + 1))?;
-            totals.add(task, out.loss as f64, idx.len(), out.correct);
-            if !progress(s + 1, steps, totals.metrics(task).loss) {
-                return Err(format!("interrupted at epoch {epoch}, step {}", s + 1));
+        let done = state.step;
+        for (s, idx) in order.chunks(cfg.batch_size).enumerate().skip(done) {
+            let out = trainer.step(train, idx, &mut state.params, &mut state.adam).map_err(|e| {
+                Stop::Failed(format!("training diverged at epoch {epoch}, step {}: {e}", s + 1))
+            })?;
+            state.partial.add(task, out.loss as f64, idx.len(), out.correct);
+            state.step = s + 1;
+            if !progress(s + 1, steps, state.partial.metrics(task).loss) && s + 1 < steps {
+                return Err(Stop::Interrupted { epoch, step: s + 1 });
             }
         }
+        let totals = state.partial;
         let seconds = start.elapsed().as_secs_f64();
         let test_metrics = evaluate(&state.model, &state.params, test, cfg.batch_size);
         if !test_metrics.loss.is_finite() {
             // No checkpoint is written for this epoch: the one on disk stays the last good one.
-            return Err(format!(
-                "training diverged at epoch {epoch}: the test loss is {}",
-                test_metrics.loss
-            ));
+            let msg = format!("training diverged at epoch {epoch}: the test loss is {}", test_metrics.loss);
+            return Err(Stop::Failed(msg));
         }
         state.epoch = epoch;
+        state.step = 0;
+        state.partial = Totals::default();
         state.history.push(EpochRecord {
             epoch,
             train: totals.metrics(task),
             test: test_metrics,
             seconds,
-            samples_per_s: n as f64 / seconds,
+            samples_per_s: (n - done * cfg.batch_size).max(1) as f64 / seconds,
         });
-        after_epoch(state)?;
+        after_epoch(state).map_err(Stop::Failed)?;
     }
     Ok(())
 }
@@ -432,6 +470,12 @@ pub fn to_checkpoint(cfg: &TrainConfig, st: &TrainState) -> Checkpoint {
         ("train.epoch", st.epoch.to_string()),
         ("train.step", st.adam.t.to_string()),
         ("train.rng", rng.join(",")),
+        ("train.step_in_epoch", st.step.to_string()),
+        (
+            "train.epoch_rng",
+            st.epoch_rng.state().iter().map(|w| format!("{w:016x}")).collect::<Vec<_>>().join(","),
+        ),
+        ("train.partial", format!("{:e},{},{}", st.partial.loss_sum, st.partial.samples, st.partial.correct)),
         ("train.history", history_csv(&st.history)),
     ]);
     for (k, v) in meta {
@@ -479,17 +523,36 @@ pub fn from_checkpoint(ck: &Checkpoint) -> Result<(TrainConfig, TrainState), Str
         }
         Ok(t.data.clone())
     };
-    let words: Vec<u64> = get("train.rng")?
-        .split(',')
-        .map(|w| u64::from_str_radix(w, 16))
-        .collect::<Result<_, _>>()
-        .map_err(|_| "bad train.rng")?;
-    let rng = <[u64; 4]>::try_from(words).ok().and_then(Rng::from_state).ok_or("bad train.rng")?;
+    let rng_at = |k: &str| -> Result<Rng, String> {
+        let words: Vec<u64> = get(k)?
+            .split(',')
+            .map(|w| u64::from_str_radix(w, 16))
+            .collect::<Result<_, _>>()
+            .map_err(|_| format!("bad {k}"))?;
+        <[u64; 4]>::try_from(words).ok().and_then(Rng::from_state).ok_or_else(|| format!("bad {k}"))
+    };
+    let (rng, epoch_rng) = (rng_at("train.rng")?, rng_at("train.epoch_rng")?);
+    let partial = match get("train.partial")?.split(',').collect::<Vec<_>>()[..] {
+        [l, s, c] => match (l.parse(), s.parse(), c.parse()) {
+            (Ok(loss_sum), Ok(samples), Ok(correct)) => Totals { loss_sum, samples, correct },
+            _ => return Err("bad train.partial".into()),
+        },
+        _ => return Err("bad train.partial".into()),
+    };
     let adam = AdamState { m: moment("optim.adam.m")?, v: moment("optim.adam.v")?, t: num("train.step")? };
     let history = parse_history(get("train.history")?)?;
     let epoch = num("train.epoch")? as usize;
-    if cfg.batch_size == 0 || history.len() != epoch {
+    let step = num("train.step_in_epoch")? as usize;
+    // Mid-epoch, `step` full or final batches account for the running sums' samples.
+    let samples_fit = match step {
+        0 => partial.samples == 0,
+        s => {
+            partial.samples > (s - 1).saturating_mul(cfg.batch_size)
+                && partial.samples <= s.saturating_mul(cfg.batch_size)
+        }
+    };
+    if cfg.batch_size == 0 || history.len() != epoch || !samples_fit {
         return Err("inconsistent training state in the metadata".into());
     }
-    Ok((cfg, TrainState { model, params, adam, rng, epoch, history }))
+    Ok((cfg, TrainState { model, params, adam, rng, epoch, step, epoch_rng, partial, history }))
 }

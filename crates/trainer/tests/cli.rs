@@ -332,3 +332,105 @@ fn eval_rejects_checkpoints_that_do_not_fit_the_data() {
     assert!(err.contains("cut.safetensors") && err.contains("truncated"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn interrupted_mid_epoch_and_resumed_equals_uninterrupted() {
+    let dir = scratch("midepoch");
+    let data = dir.join("data");
+    testdata::write_idx_dir(&data, 300, 60, 8, 9, false).unwrap();
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "train",
+            "--data-dir",
+            s(&data),
+            "--layers",
+            "2",
+            "--batch-size",
+            "32",
+            "--epochs",
+            "2",
+            "--out",
+            s(out),
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect()
+    };
+    let (full, part) = (dir.join("full"), dir.join("part"));
+    assert_ok(&Command::new(env!("CARGO_BIN_EXE_pmixer")).args(args(&full)).output().unwrap());
+    // Interrupted after step 4 of the first epoch (of 10 steps).
+    let out = Command::new(env!("CARGO_BIN_EXE_pmixer"))
+        .args(args(&part))
+        .env("PMIXER_INTERRUPT_AFTER_STEP", "4")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("interrupted at epoch 1, step 4") && err.contains("resume with: pmixer train --resume"),
+        "{err}"
+    );
+    let ck = Checkpoint::load(&part.join("checkpoint.safetensors")).unwrap();
+    assert_eq!(ck.metadata["train.step_in_epoch"], "4");
+    assert_ok(&pmixer(&["train", "--resume", s(&part)]));
+    let a = std::fs::read(full.join("checkpoint.safetensors")).unwrap();
+    let b = std::fs::read(part.join("checkpoint.safetensors")).unwrap();
+    assert!(a == b, "resuming from the middle of an epoch changed the result");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_checkpoints_prints_the_resume_command_and_the_run_resumes_exactly() {
+    let dir = scratch("sigint");
+    let data = dir.join("data");
+    testdata::write_idx_dir(&data, 2000, 100, 28, 28, false).unwrap();
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "train",
+            "--data-dir",
+            s(&data),
+            "--layers",
+            "2",
+            "--epochs",
+            "40",
+            "--threads",
+            "1",
+            "--out",
+            s(out),
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect()
+    };
+    let run = dir.join("run");
+    let child = Command::new(env!("CARGO_BIN_EXE_pmixer"))
+        .args(args(&run))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the first epoch's checkpoint, then press Ctrl-C.
+    let ck_path = run.join("checkpoint.safetensors");
+    let t = std::time::Instant::now();
+    while !ck_path.exists() && t.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("interrupted at epoch")
+            && err.contains(&format!("resume with: pmixer train --resume {}", s(&run))),
+        "{err}"
+    );
+    // The checkpoint is whole, and resuming finishes the run exactly as an uninterrupted one.
+    Checkpoint::load(&ck_path).unwrap();
+    assert_ok(&pmixer(&["train", "--resume", s(&run)]));
+    let full = dir.join("full");
+    assert_ok(&Command::new(env!("CARGO_BIN_EXE_pmixer")).args(args(&full)).output().unwrap());
+    assert!(std::fs::read(&ck_path).unwrap() == std::fs::read(full.join("checkpoint.safetensors")).unwrap());
+    let _ = std::fs::remove_dir_all(&dir);
+}
