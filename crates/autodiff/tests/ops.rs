@@ -88,6 +88,19 @@ fn reshape_transpose_concat() {
 }
 
 #[test]
+fn pick() {
+    let mut p = Params::new();
+    let x = p.add("x", &[2, 3]);
+    assert_grads(p, 10, |t| {
+        let x = t.param(x);
+        let a = ops::pick(t, x, 4);
+        let b = ops::pick(t, x, 1);
+        let y = ops::scale(t, a, b);
+        ops::mse(t, y, &[0.3])
+    });
+}
+
+#[test]
 fn dense() {
     let mut p = Params::new();
     let (x, k, c) = (p.add("x", &[5, 4]), p.add("k", &[4, 3]), p.add("c", &[3]));

@@ -29,6 +29,40 @@ pub enum Command {
     Summary(SummaryArgs),
     /// Time training (or inference) steps and compare with a large GEMM on this machine.
     Bench(bench::BenchArgs),
+    /// Draw a test image beside the map of |∂ logit(predicted class) / ∂ pixel|.
+    Saliency(SaliencyArgs),
+    /// Classify images: PGM/PPM files, or records of IDX/CIFAR files as FILE:INDEX.
+    Predict(PredictArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SaliencyArgs {
+    /// A classifier checkpoint.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Which test image.
+    #[arg(long)]
+    pub index: usize,
+    /// Where to write the picture.
+    #[arg(long, default_value = "saliency.png")]
+    pub out: PathBuf,
+    /// mnist or cifar10 (default: the one the checkpoint was trained on).
+    #[arg(long, value_parser = dataset)]
+    pub dataset: Option<DatasetKind>,
+    /// Directory with the dataset's files (default: the training run's).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct PredictArgs {
+    /// A classifier checkpoint.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// PGM (P5) or PPM (P6) images of the model's size, or FILE:INDEX for image INDEX of an IDX
+    /// image file or a CIFAR-10 batch.
+    #[arg(required = true)]
+    pub images: Vec<String>,
 }
 
 fn positive_f64(s: &str) -> Result<f64, String> {
@@ -354,7 +388,18 @@ pub fn train(args: TrainArgs) -> Result<(), String> {
         train::to_checkpoint(&cfg, st)
             .save(&ck_path)
             .map_err(|e| format!("{}: cannot write checkpoint: {e}", ck_path.display()))?;
-        append(&metrics_path, train::metrics_line(r).as_bytes())
+        append(&metrics_path, train::metrics_line(r).as_bytes())?;
+        let title = format!("{} {}", cfg.dataset.name(), cfg.task.name());
+        write_atomic(
+            &run_dir.join("curves.svg"),
+            crate::svg::curves(cfg.task, &title, &st.history).as_bytes(),
+        )?;
+        if cfg.task == Task::Autoencode {
+            let rgb = cfg.dataset == DatasetKind::Cifar10;
+            let grid = crate::visual::reconstructions(&st.model, &st.params, &test_set, rgb);
+            write_atomic(&run_dir.join("reconstructions.png"), &grid.encode())?;
+        }
+        Ok(())
     };
     crate::signal::install();
     match train::run_epochs(&cfg, &mut state, &train_set, &test_set, progress, after_epoch) {
@@ -376,26 +421,27 @@ pub fn train(args: TrainArgs) -> Result<(), String> {
     }
 }
 
-pub fn eval(args: EvalArgs) -> Result<(), String> {
-    set_threads(args.threads)?;
-    let ck = Checkpoint::load(&args.checkpoint)?;
+/// A checkpoint's model and the test set to use with it: the dataset and directory given, else
+/// the ones it was trained on, checked to have the model's image size.
+fn model_and_test_set(
+    checkpoint: &Path,
+    dataset: Option<DatasetKind>,
+    data_dir: Option<PathBuf>,
+) -> Result<(Model, pmixer_autodiff::Params<f32>, DatasetKind, crate::data::Dataset), String> {
+    let ck = Checkpoint::load(checkpoint)?;
     let (model, params) =
-        Model::from_checkpoint(&ck).map_err(|e| format!("{}: {e}", args.checkpoint.display()))?;
-    let dataset = args
-        .dataset
-        .or_else(|| ck.metadata.get("train.dataset").and_then(|d| DatasetKind::parse(d)))
-        .unwrap_or(DatasetKind::Mnist);
-    let data_dir = args.data_dir.clone().unwrap_or_else(|| match ck.metadata.get("train.data_dir") {
-        Some(d) if ck.metadata.get("train.dataset").map(String::as_str) == Some(dataset.name()) => {
-            PathBuf::from(d)
-        }
+        Model::from_checkpoint(&ck).map_err(|e| format!("{}: {e}", checkpoint.display()))?;
+    let trained_on = ck.metadata.get("train.dataset").and_then(|d| DatasetKind::parse(d));
+    let dataset = dataset.or(trained_on).unwrap_or(DatasetKind::Mnist);
+    let data_dir = data_dir.unwrap_or_else(|| match ck.metadata.get("train.data_dir") {
+        Some(d) if trained_on == Some(dataset) => PathBuf::from(d),
         _ => default_data_dir(dataset),
     });
     let (_, test) = dataset.load(&data_dir).map_err(|e| e.to_string())?;
     if (test.h, test.w) != (model.arch.h, model.arch.w) {
         return Err(format!(
             "{}: the model takes {}×{} images but {} has {}×{}",
-            args.checkpoint.display(),
+            checkpoint.display(),
             model.arch.h,
             model.arch.w,
             data_dir.display(),
@@ -403,9 +449,85 @@ pub fn eval(args: EvalArgs) -> Result<(), String> {
             test.w
         ));
     }
+    Ok((model, params, dataset, test))
+}
+
+pub fn eval(args: EvalArgs) -> Result<(), String> {
+    set_threads(args.threads)?;
+    let (model, params, _, test) = model_and_test_set(&args.checkpoint, args.dataset, args.data_dir)?;
     let m = train::evaluate(&model, &params, &test, args.batch_size as usize);
     println!("test_loss: {:.6}", m.loss);
     println!("test_{}: {:.6}", train::metric_name(model.arch.task), m.metric);
+    Ok(())
+}
+
+pub fn saliency(args: SaliencyArgs) -> Result<(), String> {
+    let (model, params, dataset, test) = model_and_test_set(&args.checkpoint, args.dataset, args.data_dir)?;
+    if model.arch.task != Task::Classify {
+        return Err(format!(
+            "{}: saliency needs a classifier, this is an autoencoder",
+            args.checkpoint.display()
+        ));
+    }
+    if args.index >= test.len() {
+        return Err(format!(
+            "--index {} is out of range: the test set has {} images",
+            args.index,
+            test.len()
+        ));
+    }
+    let rgb = dataset == DatasetKind::Cifar10;
+    let image = test.image(args.index);
+    let (pred, p, map) = crate::visual::saliency(&model, &params, image, rgb);
+    let pic = crate::visual::saliency_picture(image, test.h, test.w, rgb, &map);
+    write_atomic(&args.out, &pic.encode())?;
+    println!(
+        "image {} (label {}): predicted class {pred} with probability {p:.4}",
+        args.index, test.labels[args.index]
+    );
+    println!("saliency map: {}", args.out.display());
+    Ok(())
+}
+
+/// One image for `predict`: a PGM/PPM file, or FILE:INDEX of an IDX/CIFAR file. CIFAR-sized
+/// colour images are folded to 32×96 as the model sees them.
+fn predict_input(spec: &str, h: usize, w: usize) -> Result<Vec<u8>, String> {
+    let record = spec.rsplit_once(':').and_then(|(f, i)| Some((f, i.parse::<usize>().ok()?)));
+    let (ih, iw, pixels) = match record {
+        Some((file, index)) if !Path::new(spec).exists() => {
+            crate::data::read_record(Path::new(file), index).map_err(|e| e.to_string())?
+        }
+        _ => {
+            let (pw, ph, ch, px) = crate::data::read_pnm(Path::new(spec)).map_err(|e| e.to_string())?;
+            (ph, pw * ch, px)
+        }
+    };
+    if (ih, iw) != (h, w) {
+        return Err(format!(
+            "{spec}: the model takes {h}×{w} inputs (colour folded into width), this image gives {ih}×{iw}"
+        ));
+    }
+    Ok(pixels)
+}
+
+pub fn predict(args: PredictArgs) -> Result<(), String> {
+    let ck = Checkpoint::load(&args.checkpoint)?;
+    let (model, params) =
+        Model::from_checkpoint(&ck).map_err(|e| format!("{}: {e}", args.checkpoint.display()))?;
+    if model.arch.task != Task::Classify {
+        return Err(format!(
+            "{}: predict needs a classifier, this is an autoencoder",
+            args.checkpoint.display()
+        ));
+    }
+    for spec in &args.images {
+        let pixels = predict_input(spec, model.arch.h, model.arch.w)?;
+        let probs = crate::visual::softmax(&crate::visual::forward_one(&model, &params, &pixels));
+        let mut order: Vec<usize> = (0..probs.len()).collect();
+        order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
+        let top: Vec<String> = order.iter().take(3).map(|&c| format!("{c} ({:.4})", probs[c])).collect();
+        println!("{spec}: {}", top.join(", "));
+    }
     Ok(())
 }
 

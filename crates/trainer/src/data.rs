@@ -308,3 +308,68 @@ pub fn load_cifar_dir(dir: &Path) -> Result<(Dataset, Dataset), DataError> {
     read_cifar_batch(&find(dir, &["test_batch.bin"])?, &mut test)?;
     Ok((train, test))
 }
+
+/// A binary PGM (P5, grey) or PPM (P6, RGB) image with maxval 255: (width, height, channels,
+/// pixels). Comments (`#` to the end of a line) are allowed in the header.
+pub fn read_pnm(path: &Path) -> Result<(usize, usize, usize, Vec<u8>), DataError> {
+    let bytes = read_file(path)?;
+    let channels = match bytes.get(..2) {
+        Some(b"P5") => 1,
+        Some(b"P6") => 3,
+        _ => return err(path, "not a binary PGM (P5) or PPM (P6) image"),
+    };
+    let mut pos = 2;
+    let mut fields = [0usize; 3];
+    for field in fields.iter_mut() {
+        loop {
+            match bytes.get(pos) {
+                Some(b'#') => {
+                    while bytes.get(pos).is_some_and(|&b| b != b'\n') {
+                        pos += 1;
+                    }
+                }
+                Some(b) if b.is_ascii_whitespace() => pos += 1,
+                _ => break,
+            }
+        }
+        let start = pos;
+        while bytes.get(pos).is_some_and(u8::is_ascii_digit) && pos - start < 9 {
+            pos += 1;
+        }
+        *field = match std::str::from_utf8(&bytes[start..pos]).ok().and_then(|s| s.parse().ok()) {
+            Some(v) => v,
+            None => return err(path, "malformed PNM header"),
+        };
+    }
+    let [w, h, maxval] = fields;
+    if maxval != 255 {
+        return err(path, format!("maxval {maxval} is not supported (only 255)"));
+    }
+    if !bytes.get(pos).is_some_and(u8::is_ascii_whitespace) {
+        return err(path, "malformed PNM header");
+    }
+    let data = &bytes[pos + 1..];
+    if Some(data.len()) != w.checked_mul(h).and_then(|n| n.checked_mul(channels)) {
+        return err(path, format!("header says {w}×{h} but {} bytes of pixels follow", data.len()));
+    }
+    Ok((w, h, channels, data.to_vec()))
+}
+
+/// Image `index` of an IDX image file or a CIFAR-10 batch (detected by the IDX magic), as the
+/// trainer sees it: (H, W, pixels), CIFAR folded to 32×96.
+pub fn read_record(path: &Path, index: usize) -> Result<(usize, usize, Vec<u8>), DataError> {
+    let bytes = read_file(path)?;
+    let (h, w, images) = if bytes.starts_with(&[0, 0, 8, 3]) {
+        let (_, h, w, px) = parse_idx_images(path, &bytes)?;
+        (h, w, px)
+    } else {
+        let mut d = Dataset { h: CIFAR_SIDE, w: 3 * CIFAR_SIDE, images: vec![], labels: vec![] };
+        parse_cifar_batch(path, &bytes, &mut d)?;
+        (d.h, d.w, d.images)
+    };
+    let n = images.len() / (h * w);
+    if index >= n {
+        return err(path, format!("has {n} images; there is no image {index}"));
+    }
+    Ok((h, w, images[index * h * w..(index + 1) * h * w].to_vec()))
+}

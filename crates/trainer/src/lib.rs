@@ -10,6 +10,9 @@
 pub mod bench;
 pub mod cli;
 pub mod data;
+pub mod png;
 pub mod signal;
+pub mod svg;
 pub mod testdata;
 pub mod train;
+pub mod visual;

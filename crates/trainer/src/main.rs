@@ -14,6 +14,8 @@ fn main() -> ExitCode {
         Command::Eval(a) => cli::eval(a),
         Command::Summary(a) => cli::summary(a),
         Command::Bench(a) => pmixer::bench::run(a),
+        Command::Saliency(a) => cli::saliency(a),
+        Command::Predict(a) => cli::predict(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

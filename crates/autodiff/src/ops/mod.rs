@@ -10,4 +10,4 @@ mod shape;
 pub use arith::{add, gated_residual, scale};
 pub use layers::{axis_mlp, dense, MlpVars};
 pub use loss::{mean, mse, softmax_cross_entropy};
-pub use shape::{concat, reshape, transpose};
+pub use shape::{concat, pick, reshape, transpose};

@@ -83,3 +83,23 @@ impl<T: Real> Backward<T> for Concat {
         }
     }
 }
+
+/// `y = x[i]` (flat index), a scalar: the one logit a saliency map differentiates.
+/// Backward: `dx[i] += dy`.
+pub fn pick<T: Real>(t: &mut Tape<T>, x: Var, i: usize) -> Var {
+    assert!(i < t.value(x).len(), "pick: index {i} out of range");
+    let mut y = t.take(1);
+    y[0] = t.value(x)[i];
+    t.push(Tensor::new(&[1], y), &[x], Pick { i })
+}
+
+struct Pick {
+    i: usize,
+}
+impl<T: Real> Backward<T> for Pick {
+    fn backward(&self, _: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>], _: &mut Pool<T>) {
+        if let Some(dx) = d[0].as_deref_mut() {
+            dx[self.i] += dy[0];
+        }
+    }
+}
