@@ -8,8 +8,11 @@ const PANEL_W: f64 = 420.0;
 const PANEL_H: f64 = 300.0;
 const MARGIN: f64 = 56.0;
 
+/// A named, coloured curve: (epoch, value) points.
+type Series<'a> = (&'a str, &'a str, Vec<(f64, f64)>);
+
 /// One panel: axes with ticks and labels, one polyline per series, a legend.
-fn panel(out: &mut String, x0: f64, title: &str, ylabel: &str, series: &[(&str, &str, Vec<(f64, f64)>)]) {
+fn panel(out: &mut String, x0: f64, title: &str, ylabel: &str, series: &[Series]) {
     let pts: Vec<(f64, f64)> =
         series.iter().flat_map(|s| s.2.iter().copied()).filter(|p| p.1.is_finite()).collect();
     let (xmax, mut ymin, mut ymax) =
