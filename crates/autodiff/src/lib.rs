@@ -13,6 +13,7 @@ pub mod gradcheck;
 pub mod ops;
 pub mod optim;
 pub mod params;
+pub mod profile;
 pub mod tape;
 
 pub use params::{ParamId, ParamSpec, Params};

@@ -12,8 +12,10 @@
 //! allocated and no fresh page is faulted in.
 
 use crate::params::{ParamId, Params};
+use crate::profile::{Phase, Profile};
 use pmixer_kernels::Real;
 use std::collections::HashMap;
+use std::time::Instant;
 
 /// Free buffers, by length, for reuse.
 #[derive(Debug, Default)]
@@ -90,6 +92,14 @@ pub struct Var(usize);
 /// `pool` and should be given back to it.
 pub trait Backward<T: Real> {
     fn backward(&self, inputs: &[&[T]], dy: &[T], dinputs: &mut [Option<&mut [T]>], pool: &mut Pool<T>);
+
+    /// The op's name in profiles.
+    fn name(&self) -> &'static str;
+
+    /// FLOPs of the forward and of the backward, for profiles (0 where negligible).
+    fn flops(&self) -> (u64, u64) {
+        (0, 0)
+    }
 }
 
 enum Value<'p, T> {
@@ -112,6 +122,9 @@ pub struct Tape<'p, T> {
     grads: Vec<Vec<T>>,
     nodes: Vec<Node<T>>,
     pool: Pool<T>,
+    /// When profiling: the profile and the time of the last event (an op's forward is the time
+    /// since the event before it).
+    profile: Option<(Profile, Instant)>,
 }
 
 fn data<'a, T>(values: &'a [Value<'_, T>], v: Var) -> &'a [T] {
@@ -144,7 +157,18 @@ impl<'p, T: Real> Tape<'p, T> {
             grads: Vec::new(),
             nodes: Vec::new(),
             pool,
+            profile: None,
         }
+    }
+
+    /// Times every op from now on into `profile`.
+    pub fn enable_profile(&mut self, profile: Profile) {
+        self.profile = Some((profile, Instant::now()));
+    }
+
+    /// The profile, if one was enabled.
+    pub fn take_profile(&mut self) -> Option<Profile> {
+        self.profile.take().map(|(p, _)| p)
     }
 
     /// Ends the tape, returning every buffer it owned to the pool.
@@ -195,17 +219,32 @@ impl<'p, T: Real> Tape<'p, T> {
     pub fn param(&mut self, id: ParamId) -> Var {
         let spec = self.params.spec(id);
         let value = Value::Param { id, shape: &spec.shape, data: self.params.get(id) };
+        self.restart_clock();
         self.leaf(value, self.params_need_grad)
     }
 
     /// An input or constant as a leaf; `needs_grad` asks for its gradient (saliency maps).
     pub fn input(&mut self, t: Tensor<T>, needs_grad: bool) -> Var {
+        self.restart_clock();
         self.leaf(Value::Owned(t), needs_grad)
+    }
+
+    /// When profiling, the next op's forward is timed from here (work between ops, such as
+    /// making leaves, is not charged to an op).
+    fn restart_clock(&mut self) {
+        if let Some((_, last)) = &mut self.profile {
+            *last = Instant::now();
+        }
     }
 
     /// Records an op: `out` is its computed output, `op` its backward. Returns the output's
     /// handle. When no input needs a gradient the node is not kept (inference records nothing).
     pub fn push(&mut self, out: Tensor<T>, inputs: &[Var], op: impl Backward<T> + 'static) -> Var {
+        if let Some((p, last)) = &mut self.profile {
+            let now = Instant::now();
+            p.record(op.name(), Phase::Forward, (now - *last).as_secs_f64(), op.flops().0);
+            *last = now;
+        }
         let needs_grad = inputs.iter().any(|v| self.needs_grad[v.0]);
         let output = self.leaf(Value::Owned(out), needs_grad);
         if needs_grad {
@@ -268,7 +307,16 @@ impl<'p, T: Real> Tape<'p, T> {
             }
             {
                 let mut dins: Vec<Option<&mut [T]>> = bufs.iter_mut().map(|b| b.as_deref_mut()).collect();
+                let start = self.profile.is_some().then(Instant::now);
                 node.op.backward(&inputs, &dy, &mut dins, &mut self.pool);
+                if let (Some((p, _)), Some(start)) = (&mut self.profile, start) {
+                    p.record(
+                        node.op.name(),
+                        Phase::Backward,
+                        start.elapsed().as_secs_f64(),
+                        node.op.flops().1,
+                    );
+                }
             }
             for (i, (v, buf)) in node.inputs.iter().zip(bufs).enumerate() {
                 if let Some(buf) = buf {

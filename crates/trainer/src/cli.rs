@@ -131,6 +131,10 @@ pub struct TrainArgs {
     /// Continue the run in this directory from its last checkpoint.
     #[arg(long)]
     pub resume: Option<PathBuf>,
+    /// At the end, print where the time went: each op's forward and backward, the batch
+    /// assembly and the optimizer (calls, total ms, share of the step, GFLOP/s).
+    #[arg(long)]
+    pub profile: bool,
 }
 
 #[derive(Args, Debug)]
@@ -402,7 +406,13 @@ pub fn train(args: TrainArgs) -> Result<(), String> {
         Ok(())
     };
     crate::signal::install();
-    match train::run_epochs(&cfg, &mut state, &train_set, &test_set, progress, after_epoch) {
+    let mut profile = args.profile.then(pmixer_autodiff::profile::Profile::default);
+    let result =
+        train::run_epochs(&cfg, &mut state, &train_set, &test_set, progress, after_epoch, &mut profile);
+    if let Some(p) = profile {
+        println!("profile of the training steps ({} threads):\n{}", rayon::current_num_threads(), p.table());
+    }
+    match result {
         Ok(()) => {
             println!("checkpoint: {}", ck_path.display());
             Ok(())

@@ -11,10 +11,12 @@
 
 use crate::data::{self, DataError, Dataset};
 use pmixer_autodiff::optim::{Adam, AdamState, Sgd};
+use pmixer_autodiff::profile::{Phase, Profile};
 use pmixer_autodiff::{Params, Pool, Tape, Tensor};
 use pmixer_model::{Arch, Checkpoint, Model, NamedTensor, Rng, Task};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 /// Which dataset (and so which file reader) a run uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -196,6 +198,8 @@ pub struct Trainer {
     grads: Vec<f32>,
     labels: Vec<usize>,
     pool: Pool<f32>,
+    /// When set, every step is timed into it (`pmixer train --profile`).
+    pub profile: Option<Profile>,
 }
 
 /// What one step measured.
@@ -215,6 +219,7 @@ impl Trainer {
             grads: Vec::new(),
             labels: Vec::new(),
             pool: Pool::new(),
+            profile: None,
         }
     }
 
@@ -229,12 +234,17 @@ impl Trainer {
         adam: &mut AdamState<f32>,
     ) -> Result<StepOutcome, String> {
         let (h, w, b) = (data.h, data.w, idx.len());
+        let step_start = self.profile.is_some().then(Instant::now);
         self.grads.clear();
         self.grads.resize(params.len(), 0.0);
         let (loss, correct) = {
             let mut tape = Tape::with_pool(params, std::mem::take(&mut self.pool), true);
             let mut x = tape.zeros(h * b * w);
             data.fill_batch(idx, &mut x, &mut self.labels);
+            if let (Some(p), Some(t)) = (&mut self.profile, step_start) {
+                p.record("batch (u8 -> f32, permute)", Phase::Other, t.elapsed().as_secs_f64(), 0);
+                tape.enable_profile(std::mem::take(p));
+            }
             let x = tape.input(Tensor::new(&[h, b, w], x), false);
             let (out, loss) = self.model.loss(&mut tape, x, &self.labels);
             tape.backward(loss);
@@ -244,6 +254,9 @@ impl Trainer {
                 Task::Autoencode => 0,
             };
             let loss = tape.value(loss)[0];
+            if let Some(p) = tape.take_profile() {
+                self.profile = Some(p);
+            }
             self.pool = tape.into_pool();
             (loss, correct)
         };
@@ -254,9 +267,19 @@ impl Trainer {
             let name = params.specs().iter().find(|s| s.offset + s.len > i).map_or("?", |s| s.name.as_str());
             return Err(format!("the gradient of {name} is {}", self.grads[i]));
         }
+        let opt_start = self.profile.is_some().then(Instant::now);
         match self.opt {
             OptimizerKind::Adam => self.adam.step(&mut params.data, &self.grads, adam),
             OptimizerKind::Sgd => self.sgd.step(&mut params.data, &self.grads),
+        }
+        if let (Some(p), Some(t), Some(s)) = (&mut self.profile, opt_start, step_start) {
+            let name = match self.opt {
+                OptimizerKind::Adam => "adam",
+                OptimizerKind::Sgd => "sgd",
+            };
+            p.record(name, Phase::Other, t.elapsed().as_secs_f64(), 0);
+            p.steps += 1;
+            p.step_seconds += s.elapsed().as_secs_f64();
         }
         if let Some(i) = params.data.iter().position(|p| !p.is_finite()) {
             let name = params.specs().iter().find(|s| s.offset + s.len > i).map_or("?", |s| s.name.as_str());
@@ -337,7 +360,7 @@ pub enum Stop {
 /// Runs the rest of the run: from step `state.step` of epoch `state.epoch + 1` to the end of
 /// epoch `cfg.epochs`, calling `progress(step, steps, running loss)` after every step (it returns
 /// false to interrupt) and `after_epoch` (which saves the checkpoint and the metrics) after each
-/// epoch.
+/// epoch. When `profile` holds a profile, every training step is timed into it.
 pub fn run_epochs(
     cfg: &TrainConfig,
     state: &mut TrainState,
@@ -345,10 +368,26 @@ pub fn run_epochs(
     test: &Dataset,
     mut progress: impl FnMut(usize, usize, f64) -> bool,
     mut after_epoch: impl FnMut(&TrainState) -> Result<(), String>,
+    profile: &mut Option<Profile>,
+) -> Result<(), Stop> {
+    let mut trainer = Trainer::new(state.model.clone(), cfg.optimizer, cfg.lr);
+    trainer.profile = profile.take();
+    let result = epochs(cfg, state, train, test, &mut progress, &mut after_epoch, &mut trainer);
+    *profile = trainer.profile.take();
+    result
+}
+
+fn epochs(
+    cfg: &TrainConfig,
+    state: &mut TrainState,
+    train: &Dataset,
+    test: &Dataset,
+    progress: &mut impl FnMut(usize, usize, f64) -> bool,
+    after_epoch: &mut impl FnMut(&TrainState) -> Result<(), String>,
+    trainer: &mut Trainer,
 ) -> Result<(), Stop> {
     let task = state.model.arch.task;
     let n = cfg.limit.map_or(train.len(), |l| l.min(train.len()));
-    let mut trainer = Trainer::new(state.model.clone(), cfg.optimizer, cfg.lr);
     let mut order: Vec<usize> = (0..n).collect();
     while state.epoch < cfg.epochs {
         let epoch = state.epoch + 1;

@@ -434,3 +434,34 @@ fn ctrl_c_checkpoints_prints_the_resume_command_and_the_run_resumes_exactly() {
     assert!(std::fs::read(&ck_path).unwrap() == std::fs::read(full.join("checkpoint.safetensors")).unwrap());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn profile_reports_each_op_forward_and_backward() {
+    let dir = scratch("profile");
+    let data = dir.join("data");
+    testdata::write_idx_dir(&data, 128, 16, 6, 7, false).unwrap();
+    let run = dir.join("run");
+    let out = pmixer(&[
+        "train",
+        "--data-dir",
+        s(&data),
+        "--layers",
+        "2",
+        "--epochs",
+        "1",
+        "--profile",
+        "--out",
+        s(&run),
+    ]);
+    assert_ok(&out);
+    let stdout = text(&out.stdout);
+    for row in ["axis_mlp rows", "axis_mlp cols", "gated_residual", "softmax_cross_entropy", "adam", "batch"]
+    {
+        assert!(stdout.contains(row), "no {row} row in:\n{stdout}");
+    }
+    // 2 steps × (2 layers + the head) calls of each axis MLP, in each phase.
+    let line = stdout.lines().find(|l| l.starts_with("axis_mlp rows") && l.contains("backward")).unwrap();
+    assert_eq!(line.split_whitespace().nth(3), Some("6"), "{line}");
+    assert!(stdout.contains("2 steps,") && stdout.contains("of it"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

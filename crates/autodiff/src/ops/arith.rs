@@ -18,6 +18,10 @@ pub fn add<T: Real>(t: &mut Tape<T>, a: Var, b: Var) -> Var {
 
 struct Add;
 impl<T: Real> Backward<T> for Add {
+    fn name(&self) -> &'static str {
+        "add"
+    }
+
     fn backward(&self, _: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>], _: &mut Pool<T>) {
         for g in d.iter_mut().flatten() {
             simd::add_assign(g, dy);
@@ -40,6 +44,10 @@ pub fn scale<T: Real>(t: &mut Tape<T>, x: Var, g: Var) -> Var {
 
 struct Scale;
 impl<T: Real> Backward<T> for Scale {
+    fn name(&self) -> &'static str {
+        "scale"
+    }
+
     fn backward(&self, inputs: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>], _: &mut Pool<T>) {
         let (x, g) = (inputs[0], inputs[1][0]);
         if let Some(dx) = d[0].as_deref_mut() {
@@ -69,6 +77,10 @@ pub fn gated_residual<T: Real>(t: &mut Tape<T>, h: Var, g: Var, m: Var) -> Var {
 
 struct GatedResidual;
 impl<T: Real> Backward<T> for GatedResidual {
+    fn name(&self) -> &'static str {
+        "gated_residual"
+    }
+
     fn backward(&self, inputs: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>], _: &mut Pool<T>) {
         let (g, m) = (inputs[1][0], inputs[2]);
         if let Some(dh) = d[0].as_deref_mut() {

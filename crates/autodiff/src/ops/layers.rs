@@ -75,6 +75,23 @@ struct AxisMlp {
 }
 
 impl<T: Real> Backward<T> for AxisMlp {
+    fn name(&self) -> &'static str {
+        match self.axis {
+            Axis::Rows => "axis_mlp rows",
+            Axis::Cols => "axis_mlp cols",
+        }
+    }
+
+    /// Forward: two dense layers over every item, 2·items·(n_in·n + n²); backward twice that.
+    fn flops(&self) -> (u64, u64) {
+        let (items, n_in) = match self.axis {
+            Axis::Rows => (self.s.h * self.s.b, self.s.w),
+            Axis::Cols => (self.s.b * self.s.w, self.s.h),
+        };
+        let f = 2 * (items * (n_in * self.n + self.n * self.n)) as u64;
+        (f, 2 * f)
+    }
+
     fn backward(&self, inputs: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>], pool: &mut Pool<T>) {
         let wts = MlpWeights { k1: inputs[1], c1: inputs[2], k2: inputs[3], c2: inputs[4] };
         let (dgelu, a) = (inputs[5], inputs[6]);
@@ -107,6 +124,15 @@ struct Dense {
 }
 
 impl<T: Real> Backward<T> for Dense {
+    fn name(&self) -> &'static str {
+        "dense"
+    }
+
+    fn flops(&self) -> (u64, u64) {
+        let f = 2 * (self.n * self.n_in * self.n_out) as u64;
+        (f, 2 * f)
+    }
+
     fn backward(&self, inputs: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>], pool: &mut Pool<T>) {
         let mut scratch = Vec::new();
         let [dx, dk, dc] = or_scratch::<3, T>(d, inputs, &mut scratch, pool);

@@ -16,6 +16,10 @@ pub fn mean<T: Real>(t: &mut Tape<T>, x: Var) -> Var {
 
 struct Mean;
 impl<T: Real> Backward<T> for Mean {
+    fn name(&self) -> &'static str {
+        "mean"
+    }
+
     fn backward(&self, inputs: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>], _: &mut Pool<T>) {
         if let Some(dx) = d[0].as_deref_mut() {
             simd::add_scalar(dx, dy[0] / T::from_f64(inputs[0].len() as f64));
@@ -41,6 +45,10 @@ pub fn mse<T: Real>(t: &mut Tape<T>, pred: Var, target: &[T]) -> Var {
 
 struct Mse;
 impl<T: Real> Backward<T> for Mse {
+    fn name(&self) -> &'static str {
+        "mse"
+    }
+
     fn backward(&self, inputs: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>], _: &mut Pool<T>) {
         let diff = inputs[1];
         if let Some(dp) = d[0].as_deref_mut() {
@@ -86,6 +94,10 @@ struct SoftmaxXent {
     c: usize,
 }
 impl<T: Real> Backward<T> for SoftmaxXent {
+    fn name(&self) -> &'static str {
+        "softmax_cross_entropy"
+    }
+
     fn backward(&self, inputs: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>], _: &mut Pool<T>) {
         let probs = inputs[1];
         if let Some(dl) = d[0].as_deref_mut() {

@@ -14,6 +14,10 @@ pub fn reshape<T: Real>(t: &mut Tape<T>, x: Var, shape: &[usize]) -> Var {
 
 struct Reshape;
 impl<T: Real> Backward<T> for Reshape {
+    fn name(&self) -> &'static str {
+        "reshape"
+    }
+
     fn backward(&self, _: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>], _: &mut Pool<T>) {
         if let Some(dx) = d[0].as_deref_mut() {
             simd::add_assign(dx, dy);
@@ -40,6 +44,10 @@ struct Transpose {
     c: usize,
 }
 impl<T: Real> Backward<T> for Transpose {
+    fn name(&self) -> &'static str {
+        "transpose"
+    }
+
     fn backward(&self, _: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>], _: &mut Pool<T>) {
         if let Some(dx) = d[0].as_deref_mut() {
             for i in 0..self.r {
@@ -71,6 +79,10 @@ struct Concat {
     q: usize,
 }
 impl<T: Real> Backward<T> for Concat {
+    fn name(&self) -> &'static str {
+        "concat"
+    }
+
     fn backward(&self, _: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>], _: &mut Pool<T>) {
         let (p, q) = (self.p, self.q);
         for (n, row) in dy.chunks_exact(p + q).enumerate() {
@@ -97,6 +109,10 @@ struct Pick {
     i: usize,
 }
 impl<T: Real> Backward<T> for Pick {
+    fn name(&self) -> &'static str {
+        "pick"
+    }
+
     fn backward(&self, _: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>], _: &mut Pool<T>) {
         if let Some(dx) = d[0].as_deref_mut() {
             dx[self.i] += dy[0];

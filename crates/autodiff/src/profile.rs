@@ -1,0 +1,91 @@
+//! Where a step's time goes, op by op: calls, seconds and FLOPs for each op's forward and
+//! backward, filled in by a [`crate::Tape`] that has a profile switched on, and by the trainer
+//! for the work outside the tape (batch assembly, the optimizer).
+
+/// Which half of an op a row measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    Forward,
+    Backward,
+    /// Work outside the tape.
+    Other,
+}
+
+impl Phase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Forward => "forward",
+            Phase::Backward => "backward",
+            Phase::Other => "-",
+        }
+    }
+}
+
+/// One op in one phase, summed over every call.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProfileRow {
+    pub name: &'static str,
+    pub phase: Phase,
+    pub calls: u64,
+    pub seconds: f64,
+    pub flops: u64,
+}
+
+/// A profile: rows in the order they were first seen, and the steps they add up to.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Profile {
+    pub rows: Vec<ProfileRow>,
+    pub steps: u64,
+    pub step_seconds: f64,
+}
+
+impl Profile {
+    pub fn record(&mut self, name: &'static str, phase: Phase, seconds: f64, flops: u64) {
+        let row = match self.rows.iter().position(|r| r.name == name && r.phase == phase) {
+            Some(i) => &mut self.rows[i],
+            None => {
+                self.rows.push(ProfileRow { name, phase, calls: 0, seconds: 0.0, flops: 0 });
+                self.rows.last_mut().expect("just pushed")
+            }
+        };
+        row.calls += 1;
+        row.seconds += seconds;
+        row.flops += flops;
+    }
+
+    /// The table: op, phase, calls, total ms, share of the step time, GFLOP/s; slowest first.
+    pub fn table(&self) -> String {
+        let mut rows = self.rows.clone();
+        rows.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+        let mut out = format!(
+            "{:<22} {:<9} {:>9} {:>11} {:>7} {:>9}\n",
+            "op", "phase", "calls", "total ms", "share", "GFLOP/s"
+        );
+        let total = self.step_seconds.max(1e-12);
+        let mut covered = 0.0;
+        for r in &rows {
+            covered += r.seconds;
+            let gflops = if r.flops > 0 {
+                format!("{:.1}", r.flops as f64 / r.seconds.max(1e-12) / 1e9)
+            } else {
+                "-".into()
+            };
+            out.push_str(&format!(
+                "{:<22} {:<9} {:>9} {:>11.1} {:>6.1}% {:>9}\n",
+                r.name,
+                r.phase.name(),
+                r.calls,
+                r.seconds * 1e3,
+                100.0 * r.seconds / total,
+                gflops
+            ));
+        }
+        out.push_str(&format!(
+            "{} steps, {:.1} ms per step; the rows cover {:.1}% of it\n",
+            self.steps,
+            1e3 * self.step_seconds / self.steps.max(1) as f64,
+            100.0 * covered / total
+        ));
+        out
+    }
+}
