@@ -14,7 +14,7 @@ pub mod model;
 pub mod rng;
 
 pub use checkpoint::{Checkpoint, NamedTensor};
-pub use model::{Arch, Model, SummaryRow, Task};
+pub use model::{Arch, InferBuffers, Model, SummaryRow, Task};
 pub use rng::Rng;
 
 use pmixer_autodiff::Params;

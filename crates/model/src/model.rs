@@ -261,3 +261,115 @@ impl Model {
         rows
     }
 }
+
+/// Buffers [`Model::infer`] reuses from batch to batch.
+#[derive(Debug, Default)]
+pub struct InferBuffers<T> {
+    h: Vec<T>,
+    m: Vec<T>,
+    y: Vec<T>,
+    z: Vec<T>,
+    a: Vec<T>,
+}
+
+fn sized<T: Real>(v: &mut Vec<T>, len: usize) -> &mut [T] {
+    v.resize(len, T::ZERO);
+    &mut v[..len]
+}
+
+impl Model {
+    /// The forward pass without a tape, for inference: the same kernels in the same order as
+    /// [`Model::forward`] (so bitwise the same outputs), but each activation overwrites the last
+    /// instead of being kept for a backward pass. `x` is a batch of `b` images in (H, B, W)
+    /// layout; returns logits [B, classes] or the reconstruction (H, B, W).
+    pub fn infer<T: Real>(&self, params: &Params<T>, x: &[T], b: usize, buf: &mut InferBuffers<T>) -> Vec<T> {
+        use pmixer_kernels::dense::dense_forward;
+        use pmixer_kernels::{mlp_forward, output_shape, Hbw, MlpWeights};
+        let (h, w) = (self.arch.h, self.arch.w);
+        let s = Hbw { h, b, w };
+        assert_eq!(x.len(), s.len(), "infer: input is not {h}×{b}×{w}");
+        let weights = |m: &MlpIds| MlpWeights {
+            k1: params.get(m.k1),
+            c1: params.get(m.c1),
+            k2: params.get(m.k2),
+            c2: params.get(m.c2),
+        };
+        let InferBuffers { h: act, m: mixed, y, z, a } = buf;
+        act.clear();
+        act.extend_from_slice(x);
+        let n = s.len();
+        for mx in &self.mixers {
+            // Columns into `mixed`, rows into `y`.
+            mlp_forward(
+                Axis::Cols,
+                s,
+                h,
+                weights(&mx.col),
+                act,
+                sized(z, n),
+                sized(a, n),
+                sized(mixed, n),
+                false,
+            );
+            mlp_forward(
+                Axis::Rows,
+                s,
+                w,
+                weights(&mx.row),
+                mixed,
+                sized(z, n),
+                sized(a, n),
+                sized(y, n),
+                false,
+            );
+            match mx.gate {
+                Some(g) => {
+                    let gv = params.get(g)[0];
+                    for (hv, &mv) in act.iter_mut().zip(y.iter()) {
+                        *hv += gv * mv;
+                    }
+                }
+                None => std::mem::swap(act, y),
+            }
+        }
+        let Some(hd) = &self.head else { return act[..n].to_vec() };
+        let rows_len = output_shape(Axis::Rows, s, 1).len();
+        let cols_len = output_shape(Axis::Cols, s, 1).len();
+        let mut rows = vec![T::ZERO; rows_len];
+        mlp_forward(
+            Axis::Rows,
+            s,
+            1,
+            weights(&hd.rows),
+            act,
+            sized(z, rows_len),
+            sized(a, rows_len),
+            &mut rows,
+            false,
+        );
+        let mut cols = vec![T::ZERO; cols_len];
+        mlp_forward(
+            Axis::Cols,
+            s,
+            1,
+            weights(&hd.cols),
+            act,
+            sized(z, cols_len),
+            sized(a, cols_len),
+            &mut cols,
+            false,
+        );
+        // [rows (H, B) transposed to (B, H) | cols (B, W)], as the head's concatenation.
+        let mut features = vec![T::ZERO; b * (h + w)];
+        for (bi, f) in features.chunks_exact_mut(h + w).enumerate() {
+            for r in 0..h {
+                f[r] = rows[r * b + bi];
+            }
+            f[h..].copy_from_slice(&cols[bi * w..(bi + 1) * w]);
+        }
+        let c = self.arch.classes;
+        let mut logits = vec![T::ZERO; b * c];
+        dense_forward(b, h + w, c, &features, params.get(hd.out_k), params.get(hd.out_c), &mut logits);
+        logits
+    }
+}

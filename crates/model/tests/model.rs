@@ -240,3 +240,26 @@ fn malformed_checkpoints_are_rejected_with_a_reason() {
         .unwrap_err()
         .contains("tensors are missing or the metadata is wrong"));
 }
+
+#[test]
+fn tape_free_inference_equals_the_tape_forward_bitwise() {
+    for arch in [classifier(28, 28, 3), autoencoder(32, 96, 2), classifier(5, 7, 2)] {
+        let (m, mut p) = Model::new::<f32>(arch);
+        m.init(&mut p, &mut Rng::seed(8));
+        for v in p.data.iter_mut().filter(|v| **v == 0.0) {
+            *v = 0.25; // gates and biases too
+        }
+        let b = 67;
+        let x: Vec<f32> = batch(arch.h, b, arch.w, 4).iter().map(|&v| v as f32).collect();
+        let mut tape = Tape::no_grad(&p);
+        let xv = tape.input(Tensor::new(&[arch.h, b, arch.w], x.clone()), false);
+        let out = m.forward(&mut tape, xv);
+        let mut buf = pmixer_model::InferBuffers::default();
+        let direct = m.infer(&p, &x, b, &mut buf);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(tape.value(out)), bits(&direct), "{arch:?}");
+        // And again with the buffers already sized by a different batch.
+        let direct = m.infer(&p, &x[..arch.h * 3 * arch.w].to_vec(), 3, &mut buf);
+        assert_eq!(direct.len(), if arch.task == Task::Classify { 30 } else { arch.h * 3 * arch.w });
+    }
+}

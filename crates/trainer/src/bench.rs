@@ -10,9 +10,8 @@ use crate::data::CLASSES;
 use crate::train::{DatasetKind, OptimizerKind, Trainer};
 use clap::Args;
 use pmixer_autodiff::optim::AdamState;
-use pmixer_autodiff::{Pool, Tape, Tensor};
 use pmixer_kernels::Real;
-use pmixer_model::{Arch, Model, Rng, Task};
+use pmixer_model::{Arch, InferBuffers, Model, Rng, Task};
 use rand::RngCore;
 use rayon::prelude::*;
 use std::path::PathBuf;
@@ -127,15 +126,12 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         idx
     };
     let mut labels = Vec::new();
-    let mut pool = Pool::new();
+    let mut buf = InferBuffers::default();
+    let mut x = vec![0.0; data.h * b * data.w];
     let mut step = |idx: &[usize]| -> Result<(), String> {
         if args.eval {
-            let mut tape = Tape::with_pool(&params, std::mem::take(&mut pool), false);
-            let mut x = tape.zeros(data.h * b * data.w);
             data.fill_batch(idx, &mut x, &mut labels);
-            let xv = tape.input(Tensor::new(&[data.h, b, data.w], x), false);
-            model.forward(&mut tape, xv);
-            pool = tape.into_pool();
+            model.infer(&params, &x, b, &mut buf);
             Ok(())
         } else {
             trainer.step(&data, idx, &mut params, &mut adam).map(|_| ())

@@ -289,28 +289,50 @@ impl Trainer {
     }
 }
 
-/// Loss and metric of `params` on all of `data`, in batches of `batch`.
+/// Loss and metric of `params` on all of `data`, in batches of `batch`, through the tape-free
+/// [`Model::infer`]. Each sample's loss is computed on its own and summed in sample order, so the
+/// result does not depend on `batch`.
 pub fn evaluate(model: &Model, params: &Params<f32>, data: &Dataset, batch: usize) -> Metrics {
-    let (h, w) = (data.h, data.w);
-    let mut totals = Totals::default();
+    let (h, w, task) = (data.h, data.w, model.arch.task);
+    let (mut loss_sum, mut correct) = (0.0f64, 0usize);
     let mut labels = Vec::new();
-    let mut pool = Pool::new();
+    let mut x = Vec::new();
+    let mut buf = pmixer_model::InferBuffers::default();
     let idx: Vec<usize> = (0..data.len()).collect();
     for chunk in idx.chunks(batch) {
         let b = chunk.len();
-        let mut tape = Tape::with_pool(params, pool, false);
-        let mut x = tape.zeros(h * b * w);
+        x.resize(h * b * w, 0.0);
         data.fill_batch(chunk, &mut x, &mut labels);
-        let xv = tape.input(Tensor::new(&[h, b, w], x), false);
-        let (out, loss) = model.loss(&mut tape, xv, &labels);
-        let correct = match model.arch.task {
-            Task::Classify => count_correct(tape.value(out), model.arch.classes, &labels),
-            Task::Autoencode => 0,
-        };
-        totals.add(model.arch.task, tape.value(loss)[0] as f64, b, correct);
-        pool = tape.into_pool();
+        let out = model.infer(params, &x, b, &mut buf);
+        match task {
+            Task::Classify => {
+                let c = model.arch.classes;
+                for (row, &y) in out.chunks_exact(c).zip(&labels) {
+                    let m = row.iter().fold(f64::MIN, |m, &v| m.max(v as f64));
+                    let lse = m + row.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln();
+                    loss_sum += lse - row[y] as f64;
+                }
+                correct += count_correct(&out, c, &labels);
+            }
+            Task::Autoencode => {
+                // Per sample: its squared errors over the H×W pixels, which in (H, B, W) layout
+                // are the sample's W-long runs, one per row.
+                for bi in 0..b {
+                    let mut se = 0.0f64;
+                    for r in 0..h {
+                        let at = (r * b + bi) * w;
+                        se += out[at..at + w]
+                            .iter()
+                            .zip(&x[at..at + w])
+                            .map(|(&o, &t)| ((o - t) as f64).powi(2))
+                            .sum::<f64>();
+                    }
+                    loss_sum += se / (h * w) as f64;
+                }
+            }
+        }
     }
-    totals.metrics(model.arch.task)
+    Totals { loss_sum, samples: data.len(), correct }.metrics(task)
 }
 
 /// A fresh state for `arch`: Glorot init from the seed, or the weights of `init` if given.

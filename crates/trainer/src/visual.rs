@@ -9,13 +9,9 @@ use pmixer_model::{Model, Task};
 
 /// The model's output for one image (u8, H×W): logits (classifier) or the reconstruction.
 pub fn forward_one(model: &Model, params: &Params<f32>, image: &[u8]) -> Vec<f32> {
-    let (h, w) = (model.arch.h, model.arch.w);
-    let x: Vec<f32> = image.iter().map(|&p| p as f32 / 255.0).collect();
-    let mut tape = Tape::no_grad(params);
     // One image: (H, 1, W) is the image's own row-major layout.
-    let xv = tape.input(Tensor::new(&[h, 1, w], x), false);
-    let out = model.forward(&mut tape, xv);
-    tape.value(out).to_vec()
+    let x: Vec<f32> = image.iter().map(|&p| p as f32 / 255.0).collect();
+    model.infer(params, &x, 1, &mut pmixer_model::InferBuffers::default())
 }
 
 /// Softmax probabilities of logits.
