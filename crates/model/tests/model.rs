@@ -259,7 +259,7 @@ fn tape_free_inference_equals_the_tape_forward_bitwise() {
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(tape.value(out)), bits(&direct), "{arch:?}");
         // And again with the buffers already sized by a different batch.
-        let direct = m.infer(&p, &x[..arch.h * 3 * arch.w].to_vec(), 3, &mut buf);
+        let direct = m.infer(&p, &x[..arch.h * 3 * arch.w], 3, &mut buf);
         assert_eq!(direct.len(), if arch.task == Task::Classify { 30 } else { arch.h * 3 * arch.w });
     }
 }
