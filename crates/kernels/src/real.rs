@@ -43,6 +43,10 @@ pub trait Real:
     fn exp(self) -> Self;
     fn max(self, other: Self) -> Self;
 
+    /// (Φ(z), φ(z)), the standard normal CDF and density, in the form this type uses (see
+    /// [`crate::gelu`]).
+    fn cdf_pdf(z: Self) -> (Self, Self);
+
     /// `C ← α·A·B + β·C` over strided row/column layouts, single-threaded (matrixmultiply).
     /// `A` is m×k, `B` is k×n, `C` is m×n; every matrix is addressed as `ptr[i*rs + j*cs]`, so a
     /// transpose is a swap of the two strides, never a copy.
@@ -103,6 +107,10 @@ impl Real for f32 {
             other
         }
     }
+    #[inline(always)]
+    fn cdf_pdf(z: Self) -> (Self, Self) {
+        crate::gelu::cdf_pdf_fast(z)
+    }
     unsafe fn gemm(
         m: usize,
         k: usize,
@@ -154,6 +162,10 @@ impl Real for f64 {
         } else {
             other
         }
+    }
+    #[inline(always)]
+    fn cdf_pdf(z: Self) -> (Self, Self) {
+        crate::gelu::cdf_pdf_precise(z)
     }
     unsafe fn gemm(
         m: usize,

@@ -80,6 +80,22 @@ fn gelu_and_its_derivative_match_known_values() {
 }
 
 #[test]
+fn the_f32_normal_cdf_and_density_are_within_1e_6() {
+    // erf(x) = 2·Φ(x·√2) − 1: the f32 form (A&S 7.1.26) against the f64 one over a fine sweep,
+    // and φ against its definition.
+    let mut worst = (0.0f64, 0.0f64);
+    for i in -6000..=6000 {
+        let z = i as f64 / 1000.0;
+        let (cdf, pdf) = pmixer_kernels::gelu::cdf_pdf_fast(z as f32);
+        let (want_cdf, want_pdf) = pmixer_kernels::gelu::cdf_pdf_precise(z);
+        worst.0 = worst.0.max((cdf as f64 - want_cdf).abs());
+        worst.1 = worst.1.max((pdf as f64 - want_pdf).abs());
+        assert!((0.0..=1.0).contains(&cdf) && pdf >= 0.0);
+    }
+    assert!(worst.0 < 5e-7 && worst.1 < 2e-7, "worst |ΔΦ| {:e}, |Δφ| {:e}", worst.0, worst.1);
+}
+
+#[test]
 fn exp_f32_is_accurate_over_its_range() {
     let mut worst = 0.0f64;
     for i in -8700..=8800 {
