@@ -270,7 +270,9 @@ impl<'p, T: Real> Tape<'p, T> {
         }
     }
 
-    /// The gradient of the last [`Tape::backward`]'s loss with respect to `v`, if one reached it.
+    /// The gradient of the last [`Tape::backward`]'s loss with respect to the leaf `v` (an input
+    /// or a parameter), if one reached it. Gradients of intermediate values are recycled as soon
+    /// as they have been propagated.
     pub fn grad(&self, v: Var) -> Option<&[T]> {
         let g = &self.grads[v.0];
         (!g.is_empty()).then_some(g.as_slice())
@@ -329,7 +331,9 @@ impl<'p, T: Real> Tape<'p, T> {
                     }
                 }
             }
-            self.grads[node.output.0] = dy;
+            // This value's gradient is complete and now consumed: recycle its buffer, so a
+            // backward pass holds only the gradients still to be propagated.
+            self.pool.give(dy);
         }
     }
 

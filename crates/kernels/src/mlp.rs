@@ -249,16 +249,16 @@ pub fn mlp_forward<T: Real>(
                 }
             } else {
                 // Columns: one run of items per feature, one bias per run.
-                for_each_run(&g, i0, i1, |off, len, feat| {
-                    let zr = std::slice::from_raw_parts_mut(zp.at(off), len);
-                    let ar = std::slice::from_raw_parts_mut(ap.at(off), len);
-                    let c = wts.c1[feat.unwrap_or(0)];
+                for (f, &c) in wts.c1.iter().enumerate() {
+                    let off = f * g.y.fs + i0 * g.y.is;
+                    let zr = std::slice::from_raw_parts_mut(zp.at(off), i1 - i0);
+                    let ar = std::slice::from_raw_parts_mut(ap.at(off), i1 - i0);
                     if keep {
                         simd::bias_gelu_keep_scalar(zr, ar, c);
                     } else {
                         simd::bias_gelu_scalar(zr, ar, c);
                     }
-                });
+                }
             }
             gemm(
                 m,
