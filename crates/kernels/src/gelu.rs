@@ -13,8 +13,10 @@
 //!   1e-6 absolute (tests check 3e-7 against tabulated values), and for z < 0 Φ keeps *relative*
 //!   accuracy. Two exponentials per element (one in erfc, one in φ).
 //! * `f32` (training): Abramowitz & Stegun 7.1.26, [`cdf_pdf_fast`], whose exponential is the
-//!   one φ needs too: one exponential per element, erf within 1.5e-7 absolute. Every function here is branch-free so that the loops over a tile
-//! compile to SIMD; [`crate::simd`] recompiles them for AVX2 and AVX-512 and picks one at run time.
+//!   one φ needs too: one exponential per element, erf within 1.5e-7 absolute.
+//!
+//! Every function here is branch-free so that the loops over a tile compile to SIMD;
+//! [`crate::simd`] recompiles them for AVX2 and AVX-512 and picks one at run time.
 
 use crate::real::Real;
 
