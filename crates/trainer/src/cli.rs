@@ -354,6 +354,13 @@ pub fn train(args: TrainArgs) -> Result<(), String> {
     let ck_path = run_dir.join("checkpoint.safetensors");
     let metrics_path = run_dir.join("metrics.csv");
     start_metrics(&metrics_path, &state)?;
+    let title = format!("{} {}", cfg.dataset.name(), cfg.task.name());
+    if !state.history.is_empty() {
+        write_atomic(
+            &run_dir.join("curves.svg"),
+            crate::svg::curves(cfg.task, &title, &state.history).as_bytes(),
+        )?;
+    }
     let m = train::metric_name(cfg.task);
     let tty = std::io::stderr().is_terminal();
     // For tests of the interrupt path: behave as if Ctrl-C came after this many steps of an epoch.
@@ -393,7 +400,6 @@ pub fn train(args: TrainArgs) -> Result<(), String> {
             .save(&ck_path)
             .map_err(|e| format!("{}: cannot write checkpoint: {e}", ck_path.display()))?;
         append(&metrics_path, train::metrics_line(r).as_bytes())?;
-        let title = format!("{} {}", cfg.dataset.name(), cfg.task.name());
         write_atomic(
             &run_dir.join("curves.svg"),
             crate::svg::curves(cfg.task, &title, &st.history).as_bytes(),

@@ -29,10 +29,7 @@ fn panel(out: &mut String, x0: f64, title: &str, ylabel: &str, series: &[Series]
     let (left, top, w, h) = (x0 + MARGIN, 30.0, PANEL_W - MARGIN - 10.0, PANEL_H - 30.0 - 40.0);
     let sx = |x: f64| left + if xmax > 1.0 { (x - 1.0) / (xmax - 1.0) * w } else { w / 2.0 };
     let sy = |y: f64| top + (ymax - y) / (ymax - ymin) * h;
-    out.push_str(&format!(
-        "<text x=\"{:.1}\" y=\"18\" text-anchor=\"middle\" font-size=\"14\">{title}</text>\n",
-        left + w / 2.0
-    ));
+    out.push_str(&format!("<text x=\"{left:.1}\" y=\"18\" font-size=\"14\">{title}</text>\n"));
     out.push_str(&format!(
         "<rect x=\"{left:.1}\" y=\"{top:.1}\" width=\"{w:.1}\" height=\"{h:.1}\" fill=\"none\" stroke=\"#444\"/>\n"
     ));
@@ -73,15 +70,15 @@ fn panel(out: &mut String, x0: f64, title: &str, ylabel: &str, series: &[Series]
             "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"/>\n",
             points.join(" ")
         ));
-        let ly = top + 14.0 + 16.0 * i as f64;
+        // The legend sits in the title row, right-aligned, clear of the curves.
+        let (lx, ly) = (left + w - 70.0 * (series.len() - i) as f64, 14.0);
         out.push_str(&format!(
-            "<line x1=\"{:.1}\" y1=\"{ly:.1}\" x2=\"{:.1}\" y2=\"{ly:.1}\" stroke=\"{colour}\" stroke-width=\"2\"/>\n",
-            left + w - 90.0,
-            left + w - 70.0
+            "<line x1=\"{lx:.1}\" y1=\"{ly:.1}\" x2=\"{:.1}\" y2=\"{ly:.1}\" stroke=\"{colour}\" stroke-width=\"2\"/>\n",
+            lx + 20.0
         ));
         out.push_str(&format!(
             "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\">{name}</text>\n",
-            left + w - 65.0,
+            lx + 25.0,
             ly + 4.0
         ));
     }
