@@ -465,3 +465,45 @@ fn profile_reports_each_op_forward_and_backward() {
     assert!(stdout.contains("2 steps,") && stdout.contains("of it"), "{stdout}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[cfg(unix)]
+#[test]
+fn a_second_ctrl_c_exits_at_once_and_the_last_checkpoint_stays_whole() {
+    let dir = scratch("sigint2");
+    let data = dir.join("data");
+    testdata::write_idx_dir(&data, 2000, 100, 28, 28, false).unwrap();
+    let run = dir.join("run");
+    let child = Command::new(env!("CARGO_BIN_EXE_pmixer"))
+        .args([
+            "train",
+            "--data-dir",
+            s(&data),
+            "--layers",
+            "2",
+            "--epochs",
+            "40",
+            "--threads",
+            "1",
+            "--out",
+            s(&run),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ck_path = run.join("checkpoint.safetensors");
+    let t = std::time::Instant::now();
+    while !ck_path.exists() && t.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    // 130 when the second signal ended the process; 1 if the graceful stop finished first.
+    assert!(matches!(out.status.code(), Some(130) | Some(1)), "{:?}", out.status);
+    let ck = Checkpoint::load(&ck_path).unwrap();
+    assert!(pmixer::train::from_checkpoint(&ck).is_ok());
+    assert_ok(&pmixer(&["train", "--resume", s(&run), "--epochs", "2"]));
+    let _ = std::fs::remove_dir_all(&dir);
+}
