@@ -73,116 +73,69 @@ pub trait Real:
     );
 }
 
-impl Real for f32 {
-    const DTYPE: &'static str = "F32";
-    const ZERO: Self = 0.0;
-    const ONE: Self = 1.0;
-    fn from_f64(x: f64) -> Self {
-        x as f32
-    }
-    fn to_f64(self) -> f64 {
-        self as f64
-    }
-    fn sqrt(self) -> Self {
-        f32::sqrt(self)
-    }
-    fn ln(self) -> Self {
-        f32::ln(self)
-    }
-    fn abs(self) -> Self {
-        f32::abs(self)
-    }
-    fn is_finite(self) -> bool {
-        f32::is_finite(self)
-    }
-    #[inline(always)]
-    fn exp(self) -> Self {
-        crate::gelu::exp_f32(self)
-    }
-    #[inline(always)]
-    fn max(self, other: Self) -> Self {
-        if self > other {
-            self
-        } else {
-            other
+/// The two implementations differ only in the names below: `exp` and Φ/φ (see [`crate::gelu`])
+/// and matrixmultiply's single- or double-precision GEMM.
+macro_rules! impl_real {
+    ($t:ident, $dtype:literal, exp: $exp:path, cdf_pdf: $cdf_pdf:path, gemm: $gemm:path) => {
+        impl Real for $t {
+            const DTYPE: &'static str = $dtype;
+            const ZERO: Self = 0.0;
+            const ONE: Self = 1.0;
+            fn from_f64(x: f64) -> Self {
+                x as $t
+            }
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
+            fn sqrt(self) -> Self {
+                $t::sqrt(self)
+            }
+            fn ln(self) -> Self {
+                $t::ln(self)
+            }
+            fn abs(self) -> Self {
+                $t::abs(self)
+            }
+            fn is_finite(self) -> bool {
+                $t::is_finite(self)
+            }
+            #[inline(always)]
+            fn exp(self) -> Self {
+                $exp(self)
+            }
+            #[inline(always)]
+            fn max(self, other: Self) -> Self {
+                if self > other {
+                    self
+                } else {
+                    other
+                }
+            }
+            #[inline(always)]
+            fn cdf_pdf(z: Self) -> (Self, Self) {
+                $cdf_pdf(z)
+            }
+            unsafe fn gemm(
+                m: usize,
+                k: usize,
+                n: usize,
+                alpha: Self,
+                a: *const Self,
+                rsa: isize,
+                csa: isize,
+                b: *const Self,
+                rsb: isize,
+                csb: isize,
+                beta: Self,
+                c: *mut Self,
+                rsc: isize,
+                csc: isize,
+            ) {
+                $gemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
+            }
         }
-    }
-    #[inline(always)]
-    fn cdf_pdf(z: Self) -> (Self, Self) {
-        crate::gelu::cdf_pdf_fast(z)
-    }
-    unsafe fn gemm(
-        m: usize,
-        k: usize,
-        n: usize,
-        alpha: Self,
-        a: *const Self,
-        rsa: isize,
-        csa: isize,
-        b: *const Self,
-        rsb: isize,
-        csb: isize,
-        beta: Self,
-        c: *mut Self,
-        rsc: isize,
-        csc: isize,
-    ) {
-        matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
-    }
+    };
 }
 
-impl Real for f64 {
-    const DTYPE: &'static str = "F64";
-    const ZERO: Self = 0.0;
-    const ONE: Self = 1.0;
-    fn from_f64(x: f64) -> Self {
-        x
-    }
-    fn to_f64(self) -> f64 {
-        self
-    }
-    fn sqrt(self) -> Self {
-        f64::sqrt(self)
-    }
-    fn ln(self) -> Self {
-        f64::ln(self)
-    }
-    fn abs(self) -> Self {
-        f64::abs(self)
-    }
-    fn is_finite(self) -> bool {
-        f64::is_finite(self)
-    }
-    fn exp(self) -> Self {
-        f64::exp(self)
-    }
-    fn max(self, other: Self) -> Self {
-        if self > other {
-            self
-        } else {
-            other
-        }
-    }
-    #[inline(always)]
-    fn cdf_pdf(z: Self) -> (Self, Self) {
-        crate::gelu::cdf_pdf_precise(z)
-    }
-    unsafe fn gemm(
-        m: usize,
-        k: usize,
-        n: usize,
-        alpha: Self,
-        a: *const Self,
-        rsa: isize,
-        csa: isize,
-        b: *const Self,
-        rsb: isize,
-        csb: isize,
-        beta: Self,
-        c: *mut Self,
-        rsc: isize,
-        csc: isize,
-    ) {
-        matrixmultiply::dgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
-    }
-}
+impl_real!(f32, "F32", exp: crate::gelu::exp_f32, cdf_pdf: crate::gelu::cdf_pdf_fast, gemm: matrixmultiply::sgemm);
+impl_real!(f64, "F64", exp: f64::exp, cdf_pdf: crate::gelu::cdf_pdf_precise, gemm: matrixmultiply::dgemm);

@@ -379,45 +379,42 @@ fn interrupted_mid_epoch_and_resumed_equals_uninterrupted() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Starts a 40-epoch run on 2,000 synthetic 28×28 images in `dir/run` and returns once its first
+/// checkpoint exists: a run long enough to be interrupted.
 #[cfg(unix)]
-#[test]
-fn ctrl_c_checkpoints_prints_the_resume_command_and_the_run_resumes_exactly() {
-    let dir = scratch("sigint");
+fn start_long_run(dir: &Path) -> (std::process::Child, PathBuf, Vec<String>) {
     let data = dir.join("data");
     testdata::write_idx_dir(&data, 2000, 100, 28, 28, false).unwrap();
-    let args = |out: &Path| -> Vec<String> {
-        [
-            "train",
-            "--data-dir",
-            s(&data),
-            "--layers",
-            "2",
-            "--epochs",
-            "40",
-            "--threads",
-            "1",
-            "--out",
-            s(out),
-        ]
-        .iter()
-        .map(|a| a.to_string())
-        .collect()
-    };
     let run = dir.join("run");
+    let args: Vec<String> =
+        ["train", "--data-dir", s(&data), "--layers", "2", "--epochs", "40", "--threads", "1"]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
     let child = Command::new(env!("CARGO_BIN_EXE_pmixer"))
-        .args(args(&run))
+        .args(&args)
+        .args(["--out", s(&run)])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait for the first epoch's checkpoint, then press Ctrl-C.
-    let ck_path = run.join("checkpoint.safetensors");
     let t = std::time::Instant::now();
-    while !ck_path.exists() && t.elapsed().as_secs() < 60 {
+    while !run.join("checkpoint.safetensors").exists() && t.elapsed().as_secs() < 60 {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
-    assert!(kill.success());
+    (child, run, args)
+}
+
+fn sigint(child: &std::process::Child) {
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_checkpoints_prints_the_resume_command_and_the_run_resumes_exactly() {
+    let dir = scratch("sigint");
+    let (child, run, args) = start_long_run(&dir);
+    sigint(&child);
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let err = text(&out.stderr);
@@ -427,10 +424,13 @@ fn ctrl_c_checkpoints_prints_the_resume_command_and_the_run_resumes_exactly() {
         "{err}"
     );
     // The checkpoint is whole, and resuming finishes the run exactly as an uninterrupted one.
+    let ck_path = run.join("checkpoint.safetensors");
     Checkpoint::load(&ck_path).unwrap();
     assert_ok(&pmixer(&["train", "--resume", s(&run)]));
     let full = dir.join("full");
-    assert_ok(&Command::new(env!("CARGO_BIN_EXE_pmixer")).args(args(&full)).output().unwrap());
+    assert_ok(
+        &Command::new(env!("CARGO_BIN_EXE_pmixer")).args(&args).args(["--out", s(&full)]).output().unwrap(),
+    );
     assert!(std::fs::read(&ck_path).unwrap() == std::fs::read(full.join("checkpoint.safetensors")).unwrap());
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -470,39 +470,13 @@ fn profile_reports_each_op_forward_and_backward() {
 #[test]
 fn a_second_ctrl_c_exits_at_once_and_the_last_checkpoint_stays_whole() {
     let dir = scratch("sigint2");
-    let data = dir.join("data");
-    testdata::write_idx_dir(&data, 2000, 100, 28, 28, false).unwrap();
-    let run = dir.join("run");
-    let child = Command::new(env!("CARGO_BIN_EXE_pmixer"))
-        .args([
-            "train",
-            "--data-dir",
-            s(&data),
-            "--layers",
-            "2",
-            "--epochs",
-            "40",
-            "--threads",
-            "1",
-            "--out",
-            s(&run),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let ck_path = run.join("checkpoint.safetensors");
-    let t = std::time::Instant::now();
-    while !ck_path.exists() && t.elapsed().as_secs() < 60 {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let pid = child.id().to_string();
-    Command::new("kill").args(["-INT", &pid]).status().unwrap();
-    Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    let (child, run, _) = start_long_run(&dir);
+    sigint(&child);
+    sigint(&child);
     let out = child.wait_with_output().unwrap();
     // 130 when the second signal ended the process; 1 if the graceful stop finished first.
     assert!(matches!(out.status.code(), Some(130) | Some(1)), "{:?}", out.status);
-    let ck = Checkpoint::load(&ck_path).unwrap();
+    let ck = Checkpoint::load(&run.join("checkpoint.safetensors")).unwrap();
     assert!(pmixer::train::from_checkpoint(&ck).is_ok());
     assert_ok(&pmixer(&["train", "--resume", s(&run), "--epochs", "2"]));
     let _ = std::fs::remove_dir_all(&dir);
