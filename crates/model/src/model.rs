@@ -207,8 +207,12 @@ impl Model {
         let loss = match self.arch.task {
             Task::Classify => ops::softmax_cross_entropy(t, out, labels),
             Task::Autoencode => {
-                let target = t.value(x).to_vec();
-                ops::mse(t, out, &target)
+                // The target is the input itself, copied into a pooled buffer for the call.
+                let mut target = t.take(t.value(x).len());
+                target.copy_from_slice(t.value(x));
+                let loss = ops::mse(t, out, &target);
+                t.give(target);
+                loss
             }
         };
         (out, loss)
