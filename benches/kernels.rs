@@ -85,10 +85,101 @@ fn bench(c: &mut Criterion) {
     }
 }
 
+/// The layout decision, measured: one column-direction dense (Z = Kᵀ·X down every column, K H×H)
+/// for a batch of 64, in (B, H, W) — 64 products of H×H by H×W, as the original computes it
+/// after its permute — against (H, B, W), where it is one product over the B·W columns (the
+/// path the fused kernel takes). Both split the batch over the same rayon threads.
+fn layout(c: &mut Criterion) {
+    use pmixer_kernels::Real;
+    use rayon::prelude::*;
+    for (label, h, w) in [("28x28", 28usize, 28usize), ("32x96", 32, 96)] {
+        let b = 64;
+        let st = setup(Axis::Cols, Hbw { h, b, w });
+        let k = &st.w[0];
+        let mut g = c.benchmark_group("layout_column_dense");
+        g.throughput(Throughput::Elements((2 * b * h * h * w) as u64));
+        let mut out = vec![0f32; b * h * w];
+        g.bench_function(BenchmarkId::new("BHW_per_image_gemms", label), |bench| {
+            bench.iter(|| {
+                out.par_chunks_mut(h * w).enumerate().for_each(|(i, zb)| unsafe {
+                    // Z_b (H×W) = Kᵀ (H×H, K read with swapped strides) · X_b (H×W).
+                    f32::gemm(
+                        h,
+                        h,
+                        w,
+                        1.0,
+                        k.as_ptr(),
+                        1,
+                        h as isize,
+                        st.x.as_ptr().add(i * h * w),
+                        w as isize,
+                        1,
+                        0.0,
+                        zb.as_mut_ptr(),
+                        w as isize,
+                        1,
+                    )
+                })
+            })
+        });
+        g.bench_function(BenchmarkId::new("HBW_one_product", label), |bench| {
+            bench.iter(|| {
+                // Items are the B·W columns; each half of them is one product (Zᵀ = Kᵀ·Xᵀ rows).
+                let bw = b * w;
+                let half = bw / 2;
+                let ptr = out.as_mut_ptr() as usize;
+                (0..2usize).into_par_iter().for_each(|part| unsafe {
+                    let (i0, i1) = (part * half, if part == 0 { half } else { bw });
+                    pmixer_kernels::gemm::gemm(
+                        i1 - i0,
+                        h,
+                        h,
+                        st.x.as_ptr().add(i0),
+                        (1, bw),
+                        k.as_ptr(),
+                        (h, 1),
+                        0.0,
+                        (ptr as *mut f32).add(i0),
+                        (1, bw),
+                    )
+                })
+            })
+        });
+        g.bench_function(BenchmarkId::new("HBW_one_product_matrixmultiply", label), |bench| {
+            bench.iter(|| {
+                let bw = b * w;
+                let half = bw / 2;
+                let ptr = out.as_mut_ptr() as usize;
+                (0..2usize).into_par_iter().for_each(|part| unsafe {
+                    let (i0, i1) = (part * half, if part == 0 { half } else { bw });
+                    let (xp, zp) = (st.x.as_ptr().add(i0), (ptr as *mut f32).add(i0));
+                    f32::gemm(
+                        i1 - i0,
+                        h,
+                        h,
+                        1.0,
+                        xp,
+                        1,
+                        bw as isize,
+                        k.as_ptr(),
+                        h as isize,
+                        1,
+                        0.0,
+                        zp,
+                        1,
+                        bw as isize,
+                    )
+                })
+            })
+        });
+        g.finish();
+    }
+}
+
 criterion_group! {
     name = kernels;
     config = Criterion::default().sample_size(20).warm_up_time(std::time::Duration::from_millis(500))
         .measurement_time(std::time::Duration::from_secs(2));
-    targets = bench
+    targets = bench, layout
 }
 criterion_main!(kernels);
