@@ -122,39 +122,29 @@ fn layout(c: &mut Criterion) {
                 })
             })
         });
+        // In (H, B, W) the items are the B·W columns; the two halves of them are each one
+        // product (Zᵀ = Kᵀ·Xᵀ), run on the two threads. `product(items, x, z)` does one half.
+        let bw = b * w;
+        let halves = |out: &mut [f32], product: &(dyn Fn(usize, *const f32, *mut f32) + Sync)| {
+            let ptr = out.as_mut_ptr() as usize;
+            (0..2usize).into_par_iter().for_each(|part| {
+                let (i0, i1) = (part * bw / 2, (part + 1) * bw / 2);
+                // SAFETY: each half writes only its own columns [i0, i1) of `out`.
+                unsafe { product(i1 - i0, st.x.as_ptr().add(i0), (ptr as *mut f32).add(i0)) }
+            })
+        };
         g.bench_function(BenchmarkId::new("HBW_one_product", label), |bench| {
             bench.iter(|| {
-                // Items are the B·W columns; each half of them is one product (Zᵀ = Kᵀ·Xᵀ rows).
-                let bw = b * w;
-                let half = bw / 2;
-                let ptr = out.as_mut_ptr() as usize;
-                (0..2usize).into_par_iter().for_each(|part| unsafe {
-                    let (i0, i1) = (part * half, if part == 0 { half } else { bw });
-                    pmixer_kernels::gemm::gemm(
-                        i1 - i0,
-                        h,
-                        h,
-                        st.x.as_ptr().add(i0),
-                        (1, bw),
-                        k.as_ptr(),
-                        (h, 1),
-                        0.0,
-                        (ptr as *mut f32).add(i0),
-                        (1, bw),
-                    )
+                halves(&mut out, &|m, xp, zp| unsafe {
+                    pmixer_kernels::gemm::gemm(m, h, h, xp, (1, bw), k.as_ptr(), (h, 1), 0.0, zp, (1, bw))
                 })
             })
         });
         g.bench_function(BenchmarkId::new("HBW_one_product_matrixmultiply", label), |bench| {
             bench.iter(|| {
-                let bw = b * w;
-                let half = bw / 2;
-                let ptr = out.as_mut_ptr() as usize;
-                (0..2usize).into_par_iter().for_each(|part| unsafe {
-                    let (i0, i1) = (part * half, if part == 0 { half } else { bw });
-                    let (xp, zp) = (st.x.as_ptr().add(i0), (ptr as *mut f32).add(i0));
+                halves(&mut out, &|m, xp, zp| unsafe {
                     f32::gemm(
-                        i1 - i0,
+                        m,
                         h,
                         h,
                         1.0,

@@ -18,9 +18,9 @@
 //! converted from `u8` to `f32`, and undone once, in the classifier head.
 //!
 //! Measured (`cargo bench -p patchless-mixer --bench kernels -- layout`, one column dense, B=64,
-//! 2 threads): at 28×28 the one product takes 31–36 µs against 41–49 µs for 64 per-image GEMMs;
-//! at 32×96 it takes 117–121 µs against 93 µs, so for CIFAR's shape per-image products are
-//! faster. Those are available in this layout too (image b's columns are a contiguous run of W
+//! 2 threads, three runs): at 28×28 the one product takes 31–36 µs against 41–49 µs for 64
+//! per-image GEMMs; at 32×96 it takes 117–125 µs against 93–96 µs, so for CIFAR's shape per-image
+//! products are faster. Those are available in this layout too (image b's columns are a contiguous run of W
 //! in every row: the same GEMM with row stride B·W), which is the next thing to try there.
 //!
 //! # Math, per item x ∈ ℝ^{n_in} (row vectors; K kept Keras-style as (in, out))
