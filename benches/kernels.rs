@@ -2,7 +2,7 @@
 //! with 28×28 (MNIST) and 32×96 (CIFAR) images. Throughput is in FLOPs, so criterion's
 //! "elem/s" reads as FLOP/s.
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use pmixer_kernels::{
     backward_workspace, mlp_backward, mlp_forward, output_shape, reference, Axis, Hbw, MlpGrads, MlpWeights,
 };
@@ -172,4 +172,11 @@ criterion_group! {
         .measurement_time(std::time::Duration::from_secs(2));
     targets = bench, layout
 }
-criterion_main!(kernels);
+
+/// `criterion_main!`, but run on a rayon worker, as `pmixer` runs its commands (see
+/// `pmixer::cli::in_pool`): parallel regions forked from outside the pool cost two context
+/// switches each.
+fn main() {
+    rayon::ThreadPoolBuilder::new().build().expect("a rayon pool").install(kernels);
+    criterion::Criterion::default().configure_from_args().final_summary();
+}

@@ -2,7 +2,7 @@
 //! autoencoder at batch 64 on synthetic images, so a regression anywhere on the path shows up
 //! here. Throughput is in training FLOPs (3 × the forward's), so "elem/s" reads as FLOP/s.
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, Criterion, Throughput};
 use pmixer::testdata::synthetic;
 use pmixer::train::{OptimizerKind, Trainer};
 use pmixer_autodiff::optim::AdamState;
@@ -40,4 +40,11 @@ criterion_group! {
         .measurement_time(std::time::Duration::from_secs(5));
     targets = bench
 }
-criterion_main!(steps);
+
+/// `criterion_main!`, but run on a rayon worker, as `pmixer` runs its commands (see
+/// `pmixer::cli::in_pool`): parallel regions forked from outside the pool cost two context
+/// switches each.
+fn main() {
+    rayon::ThreadPoolBuilder::new().build().expect("a rayon pool").install(steps);
+    criterion::Criterion::default().configure_from_args().final_summary();
+}

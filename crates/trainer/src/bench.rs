@@ -5,7 +5,7 @@
 //! backward ≈ 2 × forward when training) at the median step rate; `fraction_of_gemm` divides it
 //! by `gemm_1024_gflops`, a 1024³ sgemm (matrixmultiply, split over the same rayon threads).
 
-use crate::cli::{default_data_dir, image_size, set_threads};
+use crate::cli::{default_data_dir, image_size};
 use crate::data::CLASSES;
 use crate::train::{DatasetKind, OptimizerKind, Trainer};
 use clap::Args;
@@ -99,7 +99,6 @@ pub fn peak_rss_mb() -> Option<f64> {
 }
 
 pub fn run(args: BenchArgs) -> Result<(), String> {
-    set_threads(args.threads)?;
     if !(args.seconds.is_finite() && args.seconds > 0.0) {
         return Err(format!("--seconds must be a positive number, not {}", args.seconds));
     }

@@ -9,14 +9,15 @@ fn main() -> ExitCode {
     let command = Cli::parse().command;
     // No subcommand means `train` with every default.
     let command = command.or_else(|| Cli::parse_from(["pmixer", "train"]).command);
-    let result = match command.expect("`train` parses with defaults") {
+    let command = command.expect("`train` parses with defaults");
+    let result = cli::in_pool(command.threads(), || match command {
         Command::Train(a) => cli::train(a),
         Command::Eval(a) => cli::eval(a),
         Command::Summary(a) => cli::summary(a),
         Command::Bench(a) => pmixer::bench::run(a),
         Command::Saliency(a) => cli::saliency(a),
         Command::Predict(a) => cli::predict(a),
-    };
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
