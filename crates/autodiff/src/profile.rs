@@ -32,11 +32,18 @@ pub struct ProfileRow {
 }
 
 /// A profile: rows in the order they were first seen, and the steps they add up to.
+///
+/// When a step runs on several threads at once (the trainer's shards), each thread keeps its own
+/// profile and [`Profile::merge`] adds them: row times are then thread-seconds, `busy_seconds`
+/// is the thread-seconds of everything profiled, and `step_seconds` stays wall-clock time.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Profile {
     pub rows: Vec<ProfileRow>,
     pub steps: u64,
+    /// Wall-clock time of the steps.
     pub step_seconds: f64,
+    /// Time the threads spent in profiled work, summed over threads (the share column's 100%).
+    pub busy_seconds: f64,
 }
 
 impl Profile {
@@ -53,15 +60,33 @@ impl Profile {
         row.flops += flops;
     }
 
-    /// The table: op, phase, calls, total ms, share of the step time, GFLOP/s; slowest first.
+    /// Adds another thread's profile of the same steps: rows by name and phase, busy time.
+    pub fn merge(&mut self, other: Profile) {
+        for r in other.rows {
+            let i = match self.rows.iter().position(|s| s.name == r.name && s.phase == r.phase) {
+                Some(i) => i,
+                None => {
+                    self.rows.push(ProfileRow { calls: 0, seconds: 0.0, flops: 0, ..r });
+                    self.rows.len() - 1
+                }
+            };
+            self.rows[i].calls += r.calls;
+            self.rows[i].seconds += r.seconds;
+            self.rows[i].flops += r.flops;
+        }
+        self.busy_seconds += other.busy_seconds;
+    }
+
+    /// The table: op, phase, calls, thread-ms, share of the busy time, GFLOP/s per thread;
+    /// slowest first.
     pub fn table(&self) -> String {
         let mut rows = self.rows.clone();
         rows.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
         let mut out = format!(
             "{:<22} {:<9} {:>9} {:>11} {:>7} {:>9}\n",
-            "op", "phase", "calls", "total ms", "share", "GFLOP/s"
+            "op", "phase", "calls", "thread ms", "share", "GFLOP/s"
         );
-        let total = self.step_seconds.max(1e-12);
+        let total = self.busy_seconds.max(1e-12);
         let mut covered = 0.0;
         for r in &rows {
             covered += r.seconds;
@@ -80,10 +105,12 @@ impl Profile {
                 gflops
             ));
         }
+        let steps = self.steps.max(1) as f64;
         out.push_str(&format!(
-            "{} steps, {:.1} ms per step; the rows cover {:.1}% of it\n",
+            "{} steps, {:.2} ms per step (wall clock), {:.2} thread-ms per step busy; the rows cover {:.1}% of that\n",
             self.steps,
-            1e3 * self.step_seconds / self.steps.max(1) as f64,
+            1e3 * self.step_seconds / steps,
+            1e3 * self.busy_seconds / steps,
             100.0 * covered / total
         ));
         out

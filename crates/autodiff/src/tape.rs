@@ -281,9 +281,16 @@ impl<'p, T: Real> Tape<'p, T> {
     /// Reverse-mode sweep from a scalar `loss`: d loss / d loss = 1, then every node in reverse
     /// order adds its inputs' gradients.
     pub fn backward(&mut self, loss: Var) {
+        self.backward_from(loss, T::ONE)
+    }
+
+    /// The sweep for a loss that enters a larger total as `weight · loss`: it starts from
+    /// d total / d loss = `weight`, so every gradient is the total's. (The trainer's shards: the
+    /// batch's mean loss is Σ_s (n_s/B)·L_s.)
+    pub fn backward_from(&mut self, loss: Var, weight: T) {
         assert_eq!(self.value(loss).len(), 1, "backward needs a scalar loss");
         let mut seed = self.pool.zeros(1);
-        seed[0] = T::ONE;
+        seed[0] = weight;
         self.grads[loss.0] = seed;
         for node in self.nodes.iter().rev() {
             let dy = std::mem::take(&mut self.grads[node.output.0]);
