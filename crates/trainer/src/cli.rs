@@ -125,7 +125,7 @@ pub struct TrainArgs {
     /// Start from the weights of this checkpoint instead of a random initialisation.
     #[arg(long, conflicts_with = "resume")]
     pub init: Option<PathBuf>,
-    /// Run directory for checkpoint.safetensors and metrics.csv (default runs/<dataset>-<task>-<time>).
+    /// Run directory for checkpoint.safetensors and metrics.csv (default runs/DATASET-TASK-TIME).
     #[arg(long, conflicts_with = "resume")]
     pub out: Option<PathBuf>,
     /// Continue the run in this directory from its last checkpoint.

@@ -248,7 +248,7 @@ impl Shard {
     }
 }
 
-/// A model's training step with the buffers it reuses: one [`Shard`] per [`SHARD`] samples of
+/// A model's training step with the buffers it reuses: one shard per [`SHARD`] samples of
 /// the batch, each with the pool its tape borrows batch-sized buffers from, so that after the
 /// first step nothing batch-sized is allocated.
 pub struct Trainer {
