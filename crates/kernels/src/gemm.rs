@@ -17,9 +17,12 @@ use crate::simd::{level, Level};
 #[cfg(target_arch = "x86_64")]
 use std::any::TypeId;
 
-/// The largest B (k × n elements) the direct path takes: past this B no longer sits in cache.
+/// The longest k the direct path takes. It walks C in panels of 32 columns and reads, for each
+/// block of rows, the k × 32 panel of B under it: that panel (k·128 bytes) must stay in L1
+/// for all the row blocks, which k ≤ 256 keeps within 32 KB. (The rows of A are read once per
+/// panel, from wherever they are.)
 #[cfg(target_arch = "x86_64")]
-const DIRECT_MAX_B: usize = 128 * 128;
+const DIRECT_MAX_K: usize = 256;
 
 /// `C ← A·B + β·C` with β ∈ {0, 1}, like [`Real::gemm`] but taking the packing-free AVX-512 path
 /// for f32 when the layout allows (see the module docs).
@@ -45,10 +48,10 @@ pub unsafe fn gemm<T: Real>(
     #[cfg(target_arch = "x86_64")]
     if TypeId::of::<T>() == TypeId::of::<f32>() && level() == Level::Avx512 && m > 0 && n > 0 {
         let (a, b, c) = (a as *const f32, b as *const f32, c as *mut f32);
-        if csb == 1 && csc == 1 && k * n <= DIRECT_MAX_B {
+        if csb == 1 && csc == 1 && k <= DIRECT_MAX_K {
             return direct::gemm_avx512(m, k, n, a, rsa, csa, b, rsb, c, rsc, accumulate);
         }
-        if rsa == 1 && rsc == 1 && k * m <= DIRECT_MAX_B {
+        if rsa == 1 && rsc == 1 && k <= DIRECT_MAX_K {
             // Cᵀ (n×m) = Bᵀ (n×k) · Aᵀ (k×m): Aᵀ's rows and Cᵀ's rows are contiguous.
             return direct::gemm_avx512(n, k, m, b, csb, rsb, a, csa, c, csc, accumulate);
         }
