@@ -289,6 +289,9 @@ fn gemm_paths_match_a_naive_product() {
         (40, 96, 96),
         (9, 130, 31),
         (2, 16, 48),
+        (1750, 28, 28), // an inference chunk (B = 1000): long m on the transposed path
+        (28, 256, 28),  // the longest k the direct paths take
+        (20, 300, 30),  // past it
     ];
     for &(m, k, n) in &shapes {
         let a: Vec<f32> = gen.vec(m * k, 1.0);
