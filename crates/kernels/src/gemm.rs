@@ -24,8 +24,21 @@ use std::any::TypeId;
 #[cfg(target_arch = "x86_64")]
 const DIRECT_MAX_K: usize = 256;
 
-/// `C ← A·B + β·C` with β ∈ {0, 1}, like [`Real::gemm`] but taking the packing-free AVX-512 path
-/// for f32 when the layout allows (see the module docs).
+/// What C holds before A·B is added to it.
+#[derive(Clone, Copy, Debug)]
+pub enum Init<'a, T> {
+    /// `C ← A·B`.
+    Zero,
+    /// `C ← C + A·B`.
+    Accumulate,
+    /// `C[i, j] ← bias[j] + (A·B)[i, j]`: a dense layer's bias (one per column of C), which the
+    /// direct paths load into the accumulators before the first product, so that adding it
+    /// costs no pass over C.
+    Bias(&'a [T]),
+}
+
+/// `C ← A·B` (plus C or a bias, as `init` says), like [`Real::gemm`] but taking the packing-free
+/// AVX-512 path for f32 when the layout allows (see the module docs).
 ///
 /// # Safety
 /// As [`Real::gemm`]: the pointers must address every element the shapes and strides imply, and
@@ -39,28 +52,55 @@ pub unsafe fn gemm<T: Real>(
     (rsa, csa): (usize, usize),
     b: *const T,
     (rsb, csb): (usize, usize),
-    beta: T,
+    init: Init<T>,
     c: *mut T,
     (rsc, csc): (usize, usize),
 ) {
-    let accumulate = beta != T::ZERO;
-    debug_assert!(!accumulate || beta == T::ONE, "gemm: β must be 0 or 1");
+    if let Init::Bias(bias) = init {
+        assert_eq!(bias.len(), n, "gemm: one bias per column of C");
+    }
     #[cfg(target_arch = "x86_64")]
     if TypeId::of::<T>() == TypeId::of::<f32>() && level() == Level::Avx512 && m > 0 && n > 0 {
+        use direct::Start;
         let (a, b, c) = (a as *const f32, b as *const f32, c as *mut f32);
+        let bias = |v: &[T]| v.as_ptr() as *const f32;
         if csb == 1 && csc == 1 && k <= DIRECT_MAX_K {
-            return direct::gemm_avx512(m, k, n, a, rsa, csa, b, rsb, c, rsc, accumulate);
+            let start = match init {
+                Init::Zero => Start::Zero,
+                Init::Accumulate => Start::C,
+                Init::Bias(v) => Start::ColBias(bias(v)),
+            };
+            return direct::gemm_avx512(m, k, n, a, rsa, csa, b, rsb, c, rsc, start);
         }
         if rsa == 1 && rsc == 1 && k <= DIRECT_MAX_K {
-            // Cᵀ (n×m) = Bᵀ (n×k) · Aᵀ (k×m): Aᵀ's rows and Cᵀ's rows are contiguous.
-            return direct::gemm_avx512(n, k, m, b, csb, rsb, a, csa, c, csc, accumulate);
+            // Cᵀ (n×m) = Bᵀ (n×k) · Aᵀ (k×m): Aᵀ's rows and Cᵀ's rows are contiguous. C's
+            // columns are Cᵀ's rows, so the bias is one per row there.
+            let start = match init {
+                Init::Zero => Start::Zero,
+                Init::Accumulate => Start::C,
+                Init::Bias(v) => Start::RowBias(bias(v)),
+            };
+            return direct::gemm_avx512(n, k, m, b, csb, rsb, a, csa, c, csc, start);
         }
-        if csa == 1 && rsb == 1 {
+        if csa == 1 && rsb == 1 && !matches!(init, Init::Bias(_)) {
             // Both operands contiguous along k (the column direction's weight gradients, a sum
             // over items): C[i, j] is a dot product of A's row i and B's column j.
-            return direct::gemm_dot_avx512(m, k, n, a, rsa, b, csb, c, (rsc, csc), accumulate);
+            let acc = matches!(init, Init::Accumulate);
+            return direct::gemm_dot_avx512(m, k, n, a, rsa, b, csb, c, (rsc, csc), acc);
         }
     }
+    let beta = match init {
+        Init::Zero => T::ZERO,
+        Init::Accumulate => T::ONE,
+        Init::Bias(v) => {
+            for i in 0..m {
+                for (j, &bj) in v.iter().enumerate() {
+                    *c.add(i * rsc + j * csc) = bj;
+                }
+            }
+            T::ONE
+        }
+    };
     T::gemm(
         m,
         k,
@@ -86,6 +126,18 @@ mod direct {
     /// Rows of C computed together: 8 rows × 2 vectors = 16 accumulators in registers.
     const MR: usize = 8;
 
+    /// What the accumulators of [`gemm_avx512`] start from.
+    #[derive(Clone, Copy)]
+    pub enum Start {
+        Zero,
+        /// C's current values.
+        C,
+        /// `bias[j]` for column j (a vector load per block).
+        ColBias(*const f32),
+        /// `bias[i]` for row i (a broadcast per row).
+        RowBias(*const f32),
+    }
+
     fn mask(lanes: usize) -> __mmask16 {
         if lanes >= 16 {
             0xffff
@@ -95,8 +147,8 @@ mod direct {
     }
 
     /// C (m×n, rows contiguous, row stride rsc) = A (m×k, any strides) · B (k×n, rows
-    /// contiguous) [+ C]. Columns go 32 at a time (two 16-lane vectors, the last ones masked),
-    /// rows [`MR`] at a time.
+    /// contiguous) + what `start` says. Columns go 32 at a time (two 16-lane vectors, the last
+    /// ones masked), rows [`MR`] at a time.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
     pub unsafe fn gemm_avx512(
@@ -110,7 +162,7 @@ mod direct {
         rsb: usize,
         c: *mut f32,
         rsc: usize,
-        acc: bool,
+        start: Start,
     ) {
         let mut j = 0;
         while j < n {
@@ -121,11 +173,17 @@ mod direct {
             while i < m {
                 let rows = (m - i).min(MR);
                 let (ai, bj, cij) = (a.add(i * rsa), b.add(j), c.add(i * rsc + j));
+                // The bias under this block: its columns' (from j) or its rows' (from i).
+                let start = match start {
+                    Start::ColBias(v) => Start::ColBias(v.add(j)),
+                    Start::RowBias(v) => Start::RowBias(v.add(i)),
+                    s => s,
+                };
                 macro_rules! go {
                     ($($r:literal)*) => {
                         match (rows, two) {
-                            $(($r, true) => block::<$r, true>(k, ai, rsa, csa, bj, rsb, cij, rsc, m0, m1, acc),
-                              ($r, false) => block::<$r, false>(k, ai, rsa, csa, bj, rsb, cij, rsc, m0, m1, acc),)*
+                            $(($r, true) => block::<$r, true>(k, ai, rsa, csa, bj, rsb, cij, rsc, m0, m1, start),
+                              ($r, false) => block::<$r, false>(k, ai, rsa, csa, bj, rsb, cij, rsc, m0, m1, start),)*
                             _ => unreachable!(),
                         }
                     };
@@ -195,7 +253,8 @@ mod direct {
         }
     }
 
-    /// One R × (16 or 32) block of C: for p in 0..k, acc[r] += A[r, p] · B[p, ..] (broadcast, FMA).
+    /// One R × (16 or 32) block of C: the accumulators start as `start` says, then for p in 0..k,
+    /// acc[r] += A[r, p] · B[p, ..] (broadcast, FMA).
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     unsafe fn block<const R: usize, const TWO: bool>(
@@ -209,15 +268,28 @@ mod direct {
         rsc: usize,
         m0: __mmask16,
         m1: __mmask16,
-        acc: bool,
+        start: Start,
     ) {
         let mut s0 = [_mm512_setzero_ps(); R];
         let mut s1 = [_mm512_setzero_ps(); R];
-        if acc {
-            for r in 0..R {
-                s0[r] = _mm512_maskz_loadu_ps(m0, c.add(r * rsc));
-                if TWO {
-                    s1[r] = _mm512_maskz_loadu_ps(m1, c.add(r * rsc + 16));
+        for r in 0..R {
+            match start {
+                Start::Zero => {}
+                Start::C => {
+                    s0[r] = _mm512_maskz_loadu_ps(m0, c.add(r * rsc));
+                    if TWO {
+                        s1[r] = _mm512_maskz_loadu_ps(m1, c.add(r * rsc + 16));
+                    }
+                }
+                Start::ColBias(v) => {
+                    s0[r] = _mm512_maskz_loadu_ps(m0, v);
+                    if TWO {
+                        s1[r] = _mm512_maskz_loadu_ps(m1, v.add(16));
+                    }
+                }
+                Start::RowBias(v) => {
+                    s0[r] = _mm512_set1_ps(*v.add(r));
+                    s1[r] = s0[r];
                 }
             }
         }

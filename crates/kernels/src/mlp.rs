@@ -43,7 +43,7 @@
 //! weight-gradient partials, and the partials are added to the gradients in chunk order. So one
 //! thread and two give bitwise the same results.
 
-use crate::gemm::gemm;
+use crate::gemm::{gemm, Init};
 use crate::real::Real;
 use crate::simd;
 use rayon::prelude::*;
@@ -174,18 +174,27 @@ impl<T> SharedMut<T> {
     }
 }
 
-/// Calls `f(run, feature)` for every contiguous run of the output tile of items [i0, i1).
-/// Rows: one run of n_out features per item (`feature` = None: the bias runs along the tile).
-/// Columns: one run of i1−i0 items per feature (`feature` = Some(f): one bias for the run).
-fn for_each_run(g: &Geometry, i0: usize, i1: usize, mut f: impl FnMut(usize, usize, Option<usize>)) {
+/// Calls `f(offset, len)` for every contiguous run of the output tile of items [i0, i1).
+/// Rows: the tile is contiguous, one run of (i1−i0)·n_out values. Columns: one run of i1−i0
+/// items per feature.
+fn for_each_run(g: &Geometry, i0: usize, i1: usize, mut f: impl FnMut(usize, usize)) {
     if g.y.fs == 1 {
-        for i in i0..i1 {
-            f(i * g.y.is, g.n_out, None);
-        }
+        f(i0 * g.y.is, (i1 - i0) * g.n_out);
     } else {
         for feat in 0..g.n_out {
-            f(feat * g.y.fs + i0 * g.y.is, i1 - i0, Some(feat));
+            f(feat * g.y.fs + i0 * g.y.is, i1 - i0);
         }
+    }
+}
+
+/// Adds a run of an output gradient `d` (at `offset` in the output) into the bias gradient
+/// `db`: rows, a tile of whole items, summed item by item into all of `db`; columns, one
+/// feature's items, summed into that feature's entry.
+fn bias_grad<T: Real>(g: &Geometry, d: &[T], db: &mut [T], offset: usize) {
+    if g.y.fs == 1 {
+        simd::add_rows(d, db);
+    } else {
+        db[offset / g.y.fs] += simd::sum(d);
     }
 }
 
@@ -194,9 +203,9 @@ fn for_each_run(g: &Geometry, i0: usize, i1: usize, mut f: impl FnMut(usize, usi
 /// and when `keep` (training) it is left holding gelu'(z), which with `a` is what the backward
 /// pass needs.
 ///
-/// Per chunk of items: `Z = X·K1` (one GEMM, X read through the axis' strides), then in one pass
-/// over the tile `a = gelu(z + c1)` (and `gz = gelu'(z + c1)`, sharing Φ); `Y = A·K2`, then
-/// `y += c2`.
+/// Per chunk of items: `Z = c1 + X·K1` (one GEMM, X read through the axis' strides, the bias
+/// loaded into its accumulators), then in one pass over the tile `a = gelu(z)` (and
+/// `gz = gelu'(z)`, sharing Φ); `Y = c2 + A·K2`.
 #[allow(clippy::too_many_arguments)]
 pub fn mlp_forward<T: Real>(
     axis: Axis,
@@ -235,37 +244,21 @@ pub fn mlp_forward<T: Real>(
                 (g.x.is, g.x.fs),
                 wts.k1.as_ptr(),
                 (g.n_out, 1),
-                T::ZERO,
+                Init::Bias(wts.c1),
                 zp.at(i0 * g.y.is),
                 (g.y.is, g.y.fs),
             );
-            if g.y.fs == 1 {
-                // Rows: the tile is contiguous. Add the bias row by row, then run GELU over the
-                // whole tile in one long vector loop (rows of 28 would leave a scalar tail each).
-                let len = (i1 - i0) * g.n_out;
-                let zt = std::slice::from_raw_parts_mut(zp.at(i0 * g.y.is), len);
-                for row in zt.chunks_exact_mut(g.n_out) {
-                    simd::add_assign(row, wts.c1);
-                }
-                let at = std::slice::from_raw_parts_mut(ap.at(i0 * g.y.is), len);
+            // GELU over the tile, one contiguous run at a time (rows: the whole tile, so rows
+            // of 28 leave no scalar tail each; columns: one run of items per feature).
+            for_each_run(&g, i0, i1, |off, len| {
+                let zr = std::slice::from_raw_parts_mut(zp.at(off), len);
+                let ar = std::slice::from_raw_parts_mut(ap.at(off), len);
                 if keep {
-                    simd::gelu_keep_tile(zt, at);
+                    simd::gelu_keep_tile(zr, ar);
                 } else {
-                    simd::gelu_tile(zt, at);
+                    simd::gelu_tile(zr, ar);
                 }
-            } else {
-                // Columns: one run of items per feature, one bias per run.
-                for (f, &c) in wts.c1.iter().enumerate() {
-                    let off = f * g.y.fs + i0 * g.y.is;
-                    let zr = std::slice::from_raw_parts_mut(zp.at(off), i1 - i0);
-                    let ar = std::slice::from_raw_parts_mut(ap.at(off), i1 - i0);
-                    if keep {
-                        simd::bias_gelu_keep_scalar(zr, ar, c);
-                    } else {
-                        simd::bias_gelu_scalar(zr, ar, c);
-                    }
-                }
-            }
+            });
             gemm(
                 m,
                 g.n_out,
@@ -274,17 +267,10 @@ pub fn mlp_forward<T: Real>(
                 (g.y.is, g.y.fs),
                 wts.k2.as_ptr(),
                 (g.n_out, 1),
-                T::ZERO,
+                Init::Bias(wts.c2),
                 yp.at(i0 * g.y.is),
                 (g.y.is, g.y.fs),
             );
-            for_each_run(&g, i0, i1, |off, len, feat| {
-                let yr = std::slice::from_raw_parts_mut(yp.at(off), len);
-                match feat {
-                    None => simd::add_assign(yr, wts.c2),
-                    Some(f) => simd::add_scalar(yr, wts.c2[f]),
-                }
-            });
         }
     });
 }
@@ -359,13 +345,7 @@ pub fn mlp_backward<T: Real>(
         let (pk2, pc2) = rest.split_at_mut(n * n);
         // SAFETY: as in the forward, chunk c touches only items [i0, i1) of dz and dx.
         unsafe {
-            for_each_run(&g, i0, i1, |off, len, feat| {
-                let d = &dy[off..off + len];
-                match feat {
-                    None => simd::add_assign(pc2, d),
-                    Some(f) => pc2[f] += simd::sum(d),
-                }
-            });
+            for_each_run(&g, i0, i1, |off, len| bias_grad(&g, &dy[off..off + len], pc2, off));
             gemm(
                 n,
                 m,
@@ -374,7 +354,7 @@ pub fn mlp_backward<T: Real>(
                 (g.y.fs, g.y.is),
                 dy.as_ptr().add(i0 * g.y.is),
                 (g.y.is, g.y.fs),
-                T::ZERO,
+                Init::Zero,
                 pk2.as_mut_ptr(),
                 (n, 1),
             );
@@ -386,17 +366,14 @@ pub fn mlp_backward<T: Real>(
                 (g.y.is, g.y.fs),
                 k2t.as_ptr(),
                 (n, 1),
-                T::ZERO,
+                Init::Zero,
                 dzp.at(i0 * g.y.is),
                 (g.y.is, g.y.fs),
             );
-            for_each_run(&g, i0, i1, |off, len, feat| {
+            for_each_run(&g, i0, i1, |off, len| {
                 let d = std::slice::from_raw_parts_mut(dzp.at(off), len);
                 simd::mul_assign(d, &dgelu[off..off + len]);
-                match feat {
-                    None => simd::add_assign(pc1, d),
-                    Some(f) => pc1[f] += simd::sum(d),
-                }
+                bias_grad(&g, d, pc1, off);
             });
             gemm(
                 n_in,
@@ -406,7 +383,7 @@ pub fn mlp_backward<T: Real>(
                 (g.x.fs, g.x.is),
                 dzp.at(i0 * g.y.is),
                 (g.y.is, g.y.fs),
-                T::ZERO,
+                Init::Zero,
                 pk1.as_mut_ptr(),
                 (n, 1),
             );
@@ -418,7 +395,7 @@ pub fn mlp_backward<T: Real>(
                 (g.y.is, g.y.fs),
                 k1t.as_ptr(),
                 (n_in, 1),
-                T::ONE,
+                Init::Accumulate,
                 dxp.at(i0 * g.x.is),
                 (g.x.is, g.x.fs),
             );

@@ -85,31 +85,12 @@ multiversion! {
 }
 
 multiversion! {
-    /// Inference epilogue, one bias for the whole tile: `a[j] = gelu(z[j] + c)`.
-    pub fn bias_gelu_scalar<T: Real>(z: &[T], a: &mut [T], c: T) {
-        for (&z, a) in z.iter().zip(a.iter_mut()) {
-            *a = gelu(z + c);
-        }
-    }
-}
-
-multiversion! {
     /// Training epilogue over a tile whose bias was already added: `a[j] = gelu(z[j])` and, in
     /// place of the pre-activation, `z[j] ← gelu'(z[j])`, which is all the backward pass needs
     /// of it.
     pub fn gelu_keep_tile<T: Real>(z: &mut [T], a: &mut [T]) {
         for (z, a) in z.iter_mut().zip(a.iter_mut()) {
             (*a, *z) = gelu_and_grad(*z);
-        }
-    }
-}
-
-multiversion! {
-    /// Training epilogue, one bias for the whole tile: `a[j] = gelu(z[j] + c)`,
-    /// `z[j] ← gelu'(z[j] + c)` (see [`gelu_keep_tile`]).
-    pub fn bias_gelu_keep_scalar<T: Real>(z: &mut [T], a: &mut [T], c: T) {
-        for (z, a) in z.iter_mut().zip(a.iter_mut()) {
-            (*a, *z) = gelu_and_grad(*z + c);
         }
     }
 }
@@ -128,6 +109,18 @@ multiversion! {
     pub fn add_assign<T: Real>(y: &mut [T], c: &[T]) {
         for (y, &c) in y.iter_mut().zip(c) {
             *y += c;
+        }
+    }
+}
+
+multiversion! {
+    /// `acc[j] += Σ_r x[r·n + j]` for n = acc.len(): the column sums of a row-major tile (a bias
+    /// gradient), rows added in order.
+    pub fn add_rows<T: Real>(x: &[T], acc: &mut [T]) {
+        for row in x.chunks_exact(acc.len()) {
+            for (a, &v) in acc.iter_mut().zip(row) {
+                *a += v;
+            }
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use pmixer_kernels::dense::{dense_backward, dense_forward};
 use pmixer_kernels::gelu::{erf, exp_f32, gelu, gelu_grad};
+use pmixer_kernels::gemm::Init;
 use pmixer_kernels::{
     backward_workspace, mlp_backward, mlp_forward, output_shape, reference, Axis, Hbw, MlpGrads, MlpWeights,
     Real,
@@ -297,6 +298,7 @@ fn gemm_paths_match_a_naive_product() {
         let a: Vec<f32> = gen.vec(m * k, 1.0);
         let b: Vec<f32> = gen.vec(k * n, 1.0);
         let c0: Vec<f32> = gen.vec(m * n, 1.0);
+        let bias: Vec<f32> = gen.vec(n, 1.0);
         // Layouts as (rs, cs) for A (m×k), B (k×n), C (m×n), each row- or column-major.
         let layouts = [
             ((k, 1), (n, 1), (n, 1)), // direct
@@ -305,7 +307,7 @@ fn gemm_paths_match_a_naive_product() {
             ((1, m), (1, k), (n, 1)), // none of them: matrixmultiply
         ];
         for (la, lb, lc) in layouts {
-            for beta in [0.0f32, 1.0] {
+            for init in [Init::Zero, Init::Accumulate, Init::Bias(&bias)] {
                 let mut c = vec![0f32; m * n];
                 for i in 0..m {
                     for j in 0..n {
@@ -321,21 +323,25 @@ fn gemm_paths_match_a_naive_product() {
                         la,
                         b.as_ptr(),
                         lb,
-                        beta,
+                        init,
                         c.as_mut_ptr(),
                         lc,
                     );
                 }
                 for i in 0..m {
                     for j in 0..n {
-                        let mut want = beta as f64 * c0[i * n + j] as f64;
+                        let mut want = match init {
+                            Init::Zero => 0.0,
+                            Init::Accumulate => c0[i * n + j] as f64,
+                            Init::Bias(v) => v[j] as f64,
+                        };
                         for p in 0..k {
                             want += a[i * la.0 + p * la.1] as f64 * b[p * lb.0 + j * lb.1] as f64;
                         }
                         let got = c[i * lc.0 + j * lc.1] as f64;
                         assert!(
                             (got - want).abs() < 1e-5 * (k as f64).sqrt().max(1.0) * 4.0,
-                            "{m}×{k}×{n} {la:?} {lb:?} {lc:?} β={beta}: ({i},{j}) {got} vs {want}"
+                            "{m}×{k}×{n} {la:?} {lb:?} {lc:?} {init:?}: ({i},{j}) {got} vs {want}"
                         );
                     }
                 }
