@@ -136,7 +136,18 @@ fn layout(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("HBW_one_product", label), |bench| {
             bench.iter(|| {
                 halves(&mut out, &|m, xp, zp| unsafe {
-                    pmixer_kernels::gemm::gemm(m, h, h, xp, (1, bw), k.as_ptr(), (h, 1), 0.0, zp, (1, bw))
+                    pmixer_kernels::gemm::gemm(
+                        m,
+                        h,
+                        h,
+                        xp,
+                        (1, bw),
+                        k.as_ptr(),
+                        (h, 1),
+                        pmixer_kernels::gemm::Init::Zero,
+                        zp,
+                        (1, bw),
+                    )
                 })
             })
         });
