@@ -121,6 +121,7 @@ pub unsafe fn gemm<T: Real>(
 
 #[cfg(target_arch = "x86_64")]
 mod direct {
+    use super::DIRECT_MAX_K;
     use std::arch::x86_64::*;
 
     /// Rows of C computed together: 8 rows × 2 vectors = 16 accumulators in registers.
@@ -164,15 +165,31 @@ mod direct {
         rsc: usize,
         start: Start,
     ) {
+        // B's rows `rsb` floats apart: when that is a multiple of 1 KB (CIFAR's column products,
+        // whose rows are B·W = 32·96 floats apart) the k rows of a panel all fall in the same
+        // few L1 sets and evict each other, so the panel is first copied to `panel`, 32 floats
+        // a row (read again by every block of rows, the copy costs 1/m of the products).
+        let pack = rsb % 256 == 0 && m > MR;
+        // Only the w ≤ 32 columns of each row that the block's masks load are ever written or read.
+        let mut panel = std::mem::MaybeUninit::<[f32; DIRECT_MAX_K * 32]>::uninit();
+        let panel = panel.as_mut_ptr() as *mut f32;
         let mut j = 0;
         while j < n {
             let w = (n - j).min(32);
             let (m0, m1) = (mask(w), mask(w.saturating_sub(16)));
             let two = w > 16;
+            let (bj, rsb) = if pack {
+                for p in 0..k {
+                    std::ptr::copy_nonoverlapping(b.add(p * rsb + j), panel.add(p * 32), w);
+                }
+                (panel as *const f32, 32)
+            } else {
+                (b.add(j), rsb)
+            };
             let mut i = 0;
             while i < m {
                 let rows = (m - i).min(MR);
-                let (ai, bj, cij) = (a.add(i * rsa), b.add(j), c.add(i * rsc + j));
+                let (ai, cij) = (a.add(i * rsa), c.add(i * rsc + j));
                 // The bias under this block: its columns' (from j) or its rows' (from i).
                 let start = match start {
                     Start::ColBias(v) => Start::ColBias(v.add(j)),
@@ -197,7 +214,7 @@ mod direct {
 
     /// C (m×n, any strides) = A (m×k, rows contiguous) · B (k×n, columns contiguous) [+ C]:
     /// every C[i, j] a dot product over k, four rows by four columns at a time, with 16-lane
-    /// partial sums reduced once at the end.
+    /// partial sums reduced once at the end, all sixteen together ([`reduce16`]).
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
     pub unsafe fn gemm_dot_avx512(
@@ -240,10 +257,11 @@ mod direct {
                     }
                     p += 16;
                 }
-                for (ii, row) in s.iter().enumerate().take(ri) {
-                    for (jj, sv) in row.iter().enumerate().take(rj) {
+                let sums = reduce16(&s);
+                for ii in 0..ri {
+                    for jj in 0..rj {
                         let dst = c.add((i + ii) * rsc + (j + jj) * csc);
-                        let v = _mm512_reduce_add_ps(*sv);
+                        let v = sums[jj * D + ii];
                         *dst = if acc { *dst + v } else { v };
                     }
                 }
@@ -251,6 +269,38 @@ mod direct {
             }
             i += D;
         }
+    }
+
+    /// The lane sums of sixteen vectors s[ii][jj] at once, returned transposed: element
+    /// `jj·4 + ii` is Σ_lanes s[ii][jj]. Reducing them one by one costs about ten shuffles and adds
+    /// each (160 for a block, more than its 128 FMAs at k = 128); this tree costs 45.
+    ///
+    /// Vectors v_q, q = 4ii + jj, with 128-bit lanes L0..L3:
+    /// 1. pairs (v_2t, v_2t+1) → u_t = [x.L0+x.L2, x.L1+x.L3, y.L0+y.L2, y.L1+y.L3] (8 vectors);
+    /// 2. pairs (u_2t, u_2t+1) → w_t, whose lane L holds 4 partial sums of v_(4t+L) (4 vectors);
+    /// 3. pairs (w_0, w_1), (w_2, w_3), interleaved within lanes and added: lane L of x_0 holds
+    ///    2 partials each of v_L and v_(4+L), of x_1 those of v_(8+L) and v_(12+L);
+    /// 4. one last interleave and add: lane L = [Σv_L, Σv_(4+L), Σv_(8+L), Σv_(12+L)], so
+    ///    element 4L + e is Σ v_(4e+L) = Σ s[e][L].
+    #[inline(always)]
+    unsafe fn reduce16(s: &[[__m512; 4]; 4]) -> [f32; 16] {
+        let v = |q: usize| s[q / 4][q % 4];
+        let mut u = [_mm512_setzero_ps(); 8];
+        for (t, ut) in u.iter_mut().enumerate() {
+            let (x, y) = (v(2 * t), v(2 * t + 1));
+            *ut = _mm512_add_ps(_mm512_shuffle_f32x4(x, y, 0x44), _mm512_shuffle_f32x4(x, y, 0xEE));
+        }
+        let mut w = [_mm512_setzero_ps(); 4];
+        for (t, wt) in w.iter_mut().enumerate() {
+            let (p, q) = (u[2 * t], u[2 * t + 1]);
+            *wt = _mm512_add_ps(_mm512_shuffle_f32x4(p, q, 0x88), _mm512_shuffle_f32x4(p, q, 0xDD));
+        }
+        let x0 = _mm512_add_ps(_mm512_unpacklo_ps(w[0], w[1]), _mm512_unpackhi_ps(w[0], w[1]));
+        let x1 = _mm512_add_ps(_mm512_unpacklo_ps(w[2], w[3]), _mm512_unpackhi_ps(w[2], w[3]));
+        let r = _mm512_add_ps(_mm512_shuffle_ps(x0, x1, 0x44), _mm512_shuffle_ps(x0, x1, 0xEE));
+        let mut out = [0f32; 16];
+        _mm512_storeu_ps(out.as_mut_ptr(), r);
+        out
     }
 
     /// One R × (16 or 32) block of C: the accumulators start as `start` says, then for p in 0..k,

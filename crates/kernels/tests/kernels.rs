@@ -293,6 +293,8 @@ fn gemm_paths_match_a_naive_product() {
         (1750, 28, 28), // an inference chunk (B = 1000): long m on the transposed path
         (28, 256, 28),  // the longest k the direct paths take
         (20, 300, 30),  // past it
+        (256, 32, 40),  // B's rows 1 KB apart (transposed problem): the packed panel
+        (20, 24, 256),  // the same on the direct problem, eight panels
     ];
     for &(m, k, n) in &shapes {
         let a: Vec<f32> = gen.vec(m * k, 1.0);
