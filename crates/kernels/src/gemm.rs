@@ -169,7 +169,7 @@ mod direct {
         // whose rows are B·W = 32·96 floats apart) the k rows of a panel all fall in the same
         // few L1 sets and evict each other, so the panel is first copied to `panel`, 32 floats
         // a row (read again by every block of rows, the copy costs 1/m of the products).
-        let pack = rsb % 256 == 0 && m > MR;
+        let pack = rsb.is_multiple_of(256) && m > MR;
         // Only the w ≤ 32 columns of each row that the block's masks load are ever written or read.
         let mut panel = std::mem::MaybeUninit::<[f32; DIRECT_MAX_K * 32]>::uninit();
         let panel = panel.as_mut_ptr() as *mut f32;
