@@ -126,6 +126,15 @@ multiversion! {
 }
 
 multiversion! {
+    /// `y[j] += a·x[j]`: the gated residual `h + g·m`, and its backward `dm += g·dy`.
+    pub fn axpy<T: Real>(y: &mut [T], a: T, x: &[T]) {
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y += a * x;
+        }
+    }
+}
+
+multiversion! {
     /// `y[j] += c`.
     pub fn add_scalar<T: Real>(y: &mut [T], c: T) {
         for y in y.iter_mut() {

@@ -328,10 +328,7 @@ impl Model {
             );
             match mx.gate {
                 Some(g) => {
-                    let gv = params.get(g)[0];
-                    for (hv, &mv) in act.iter_mut().zip(y.iter()) {
-                        *hv += gv * mv;
-                    }
+                    pmixer_kernels::simd::axpy(act, params.get(g)[0], y);
                 }
                 None => std::mem::swap(act, y),
             }

@@ -7,11 +7,11 @@
 
 use crate::cli::{default_data_dir, image_size};
 use crate::data::CLASSES;
-use crate::train::{DatasetKind, OptimizerKind, Trainer};
+use crate::train::{DatasetKind, Inferer, OptimizerKind, Trainer};
 use clap::Args;
 use pmixer_autodiff::optim::AdamState;
 use pmixer_kernels::Real;
-use pmixer_model::{Arch, InferBuffers, Model, Rng, Task};
+use pmixer_model::{Arch, Model, Rng, Task};
 use rand::RngCore;
 use rayon::prelude::*;
 use std::path::PathBuf;
@@ -124,13 +124,12 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         cursor = (cursor + b) % n;
         idx
     };
-    let mut labels = Vec::new();
-    let mut buf = InferBuffers::default();
-    let mut x = vec![0.0; data.h * b * data.w];
+    let mut inferer = Inferer::default();
+    let mut losses = Vec::new();
     let mut step = |idx: &[usize]| -> Result<(), String> {
         if args.eval {
-            data.fill_batch(idx, &mut x, &mut labels);
-            model.infer(&params, &x, b, &mut buf);
+            losses.clear();
+            inferer.run(&model, &params, &data, idx, &mut losses);
             Ok(())
         } else {
             trainer.step(&data, idx, &mut params, &mut adam).map(|_| ())

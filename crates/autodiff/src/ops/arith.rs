@@ -68,9 +68,8 @@ pub fn gated_residual<T: Real>(t: &mut Tape<T>, h: Var, g: Var, m: Var) -> Var {
     assert_eq!(t.value(g).len(), 1, "gated_residual: the gate must be a scalar");
     let gv = t.value(g)[0];
     let mut y = t.take(t.value(h).len());
-    for ((y, &hv), &mv) in y.iter_mut().zip(t.value(h)).zip(t.value(m)) {
-        *y = hv + gv * mv;
-    }
+    y.copy_from_slice(t.value(h));
+    simd::axpy(&mut y, gv, t.value(m));
     let shape = t.shape(h).to_vec();
     t.push(Tensor::new(&shape, y), &[h, g, m], GatedResidual)
 }
@@ -90,9 +89,7 @@ impl<T: Real> Backward<T> for GatedResidual {
             dg[0] += simd::dot(m, dy);
         }
         if let Some(dm) = d[2].as_deref_mut() {
-            for (dm, &dy) in dm.iter_mut().zip(dy) {
-                *dm += g * dy;
-            }
+            simd::axpy(dm, g, dy);
         }
     }
 }
