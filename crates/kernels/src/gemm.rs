@@ -17,10 +17,11 @@ use crate::simd::{level, Level};
 #[cfg(target_arch = "x86_64")]
 use std::any::TypeId;
 
-/// The longest k the direct path takes. It walks C in panels of 32 columns and reads, for each
-/// block of rows, the k × 32 panel of B under it: that panel (k·128 bytes) must stay in L1
-/// for all the row blocks, which k ≤ 256 keeps within 32 KB. (The rows of A are read once per
-/// panel, from wherever they are.)
+/// The longest k the direct path takes in one sweep. It walks C in panels of 32 columns and
+/// reads, for each block of rows, the k × 32 panel of B under it: that panel (k·128 bytes) must
+/// stay in L1 for all the row blocks, which k ≤ 256 keeps within 32 KB. A longer k is done in
+/// sweeps of 256, each adding into C what the last one stored (exact: the same sums, in the
+/// same order). (The rows of A are read once per panel, from wherever they are.)
 #[cfg(target_arch = "x86_64")]
 const DIRECT_MAX_K: usize = 256;
 
@@ -64,7 +65,7 @@ pub unsafe fn gemm<T: Real>(
         use direct::Start;
         let (a, b, c) = (a as *const f32, b as *const f32, c as *mut f32);
         let bias = |v: &[T]| v.as_ptr() as *const f32;
-        if csb == 1 && csc == 1 && k <= DIRECT_MAX_K {
+        if csb == 1 && csc == 1 {
             let start = match init {
                 Init::Zero => Start::Zero,
                 Init::Accumulate => Start::C,
@@ -72,7 +73,7 @@ pub unsafe fn gemm<T: Real>(
             };
             return direct::gemm_avx512(m, k, n, a, rsa, csa, b, rsb, c, rsc, start);
         }
-        if rsa == 1 && rsc == 1 && k <= DIRECT_MAX_K {
+        if rsa == 1 && rsc == 1 {
             // Cᵀ (n×m) = Bᵀ (n×k) · Aᵀ (k×m): Aᵀ's rows and Cᵀ's rows are contiguous. C's
             // columns are Cᵀ's rows, so the bias is one per row there.
             let start = match init {
@@ -148,11 +149,39 @@ mod direct {
     }
 
     /// C (m×n, rows contiguous, row stride rsc) = A (m×k, any strides) · B (k×n, rows
-    /// contiguous) + what `start` says. Columns go 32 at a time (two 16-lane vectors, the last
-    /// ones masked), rows [`MR`] at a time.
+    /// contiguous) + what `start` says, in sweeps of at most [`DIRECT_MAX_K`] along k.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
     pub unsafe fn gemm_avx512(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: *const f32,
+        rsa: usize,
+        csa: usize,
+        b: *const f32,
+        rsb: usize,
+        c: *mut f32,
+        rsc: usize,
+        start: Start,
+    ) {
+        let (mut p0, mut start) = (0, start);
+        loop {
+            let kb = (k - p0).min(DIRECT_MAX_K);
+            sweep(m, kb, n, a.add(p0 * csa), rsa, csa, b.add(p0 * rsb), rsb, c, rsc, start);
+            p0 += kb;
+            if p0 >= k {
+                break;
+            }
+            start = Start::C;
+        }
+    }
+
+    /// One sweep of [`gemm_avx512`], k ≤ [`DIRECT_MAX_K`]. Columns go 32 at a time (two 16-lane
+    /// vectors, the last ones masked), rows [`MR`] at a time.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn sweep(
         m: usize,
         k: usize,
         n: usize,
