@@ -199,7 +199,7 @@ mod direct {
         // few L1 sets and evict each other, so the panel is first copied to `panel`, 32 floats
         // a row (read again by every block of rows, the copy costs 1/m of the products).
         let pack = rsb.is_multiple_of(256) && m > MR;
-        // Only the w ≤ 32 columns of each row that the block's masks load are ever written or read.
+        // Rows are copied whole, two vectors each (lanes past w hold zeros the blocks never read).
         let mut panel = std::mem::MaybeUninit::<[f32; DIRECT_MAX_K * 32]>::uninit();
         let panel = panel.as_mut_ptr() as *mut f32;
         let mut j = 0;
@@ -209,7 +209,9 @@ mod direct {
             let two = w > 16;
             let (bj, rsb) = if pack {
                 for p in 0..k {
-                    std::ptr::copy_nonoverlapping(b.add(p * rsb + j), panel.add(p * 32), w);
+                    let (src, dst) = (b.add(p * rsb + j), panel.add(p * 32));
+                    _mm512_storeu_ps(dst, _mm512_maskz_loadu_ps(m0, src));
+                    _mm512_storeu_ps(dst.add(16), _mm512_maskz_loadu_ps(m1, src.add(16)));
                 }
                 (panel as *const f32, 32)
             } else {
