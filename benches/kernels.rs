@@ -1,6 +1,6 @@
 //! The fused axis-MLP against its naive reference, both axes, forward and backward, at batch 64
-//! with 28×28 (MNIST) and 32×96 (CIFAR) images. Throughput is in FLOPs, so criterion's
-//! "elem/s" reads as FLOP/s.
+//! with 28×28 (MNIST) and 32×96 (CIFAR) images; the layout decision; the GEMM paths alone against
+//! the core's FMA peak. Throughput is in FLOPs, so criterion's "elem/s" reads as FLOP/s.
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use pmixer_kernels::{
@@ -177,11 +177,57 @@ fn layout(c: &mut Criterion) {
     }
 }
 
+/// The GEMM paths alone, one thread, on the products one chunk of the mixer computes (operands
+/// in cache), beside the core's FMA peak measured by a loop of independent multiply-adds: how
+/// far the direct paths are from what the core can do.
+fn gemm_paths(c: &mut Criterion) {
+    use pmixer_kernels::gemm::{gemm, Init};
+    let mut g = c.benchmark_group("gemm_one_thread");
+    let buf = |len: usize| -> Vec<f32> { (0..len).map(|i| (i % 97) as f32 / 97.0 - 0.5).collect() };
+    // (label, m, k, n, A strides, B strides, C strides): a row product (direct), a CIFAR column
+    // product (transposed, packed panel: items 3072 apart), a column weight gradient (dot).
+    let cases = [
+        ("rows_128x96x96", 128, 96, 96, (96, 1), (96, 1), (96, 1)),
+        ("rows_128x28x28", 128, 28, 28, (28, 1), (28, 1), (28, 1)),
+        ("cols_192x32x32_stride3072", 192, 32, 32, (1, 3072), (32, 1), (1, 3072)),
+        ("dot_32x192x32_stride3072", 32, 192, 32, (3072, 1), (1, 3072), (32, 1)),
+    ];
+    for (label, m, k, n, la, lb, lc) in cases {
+        let (a, b, mut cm) = (buf(1 << 17), buf(1 << 17), buf(1 << 17));
+        g.throughput(Throughput::Elements((2 * m * k * n) as u64));
+        g.bench_function(label, |bench| {
+            bench.iter(|| unsafe {
+                gemm(m, k, n, a.as_ptr(), la, b.as_ptr(), lb, Init::Zero, cm.as_mut_ptr(), lc)
+            })
+        });
+    }
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512f") {
+        /// 12 independent chains of 16-lane FMAs, 1,000 rounds: 384,000 FLOPs.
+        #[target_feature(enable = "avx512f")]
+        unsafe fn fma_loop(x: f32) -> f32 {
+            use std::arch::x86_64::*;
+            let mut acc = [_mm512_set1_ps(x); 12];
+            let (a, b) = (_mm512_set1_ps(0.999_9), _mm512_set1_ps(1e-4));
+            for _ in 0..1000 {
+                for v in acc.iter_mut() {
+                    *v = _mm512_fmadd_ps(*v, a, b);
+                }
+            }
+            let s = acc.iter().fold(_mm512_setzero_ps(), |s, &v| _mm512_add_ps(s, v));
+            _mm512_reduce_add_ps(s)
+        }
+        g.throughput(Throughput::Elements(1000 * 12 * 32));
+        g.bench_function("fma_peak", |bench| bench.iter(|| unsafe { fma_loop(std::hint::black_box(1.0)) }));
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = kernels;
     config = Criterion::default().sample_size(20).warm_up_time(std::time::Duration::from_millis(500))
         .measurement_time(std::time::Duration::from_secs(2));
-    targets = bench, layout
+    targets = bench, layout, gemm_paths
 }
 
 /// `criterion_main!`, but run on a rayon worker, as `pmixer` runs its commands (see

@@ -18,10 +18,10 @@
 //! converted from `u8` to `f32`, and undone once, in the classifier head.
 //!
 //! Measured (`cargo bench -p patchless-mixer --bench kernels -- layout`, one column dense, B=64,
-//! 2 threads, three runs): at 28×28 the one product takes 31–36 µs against 41–49 µs for 64
-//! per-image GEMMs; at 32×96 it takes 117–125 µs against 93–96 µs, so for CIFAR's shape per-image
-//! products are faster. Those are available in this layout too (image b's columns are a contiguous run of W
-//! in every row: the same GEMM with row stride B·W), which is the next thing to try there.
+//! 2 threads, criterion medians): at 28×28 the one product takes 16.3 µs against 33.1 µs for 64
+//! per-image GEMMs; at 32×96 it takes 77.5 µs against 72.8 µs. That last 6% is the price of
+//! CIFAR's column stride (B·W floats, a multiple of 1 KB, which [`crate::gemm`] works around by
+//! copying each panel of B).
 //!
 //! # Math, per item x ∈ ℝ^{n_in} (row vectors; K kept Keras-style as (in, out))
 //! ```text
