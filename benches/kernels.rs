@@ -85,6 +85,48 @@ fn bench(c: &mut Criterion) {
     }
 }
 
+/// One shard (32 images) through one axis MLP on one thread, operands in cache: what a thread of
+/// the training step does per op, without the rest of the step around it (compare with the
+/// per-op GFLOP/s of `pmixer train --profile`).
+fn one_shard(c: &mut Criterion) {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("a one-thread pool");
+    let mut g = c.benchmark_group("mlp_one_shard_one_thread");
+    for (label, s) in [("28x28", Hbw { h: 28, b: 32, w: 28 }), ("32x96", Hbw { h: 32, b: 32, w: 96 })] {
+        for axis in [Axis::Rows, Axis::Cols] {
+            let st = setup(axis, s);
+            let fwd_flops = 2 * (s.len() / st.n_in) * (st.n_in * st.n + st.n * st.n);
+            let wts = MlpWeights { k1: &st.w[0], c1: &st.w[1], k2: &st.w[2], c2: &st.w[3] };
+            let out = st.dy.len();
+            let (mut z, mut a, mut y, mut dz) =
+                (vec![0.0; out], vec![0.0; out], vec![0.0; out], vec![0.0; out]);
+            let mut work = vec![0.0; backward_workspace(st.axis, st.s, st.n)];
+            let mut dx = vec![0.0; st.x.len()];
+            let mut gr =
+                [vec![0.0; st.n_in * st.n], vec![0.0; st.n], vec![0.0; st.n * st.n], vec![0.0; st.n]];
+            g.throughput(Throughput::Elements(fwd_flops as u64));
+            g.bench_function(format!("forward/{label}/{axis:?}"), |b| {
+                pool.install(|| {
+                    b.iter(|| mlp_forward(st.axis, st.s, st.n, wts, &st.x, &mut z, &mut a, &mut y, true))
+                })
+            });
+            g.throughput(Throughput::Elements(2 * fwd_flops as u64));
+            g.bench_function(format!("backward/{label}/{axis:?}"), |b| {
+                pool.install(|| {
+                    b.iter(|| {
+                        let [k1, c1, k2, c2] = &mut gr;
+                        let grads = MlpGrads { k1, c1, k2, c2 };
+                        mlp_backward(
+                            st.axis, st.s, st.n, wts, &st.x, &z, &a, &st.dy, &mut dz, &mut work, &mut dx,
+                            grads,
+                        )
+                    })
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
 /// The layout decision, measured: one column-direction dense (Z = Kᵀ·X down every column, K H×H)
 /// for a batch of 64, in (B, H, W) — 64 products of H×H by H×W, as the original computes it
 /// after its permute — against (H, B, W), where it is one product over the B·W columns (the
@@ -227,7 +269,7 @@ criterion_group! {
     name = kernels;
     config = Criterion::default().sample_size(20).warm_up_time(std::time::Duration::from_millis(500))
         .measurement_time(std::time::Duration::from_secs(2));
-    targets = bench, layout, gemm_paths
+    targets = bench, one_shard, layout, gemm_paths
 }
 
 /// `criterion_main!`, but run on a rayon worker, as `pmixer` runs its commands (see
