@@ -8,7 +8,7 @@
 //! layout, in which mixing along either axis is one GEMM whose transposes are stride swaps rather
 //! than copies ([`mlp`] explains why). Work is split over the batch with rayon in a fixed chunking,
 //! so results are bitwise the same on any thread count. Every kernel has a plain twin in
-//! [`reference`] that tests and benches compare against. This crate knows nothing of autodiff:
+//! [`reference`](mod@reference) that tests and benches compare against. This crate knows nothing of autodiff:
 //! `pmixer-autodiff` wraps these functions as tape operations.
 
 pub mod dense;

@@ -148,7 +148,7 @@ multiversion! {
 }
 
 multiversion! {
-    /// Σ x[j] with eight interleaved partial sums combined in a fixed order: vectorisable, and
+    /// `Σ x[j]` with eight interleaved partial sums combined in a fixed order: vectorisable, and
     /// the same bits on every machine and thread count.
     pub fn sum<T: Real>(x: &[T]) -> T {
         let mut acc = [T::ZERO; 8];
@@ -166,7 +166,7 @@ multiversion! {
 }
 
 multiversion! {
-    /// Σ x[j]·y[j], with the same fixed eight-way split as [`sum`].
+    /// `Σ x[j]·y[j]`, with the same fixed eight-way split as [`sum`].
     pub fn dot<T: Real>(x: &[T], y: &[T]) -> T {
         let mut acc = [T::ZERO; 8];
         let (mut xb, mut yb) = (x.chunks_exact(8), y.chunks_exact(8));

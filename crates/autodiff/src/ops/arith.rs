@@ -29,7 +29,7 @@ impl<T: Real> Backward<T> for Add {
     }
 }
 
-/// `y = g·x` for a scalar `g` (shape [1]): the mixer gate.
+/// `y = g·x` for a scalar `g` (shape `[1]`): the mixer gate.
 /// Backward: `dx += g·dy`, `dg += Σ_i x_i·dy_i`.
 pub fn scale<T: Real>(t: &mut Tape<T>, x: Var, g: Var) -> Var {
     assert_eq!(t.value(g).len(), 1, "scale: the gate must be a scalar");

@@ -107,7 +107,7 @@ impl<T: Real> Backward<T> for AxisMlp {
     }
 }
 
-/// `y = x·K + c` for x [N, in], K [in, out], c [out].
+/// `y = x·K + c` for x `[N, in]`, K `[in, out]`, c `[out]`.
 /// Backward ([`pmixer_kernels::dense::dense_backward`]): dx += dy·Kᵀ, dK += xᵀ·dy, dc += Σ_rows dy.
 pub fn dense<T: Real>(t: &mut Tape<T>, x: Var, k: Var, c: Var) -> Var {
     let (&[n, n_in], &[k_in, n_out]) = (t.shape(x), t.shape(k)) else { panic!("dense: expected matrices") };
