@@ -202,6 +202,23 @@ pub struct EpochRecord {
 /// shard order, so results stay bitwise independent of the thread count.
 pub const SHARD: usize = 32;
 
+/// Runs `f` on each [`SHARD`]-sample part of `idx`, concurrently, each part with its own state
+/// from `shards` (grown on first need); returns the states used, in shard order.
+fn run_sharded<'a, S: Default + Send>(
+    shards: &'a mut Vec<S>,
+    idx: &[usize],
+    f: impl Fn(&mut S, &[usize]) + Sync,
+) -> &'a mut [S] {
+    use rayon::prelude::*;
+    let count = idx.len().div_ceil(SHARD);
+    if shards.len() < count {
+        shards.resize_with(count, S::default);
+    }
+    let used = &mut shards[..count];
+    used.par_iter_mut().zip(idx.par_chunks(SHARD)).for_each(|(s, part)| f(s, part));
+    used
+}
+
 /// One shard's buffers, kept from step to step: its tape's pool, its gradient, its labels.
 #[derive(Default)]
 struct Shard {
@@ -224,7 +241,7 @@ impl Shard {
         self.grads.clear();
         self.grads.resize(params.len(), 0.0);
         let mut tape = Tape::with_pool(params, std::mem::take(&mut self.pool), true);
-        let mut x = tape.zeros(h * n * w);
+        let mut x = tape.take(h * n * w); // fill_batch writes every element
         data.fill_batch(idx, &mut x, &mut self.labels);
         if let (Some(p), Some(t)) = (&mut self.profile, start) {
             p.record("batch (u8 -> f32, permute)", Phase::Other, t.elapsed().as_secs_f64(), 0);
@@ -312,23 +329,14 @@ impl Trainer {
         params: &mut Params<f32>,
         adam: &mut AdamState<f32>,
     ) -> Result<StepOutcome, String> {
-        use rayon::prelude::*;
         let step_start = self.profile.is_some().then(Instant::now);
-        let count = idx.len().div_ceil(SHARD);
-        if self.shards.len() < count {
-            self.shards.resize_with(count, Shard::default);
-        }
-        let shards = &mut self.shards[..count];
-        if self.profile.is_some() {
-            for s in shards.iter_mut() {
+        let (model, b, frozen, profiling) = (&self.model, idx.len(), &*params, self.profile.is_some());
+        let shards = run_sharded(&mut self.shards, idx, |s: &mut Shard, part| {
+            if profiling {
                 s.profile.get_or_insert_with(Profile::default);
             }
-        }
-        let (model, b, frozen) = (&self.model, idx.len(), &*params);
-        shards
-            .par_iter_mut()
-            .zip(idx.par_chunks(SHARD))
-            .for_each(|(s, part)| s.run(model, data, part, b, frozen));
+            s.run(model, data, part, b, frozen)
+        });
         let reduce_start = self.profile.is_some().then(Instant::now);
         let (first, rest) = shards.split_first_mut().expect("a batch has at least one sample");
         let (mut loss, mut correct) = (first.loss, first.correct);
@@ -343,8 +351,7 @@ impl Trainer {
             return Err(format!("the loss is {loss}"));
         }
         if let Some(i) = grads.iter().position(|g| !g.is_finite()) {
-            let name = params.specs().iter().find(|s| s.offset + s.len > i).map_or("?", |s| s.name.as_str());
-            return Err(format!("the gradient of {name} is {}", grads[i]));
+            return Err(format!("the gradient of {} is {}", param_name(params, i), grads[i]));
         }
         match self.opt {
             OptimizerKind::Adam => self.adam.step(&mut params.data, grads, adam),
@@ -362,11 +369,15 @@ impl Trainer {
             p.step_seconds += s.elapsed().as_secs_f64();
         }
         if let Some(i) = params.data.iter().position(|p| !p.is_finite()) {
-            let name = params.specs().iter().find(|s| s.offset + s.len > i).map_or("?", |s| s.name.as_str());
-            return Err(format!("the update made {name} {}", params.data[i]));
+            return Err(format!("the update made {} {}", param_name(params, i), params.data[i]));
         }
         Ok(StepOutcome { loss, correct })
     }
+}
+
+/// The name of the parameter holding flat index `i`.
+fn param_name(params: &Params<f32>, i: usize) -> &str {
+    params.specs().iter().find(|s| s.offset + s.len > i).map_or("?", |s| s.name.as_str())
 }
 
 /// Inference over a batch in shards of [`SHARD`] samples, run concurrently, each with its own
@@ -438,16 +449,8 @@ impl Inferer {
         idx: &[usize],
         losses: &mut Vec<f64>,
     ) -> usize {
-        use rayon::prelude::*;
-        let count = idx.len().div_ceil(SHARD);
-        if self.shards.len() < count {
-            self.shards.resize_with(count, InferShard::default);
-        }
-        let shards = &mut self.shards[..count];
-        shards
-            .par_iter_mut()
-            .zip(idx.par_chunks(SHARD))
-            .for_each(|(s, part)| s.run(model, params, data, part));
+        let shards =
+            run_sharded(&mut self.shards, idx, |s: &mut InferShard, part| s.run(model, params, data, part));
         let mut correct = 0;
         for s in shards.iter() {
             losses.extend_from_slice(&s.losses);
