@@ -5,6 +5,7 @@
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use pmixer_kernels::{
     backward_workspace, mlp_backward, mlp_forward, output_shape, reference, Axis, Hbw, MlpGrads, MlpWeights,
+    Write,
 };
 
 struct Setup {
@@ -69,7 +70,20 @@ fn bench(c: &mut Criterion) {
                     let [k1, c1, k2, c2] = &mut gr;
                     let grads = MlpGrads { k1, c1, k2, c2 };
                     mlp_backward(
-                        st.axis, st.s, st.n, wts, &st.x, &z, &a, &st.dy, &mut dz, &mut work, &mut dx, grads,
+                        st.axis,
+                        st.s,
+                        st.n,
+                        wts,
+                        &st.x,
+                        &z,
+                        &a,
+                        &st.dy,
+                        &mut dz,
+                        &mut work,
+                        &mut dx,
+                        Write::Add,
+                        grads,
+                        Write::Add,
                     )
                 })
             });
@@ -116,8 +130,20 @@ fn one_shard(c: &mut Criterion) {
                         let [k1, c1, k2, c2] = &mut gr;
                         let grads = MlpGrads { k1, c1, k2, c2 };
                         mlp_backward(
-                            st.axis, st.s, st.n, wts, &st.x, &z, &a, &st.dy, &mut dz, &mut work, &mut dx,
+                            st.axis,
+                            st.s,
+                            st.n,
+                            wts,
+                            &st.x,
+                            &z,
+                            &a,
+                            &st.dy,
+                            &mut dz,
+                            &mut work,
+                            &mut dx,
+                            Write::Add,
                             grads,
+                            Write::Set,
                         )
                     })
                 })

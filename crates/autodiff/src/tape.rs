@@ -13,7 +13,7 @@
 
 use crate::params::{ParamId, Params};
 use crate::profile::{Phase, Profile};
-use pmixer_kernels::Real;
+use pmixer_kernels::{simd, Real, Write};
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -87,11 +87,83 @@ impl<T: Real> Tensor<T> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Var(usize);
 
-/// The backward half of an op: given the gradient `dy` of its output, add the gradient of each
-/// input into `dinputs[i]` (`None` where that input needs no gradient). Scratch space comes from
-/// `pool` and should be given back to it.
+/// An input's gradient buffer, as an op's backward receives it.
+///
+/// The first op to send a gradient to a value gets its buffer *fresh*: taken from the pool as it
+/// is, unzeroed, and to be overwritten in full; later ops add into what is there. An op that can
+/// write its result directly (a product stored instead of accumulated, a copy instead of an add)
+/// asks [`Grad::write`]; the others add into [`Grad::acc`], which zero-fills a fresh buffer
+/// first. Skipping the zero fill spares a pass over every activation-sized gradient (three per
+/// mixer layer) and changes no value: 0 + x = x (up to the sign of a zero).
+pub struct Grad<'a, T> {
+    data: &'a mut [T],
+    /// Cleared by whatever hands the buffer out for writing; the tape zero-fills a buffer whose
+    /// flag is still set after the op (one it never wrote).
+    fresh: &'a mut bool,
+}
+
+impl<'a, T: Real> Grad<'a, T> {
+    /// A gradient buffer that is `*fresh` (unspecified contents) or holds a gradient to add to.
+    pub fn new(data: &'a mut [T], fresh: &'a mut bool) -> Self {
+        Grad { data, fresh }
+    }
+
+    /// How the op must write: [`Write::Set`] (every element) when fresh, else [`Write::Add`].
+    pub fn write(&self) -> Write {
+        if *self.fresh {
+            Write::Set
+        } else {
+            Write::Add
+        }
+    }
+
+    /// The buffer itself, for an op that writes it as [`Grad::write`] says.
+    pub fn data(&mut self) -> &mut [T] {
+        *self.fresh = false;
+        self.data
+    }
+
+    /// [`Grad::data`] for the rest of `'a`.
+    pub fn into_data(self) -> &'a mut [T] {
+        *self.fresh = false;
+        self.data
+    }
+
+    /// The buffer to add into (zero-filled first if it was fresh).
+    pub fn acc(&mut self) -> &mut [T] {
+        if *self.fresh {
+            self.data.fill(T::ZERO);
+        }
+        self.data()
+    }
+
+    /// The same buffer and flag, borrowed for a shorter time.
+    pub fn reborrow(&mut self) -> Grad<'_, T> {
+        Grad { data: self.data, fresh: self.fresh }
+    }
+
+    /// `g ← g + v`, or `g ← v` when fresh.
+    pub fn add(&mut self, v: &[T]) {
+        match self.write() {
+            Write::Set => self.data().copy_from_slice(v),
+            Write::Add => simd::add_assign(self.data(), v),
+        }
+    }
+
+    /// `g ← g + a·v`, or `g ← a·v` when fresh.
+    pub fn add_scaled(&mut self, a: T, v: &[T]) {
+        match self.write() {
+            Write::Set => self.data().iter_mut().zip(v).for_each(|(g, &v)| *g = a * v),
+            Write::Add => simd::axpy(self.data(), a, v),
+        }
+    }
+}
+
+/// The backward half of an op: given the gradient `dy` of its output, send the gradient of each
+/// input to `dinputs[i]` (`None` where that input needs no gradient), adding or writing as the
+/// [`Grad`] says. Scratch space comes from `pool` and should be given back to it.
 pub trait Backward<T: Real> {
-    fn backward(&self, inputs: &[&[T]], dy: &[T], dinputs: &mut [Option<&mut [T]>], pool: &mut Pool<T>);
+    fn backward(&self, inputs: &[&[T]], dy: &[T], dinputs: &mut [Option<Grad<T>>], pool: &mut Pool<T>);
 
     /// The op's name in profiles.
     fn name(&self) -> &'static str;
@@ -298,24 +370,26 @@ impl<'p, T: Real> Tape<'p, T> {
                 continue;
             }
             let inputs: Vec<&[T]> = node.inputs.iter().map(|&v| data(&self.values, v)).collect();
-            // Take each input's gradient buffer out of the tape for the duration of the call; an
-            // input that appears twice (x + x) gets a scratch buffer for its second appearance.
-            let mut bufs: Vec<Option<Vec<T>>> = Vec::with_capacity(node.inputs.len());
+            // Take each input's gradient buffer out of the tape for the duration of the call
+            // (fresh, unzeroed, if no gradient has reached it yet); an input that appears twice
+            // (x + x) gets a fresh scratch buffer for its second appearance.
+            let mut bufs: Vec<Option<(Vec<T>, bool)>> = Vec::with_capacity(node.inputs.len());
             for (i, v) in node.inputs.iter().enumerate() {
                 if !self.needs_grad[v.0] {
                     bufs.push(None);
                 } else if node.inputs[..i].contains(v) {
-                    bufs.push(Some(self.pool.zeros(inputs[i].len())));
+                    bufs.push(Some((self.pool.take(inputs[i].len()), true)));
                 } else {
-                    let mut g = std::mem::take(&mut self.grads[v.0]);
-                    if g.is_empty() {
-                        g = self.pool.zeros(inputs[i].len());
-                    }
-                    bufs.push(Some(g));
+                    let g = std::mem::take(&mut self.grads[v.0]);
+                    bufs.push(Some(match g.is_empty() {
+                        true => (self.pool.take(inputs[i].len()), true),
+                        false => (g, false),
+                    }));
                 }
             }
             {
-                let mut dins: Vec<Option<&mut [T]>> = bufs.iter_mut().map(|b| b.as_deref_mut()).collect();
+                let mut dins: Vec<Option<Grad<T>>> =
+                    bufs.iter_mut().map(|b| b.as_mut().map(|(g, fresh)| Grad::new(g, fresh))).collect();
                 let start = self.profile.is_some().then(Instant::now);
                 node.op.backward(&inputs, &dy, &mut dins, &mut self.pool);
                 if let (Some((p, _)), Some(start)) = (&mut self.profile, start) {
@@ -328,7 +402,11 @@ impl<'p, T: Real> Tape<'p, T> {
                 }
             }
             for (i, (v, buf)) in node.inputs.iter().zip(bufs).enumerate() {
-                if let Some(buf) = buf {
+                if let Some((mut buf, fresh)) = buf {
+                    if fresh {
+                        // A fresh buffer the op never wrote: it sent no gradient there.
+                        buf.fill(T::ZERO);
+                    }
                     match node.inputs[..i].iter().position(|u| u == v) {
                         Some(_) => {
                             self.grads[v.0].iter_mut().zip(&buf).for_each(|(g, d)| *g += *d);

@@ -19,5 +19,7 @@ pub mod real;
 pub mod reference;
 pub mod simd;
 
-pub use mlp::{backward_workspace, mlp_backward, mlp_forward, output_shape, Axis, Hbw, MlpGrads, MlpWeights};
+pub use mlp::{
+    backward_workspace, mlp_backward, mlp_forward, output_shape, Axis, Hbw, MlpGrads, MlpWeights, Write,
+};
 pub use real::Real;

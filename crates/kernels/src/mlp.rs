@@ -87,7 +87,19 @@ pub struct MlpWeights<'a, T> {
     pub c2: &'a [T],
 }
 
-/// Gradient buffers matching [`MlpWeights`]; the backward pass adds into them.
+/// How a backward pass puts a gradient into its buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Write {
+    /// `buf ← buf + grad`: the buffer already holds other ops' contributions.
+    Add,
+    /// `buf ← grad`: the buffer is fresh (its contents are unspecified) and is overwritten in
+    /// full, which spares zero-filling it first. The same values as `Add` into zeros, since
+    /// 0 + x = x (up to the sign of a zero).
+    Set,
+}
+
+/// Gradient buffers matching [`MlpWeights`]; the backward pass adds into them or sets them, as
+/// its [`Write`] argument says.
 pub struct MlpGrads<'a, T> {
     pub k1: &'a mut [T],
     pub c1: &'a mut [T],
@@ -294,8 +306,8 @@ pub fn backward_workspace(axis: Axis, x_shape: Hbw, n_out: usize) -> usize {
     g.n_in * g.n_out + g.n_out * g.n_out + backward_chunks(g.x.items) * g.params()
 }
 
-/// Backward of [`mlp_forward`]: given `dy`, adds the input gradient into `dx` and the weight
-/// gradients into `grads`. `x` is the forward's input, `dgelu` and `a` what a `keep` forward left
+/// Backward of [`mlp_forward`]: given `dy`, puts the input gradient into `dx` and the weight
+/// gradients into `grads`, adding or setting as `dx_write` and `grads_write` say. `x` is the forward's input, `dgelu` and `a` what a `keep` forward left
 /// (gelu'(z) and gelu(z)); `dz` is scratch of the output's size and `work` of
 /// [`backward_workspace`]'s.
 ///
@@ -315,7 +327,9 @@ pub fn mlp_backward<T: Real>(
     dz: &mut [T],
     work: &mut [T],
     dx: &mut [T],
+    dx_write: Write,
     grads: MlpGrads<T>,
+    grads_write: Write,
 ) {
     let g = Geometry::new(axis, x_shape, n_out);
     let out_len = output_shape(axis, x_shape, n_out).len();
@@ -407,7 +421,10 @@ pub fn mlp_backward<T: Real>(
                 (g.y.is, g.y.fs),
                 k1t.as_ptr(),
                 (n_in, 1),
-                Init::Accumulate,
+                match dx_write {
+                    Write::Add => Init::Accumulate,
+                    Write::Set => Init::Zero,
+                },
                 dxp.at(i0 * g.x.is),
                 (g.x.is, g.x.fs),
             );
@@ -418,14 +435,17 @@ pub fn mlp_backward<T: Real>(
         k1.len() == n_in * n && c1.len() == n && k2.len() == n * n && c2.len() == n,
         "mlp_backward: gradient buffer shapes"
     );
-    for part in partials.chunks_exact(g.params()) {
+    for (c, part) in partials.chunks_exact(g.params()).enumerate() {
         let (pk1, rest) = part.split_at(n_in * n);
         let (pc1, rest) = rest.split_at(n);
         let (pk2, pc2) = rest.split_at(n * n);
-        simd::add_assign(k1, pk1);
-        simd::add_assign(c1, pc1);
-        simd::add_assign(k2, pk2);
-        simd::add_assign(c2, pc2);
+        for (dst, src) in [(&mut *k1, pk1), (&mut *c1, pc1), (&mut *k2, pk2), (&mut *c2, pc2)] {
+            if c == 0 && grads_write == Write::Set {
+                dst.copy_from_slice(src);
+            } else {
+                simd::add_assign(dst, src);
+            }
+        }
     }
 }
 

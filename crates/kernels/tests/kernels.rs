@@ -5,7 +5,7 @@ use pmixer_kernels::gelu::{erf, exp_f32, gelu, gelu_grad};
 use pmixer_kernels::gemm::Init;
 use pmixer_kernels::{
     backward_workspace, mlp_backward, mlp_forward, output_shape, reference, Axis, Hbw, MlpGrads, MlpWeights,
-    Real,
+    Real, Write,
 };
 
 /// A small deterministic generator (xorshift64*), so the tests need no RNG crate.
@@ -153,6 +153,13 @@ fn n_in(c: &Case) -> usize {
 }
 
 fn fused<T: Real>(c: &Case, seed: u64) -> Run<T> {
+    // Start the accumulators from non-zero values to check that backward adds rather than sets.
+    fused_into(c, seed, T::ONE, Write::Add)
+}
+
+/// The fused forward and backward, the backward's gradient buffers filled with `start` and
+/// written as `write` says.
+fn fused_into<T: Real>(c: &Case, seed: u64, start: T, write: Write) -> Run<T> {
     let mut gen = Gen(seed);
     let (ni, n) = (n_in(c), c.n_out);
     let w = weights::<T>(&mut gen, ni, n);
@@ -163,14 +170,13 @@ fn fused<T: Real>(c: &Case, seed: u64) -> Run<T> {
     let (mut z, mut a, mut y) = (vec![T::ZERO; out], vec![T::ZERO; out], vec![T::ZERO; out]);
     mlp_forward(c.axis, c.s, n, wts, &x, &mut z, &mut a, &mut y, true);
     let mut dz = vec![T::ZERO; out];
-    // Start the accumulators from non-zero values to check that backward adds rather than sets.
-    let mut dx: Vec<T> = vec![T::ONE; x.len()];
-    let mut g = [vec![T::ONE; ni * n], vec![T::ONE; n], vec![T::ONE; n * n], vec![T::ONE; n]];
+    let mut dx: Vec<T> = vec![start; x.len()];
+    let mut g = [vec![start; ni * n], vec![start; n], vec![start; n * n], vec![start; n]];
     let [g0, g1, g2, g3] = &mut g;
     let grads = MlpGrads { k1: g0, c1: g1, k2: g2, c2: g3 };
     // A workspace full of garbage: the kernel must not depend on its contents.
     let mut work = vec![T::from_f64(7.0); backward_workspace(c.axis, c.s, n)];
-    mlp_backward(c.axis, c.s, n, wts, &x, &z, &a, &dy, &mut dz, &mut work, &mut dx, grads);
+    mlp_backward(c.axis, c.s, n, wts, &x, &z, &a, &dy, &mut dz, &mut work, &mut dx, write, grads, write);
     Run { z, a, y, dx, grads: g }
 }
 
@@ -240,6 +246,21 @@ fn results_are_bitwise_independent_of_thread_count() {
             for (a, b) in one.grads.iter().zip(&other.grads) {
                 assert_eq!(bits(a), bits(b));
             }
+        }
+    }
+}
+
+/// `Write::Set` into buffers full of NaN gives what `Write::Add` gives into zeros (the tape
+/// hands fresh gradient buffers over unzeroed).
+#[test]
+fn setting_fresh_gradients_equals_adding_into_zeros() {
+    for (i, c) in cases().iter().enumerate() {
+        let added = fused_into::<f32>(c, 7 + i as u64, 0.0, Write::Add);
+        let set = fused_into::<f32>(c, 7 + i as u64, f32::NAN, Write::Set);
+        // Equal as numbers (0 + −0 is +0 where setting leaves −0), so no NaN survived either.
+        assert!(added.dx.iter().zip(&set.dx).all(|(a, b)| a == b), "dx, {:?} {:?}", c.axis, c.s);
+        for (a, b) in added.grads.iter().zip(&set.grads) {
+            assert!(a.iter().zip(b).all(|(a, b)| a == b), "weight gradients, {:?} {:?}", c.axis, c.s);
         }
     }
 }

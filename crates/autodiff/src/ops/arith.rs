@@ -1,8 +1,8 @@
 //! Elementwise arithmetic: the residual sum, the learnable scalar gate, and the two fused into
 //! the gated residual the classifier's trunk uses.
 
-use crate::tape::{Backward, Pool, Tape, Tensor, Var};
-use pmixer_kernels::{simd, Real};
+use crate::tape::{Backward, Grad, Pool, Tape, Tensor, Var};
+use pmixer_kernels::{simd, Real, Write};
 
 /// `y = a + b` (same shapes).
 /// Backward: `da += dy`, `db += dy`.
@@ -22,9 +22,9 @@ impl<T: Real> Backward<T> for Add {
         "add"
     }
 
-    fn backward(&self, _: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>], _: &mut Pool<T>) {
+    fn backward(&self, _: &[&[T]], dy: &[T], d: &mut [Option<Grad<T>>], _: &mut Pool<T>) {
         for g in d.iter_mut().flatten() {
-            simd::add_assign(g, dy);
+            g.add(dy);
         }
     }
 }
@@ -48,15 +48,13 @@ impl<T: Real> Backward<T> for Scale {
         "scale"
     }
 
-    fn backward(&self, inputs: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>], _: &mut Pool<T>) {
+    fn backward(&self, inputs: &[&[T]], dy: &[T], d: &mut [Option<Grad<T>>], _: &mut Pool<T>) {
         let (x, g) = (inputs[0], inputs[1][0]);
-        if let Some(dx) = d[0].as_deref_mut() {
-            for (dx, &dy) in dx.iter_mut().zip(dy) {
-                *dx += g * dy;
-            }
+        if let Some(dx) = &mut d[0] {
+            dx.add_scaled(g, dy);
         }
-        if let Some(dg) = d[1].as_deref_mut() {
-            dg[0] += simd::dot(x, dy);
+        if let Some(dg) = &mut d[1] {
+            dg.acc()[0] += simd::dot(x, dy);
         }
     }
 }
@@ -68,8 +66,7 @@ pub fn gated_residual<T: Real>(t: &mut Tape<T>, h: Var, g: Var, m: Var) -> Var {
     assert_eq!(t.value(g).len(), 1, "gated_residual: the gate must be a scalar");
     let gv = t.value(g)[0];
     let mut y = t.take(t.value(h).len());
-    y.copy_from_slice(t.value(h));
-    simd::axpy(&mut y, gv, t.value(m));
+    simd::residual(&mut y, t.value(h), gv, t.value(m));
     let shape = t.shape(h).to_vec();
     t.push(Tensor::new(&shape, y), &[h, g, m], GatedResidual)
 }
@@ -80,16 +77,23 @@ impl<T: Real> Backward<T> for GatedResidual {
         "gated_residual"
     }
 
-    fn backward(&self, inputs: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>], _: &mut Pool<T>) {
+    fn backward(&self, inputs: &[&[T]], dy: &[T], d: &mut [Option<Grad<T>>], _: &mut Pool<T>) {
         let (g, m) = (inputs[1][0], inputs[2]);
-        if let Some(dh) = d[0].as_deref_mut() {
-            simd::add_assign(dh, dy);
+        let [dh, dg, dm] = d else { unreachable!("gated_residual has three inputs") };
+        if let (Some(dh), Some(dg), Some(dm)) = (dh.as_mut(), dg.as_mut(), dm.as_mut()) {
+            // The trunk's case: all three in one pass over dy.
+            let (set_dh, set_dm) = (dh.write() == Write::Set, dm.write() == Write::Set);
+            dg.acc()[0] += simd::residual_backward(dy, m, g, dh.data(), set_dh, dm.data(), set_dm);
+            return;
         }
-        if let Some(dg) = d[1].as_deref_mut() {
-            dg[0] += simd::dot(m, dy);
+        if let Some(dh) = dh {
+            dh.add(dy);
         }
-        if let Some(dm) = d[2].as_deref_mut() {
-            simd::axpy(dm, g, dy);
+        if let Some(dg) = dg {
+            dg.acc()[0] += simd::dot(m, dy);
+        }
+        if let Some(dm) = dm {
+            dm.add_scaled(g, dy);
         }
     }
 }

@@ -2,28 +2,32 @@
 //! whole axis of the batch) and a plain dense layer. Both call `pmixer-kernels`, where the
 //! math and the stride tricks are written out.
 
-use crate::tape::{Backward, Pool, Tape, Tensor, Var};
+use crate::tape::{Backward, Grad, Pool, Tape, Tensor, Var};
 use pmixer_kernels::dense::{dense_backward, dense_forward};
 use pmixer_kernels::{
-    backward_workspace, mlp_backward, mlp_forward, output_shape, Axis, Hbw, MlpGrads, MlpWeights, Real,
+    backward_workspace, mlp_backward, mlp_forward, output_shape, Axis, Hbw, MlpGrads, MlpWeights, Real, Write,
 };
 
-/// Every input's gradient buffer: the tape's where it asked for one, zeroed scratch from the
-/// pool elsewhere (these kernels compute all their gradients in one pass; usually only the
-/// network's input needs none). Give `scratch` back to the pool afterwards.
+/// Every input's gradient buffer: the tape's where it asked for one, fresh scratch from the pool
+/// elsewhere (these kernels compute all their gradients in one pass; usually only the network's
+/// input needs none). Give `scratch` back to the pool afterwards.
 fn or_scratch<'a, const N: usize, T: Real>(
-    d: &'a mut [Option<&mut [T]>],
+    d: &'a mut [Option<Grad<T>>],
     inputs: &[&[T]],
-    scratch: &'a mut Vec<Vec<T>>,
+    scratch: &'a mut Vec<(Vec<T>, bool)>,
     pool: &mut Pool<T>,
-) -> [&'a mut [T]; N] {
-    *scratch = d.iter().zip(inputs).filter(|(g, _)| g.is_none()).map(|(_, v)| pool.zeros(v.len())).collect();
+) -> [Grad<'a, T>; N] {
+    *scratch =
+        d.iter().zip(inputs).filter(|(g, _)| g.is_none()).map(|(_, v)| (pool.take(v.len()), true)).collect();
     let mut spare = scratch.iter_mut();
-    let bufs: Vec<&mut [T]> = d
+    let bufs: Vec<Grad<T>> = d
         .iter_mut()
         .map(|g| match g {
-            Some(g) => &mut **g,
-            None => spare.next().expect("one scratch buffer per missing gradient").as_mut_slice(),
+            Some(g) => g.reborrow(),
+            None => {
+                let (buf, fresh) = spare.next().expect("one scratch buffer per missing gradient");
+                Grad::new(buf, fresh)
+            }
         })
         .collect();
     bufs.try_into().unwrap_or_else(|_| panic!("expected {N} inputs"))
@@ -92,16 +96,42 @@ impl<T: Real> Backward<T> for AxisMlp {
         (f, 2 * f)
     }
 
-    fn backward(&self, inputs: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>], pool: &mut Pool<T>) {
+    fn backward(&self, inputs: &[&[T]], dy: &[T], d: &mut [Option<Grad<T>>], pool: &mut Pool<T>) {
         let wts = MlpWeights { k1: inputs[1], c1: inputs[2], k2: inputs[3], c2: inputs[4] };
         let (dgelu, a) = (inputs[5], inputs[6]);
         let mut dz = pool.take(dy.len());
         let mut work = pool.take(backward_workspace(self.axis, self.s, self.n));
         let mut scratch = Vec::new();
-        let [dx, k1, c1, k2, c2] = or_scratch::<5, T>(&mut d[..5], &inputs[..5], &mut scratch, pool);
+        let [dx, mut w @ ..] = or_scratch::<5, T>(&mut d[..5], &inputs[..5], &mut scratch, pool);
+        // The weights' gradients are set when all four are fresh (each parameter used once).
+        let grads_write = match w.iter().all(|g| g.write() == Write::Set) {
+            true => Write::Set,
+            false => {
+                w.iter_mut().for_each(|g| _ = g.acc());
+                Write::Add
+            }
+        };
+        let dx_write = dx.write();
+        let [k1, c1, k2, c2] = w.map(Grad::into_data);
         let grads = MlpGrads { k1, c1, k2, c2 };
-        mlp_backward(self.axis, self.s, self.n, wts, inputs[0], dgelu, a, dy, &mut dz, &mut work, dx, grads);
-        for v in scratch.into_iter().chain([dz, work]) {
+        let (x, dx) = (inputs[0], dx.into_data());
+        mlp_backward(
+            self.axis,
+            self.s,
+            self.n,
+            wts,
+            x,
+            dgelu,
+            a,
+            dy,
+            &mut dz,
+            &mut work,
+            dx,
+            dx_write,
+            grads,
+            grads_write,
+        );
+        for v in scratch.into_iter().map(|(v, _)| v).chain([dz, work]) {
             pool.give(v);
         }
     }
@@ -133,11 +163,14 @@ impl<T: Real> Backward<T> for Dense {
         (f, 2 * f)
     }
 
-    fn backward(&self, inputs: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>], pool: &mut Pool<T>) {
+    fn backward(&self, inputs: &[&[T]], dy: &[T], d: &mut [Option<Grad<T>>], pool: &mut Pool<T>) {
         let mut scratch = Vec::new();
-        let [dx, dk, dc] = or_scratch::<3, T>(d, inputs, &mut scratch, pool);
+        let [dx, dk, dc] = or_scratch::<3, T>(d, inputs, &mut scratch, pool).map(|mut g| {
+            g.acc();
+            g.into_data()
+        });
         dense_backward(self.n, self.n_in, self.n_out, inputs[0], inputs[1], dy, dx, dk, dc);
-        for v in scratch {
+        for (v, _) in scratch {
             pool.give(v);
         }
     }

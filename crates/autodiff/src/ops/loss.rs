@@ -1,6 +1,6 @@
 //! Scalar reductions: the mean, the autoencoder's MSE and the classifier's softmax cross-entropy.
 
-use crate::tape::{Backward, Pool, Tape, Tensor, Var};
+use crate::tape::{Backward, Grad, Pool, Tape, Tensor, Var};
 use pmixer_kernels::{simd, Real};
 
 /// `y = (1/n)·Σ_i x_i`, a scalar.
@@ -20,9 +20,9 @@ impl<T: Real> Backward<T> for Mean {
         "mean"
     }
 
-    fn backward(&self, inputs: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>], _: &mut Pool<T>) {
-        if let Some(dx) = d[0].as_deref_mut() {
-            simd::add_scalar(dx, dy[0] / T::from_f64(inputs[0].len() as f64));
+    fn backward(&self, inputs: &[&[T]], dy: &[T], d: &mut [Option<Grad<T>>], _: &mut Pool<T>) {
+        if let Some(dx) = &mut d[0] {
+            simd::add_scalar(dx.acc(), dy[0] / T::from_f64(inputs[0].len() as f64));
         }
     }
 }
@@ -49,11 +49,11 @@ impl<T: Real> Backward<T> for Mse {
         "mse"
     }
 
-    fn backward(&self, inputs: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>], _: &mut Pool<T>) {
+    fn backward(&self, inputs: &[&[T]], dy: &[T], d: &mut [Option<Grad<T>>], _: &mut Pool<T>) {
         let diff = inputs[1];
-        if let Some(dp) = d[0].as_deref_mut() {
+        if let Some(dp) = &mut d[0] {
             let k = dy[0] * T::from_f64(2.0 / diff.len() as f64);
-            for (g, &e) in dp.iter_mut().zip(diff) {
+            for (g, &e) in dp.acc().iter_mut().zip(diff) {
                 *g += k * e;
             }
         }
@@ -98,11 +98,12 @@ impl<T: Real> Backward<T> for SoftmaxXent {
         "softmax_cross_entropy"
     }
 
-    fn backward(&self, inputs: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>], _: &mut Pool<T>) {
+    fn backward(&self, inputs: &[&[T]], dy: &[T], d: &mut [Option<Grad<T>>], _: &mut Pool<T>) {
         let probs = inputs[1];
-        if let Some(dl) = d[0].as_deref_mut() {
+        if let Some(dl) = &mut d[0] {
             let k = dy[0] / T::from_f64(self.labels.len() as f64);
-            for ((g, p), &y) in dl.chunks_exact_mut(self.c).zip(probs.chunks_exact(self.c)).zip(&self.labels)
+            for ((g, p), &y) in
+                dl.acc().chunks_exact_mut(self.c).zip(probs.chunks_exact(self.c)).zip(&self.labels)
             {
                 for (j, (g, &p)) in g.iter_mut().zip(p).enumerate() {
                     let onehot = if j == y { T::ONE } else { T::ZERO };

@@ -1,7 +1,7 @@
 //! Ops that only move values: reshape (the head's squeeze), 2-D transpose (undoing the (H, B, W)
 //! layout in the head), and concatenation along the last axis.
 
-use crate::tape::{Backward, Pool, Tape, Tensor, Var};
+use crate::tape::{Backward, Grad, Pool, Tape, Tensor, Var};
 use pmixer_kernels::{simd, Real};
 
 /// Same values, new shape (e.g. the squeeze (H, B, 1) → (H, B)).
@@ -18,9 +18,9 @@ impl<T: Real> Backward<T> for Reshape {
         "reshape"
     }
 
-    fn backward(&self, _: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>], _: &mut Pool<T>) {
-        if let Some(dx) = d[0].as_deref_mut() {
-            simd::add_assign(dx, dy);
+    fn backward(&self, _: &[&[T]], dy: &[T], d: &mut [Option<Grad<T>>], _: &mut Pool<T>) {
+        if let Some(dx) = &mut d[0] {
+            dx.add(dy);
         }
     }
 }
@@ -48,8 +48,9 @@ impl<T: Real> Backward<T> for Transpose {
         "transpose"
     }
 
-    fn backward(&self, _: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>], _: &mut Pool<T>) {
-        if let Some(dx) = d[0].as_deref_mut() {
+    fn backward(&self, _: &[&[T]], dy: &[T], d: &mut [Option<Grad<T>>], _: &mut Pool<T>) {
+        if let Some(dx) = &mut d[0] {
+            let dx = dx.acc();
             for i in 0..self.r {
                 for j in 0..self.c {
                     dx[i * self.c + j] += dy[j * self.r + i];
@@ -83,13 +84,15 @@ impl<T: Real> Backward<T> for Concat {
         "concat"
     }
 
-    fn backward(&self, _: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>], _: &mut Pool<T>) {
+    fn backward(&self, _: &[&[T]], dy: &[T], d: &mut [Option<Grad<T>>], _: &mut Pool<T>) {
         let (p, q) = (self.p, self.q);
+        let [da, db] = d else { unreachable!("concat has two inputs") };
+        let (mut da, mut db) = (da.as_mut().map(Grad::acc), db.as_mut().map(Grad::acc));
         for (n, row) in dy.chunks_exact(p + q).enumerate() {
-            if let Some(da) = d[0].as_deref_mut() {
+            if let Some(da) = &mut da {
                 simd::add_assign(&mut da[n * p..(n + 1) * p], &row[..p]);
             }
-            if let Some(db) = d[1].as_deref_mut() {
+            if let Some(db) = &mut db {
                 simd::add_assign(&mut db[n * q..(n + 1) * q], &row[p..]);
             }
         }
@@ -113,9 +116,9 @@ impl<T: Real> Backward<T> for Pick {
         "pick"
     }
 
-    fn backward(&self, _: &[&[T]], dy: &[T], d: &mut [Option<&mut [T]>], _: &mut Pool<T>) {
-        if let Some(dx) = d[0].as_deref_mut() {
-            dx[self.i] += dy[0];
+    fn backward(&self, _: &[&[T]], dy: &[T], d: &mut [Option<Grad<T>>], _: &mut Pool<T>) {
+        if let Some(dx) = &mut d[0] {
+            dx.acc()[self.i] += dy[0];
         }
     }
 }
