@@ -1,7 +1,7 @@
 //! Optimizers as pure functions: `step(params, grads, state)` updates the flat parameter buffer
 //! in one loop, and the state is plain data a checkpoint can save and restore.
 
-use pmixer_kernels::Real;
+use pmixer_kernels::{simd, Real};
 
 /// Adam with bias correction, in the form Keras uses (TF 2 `tf.keras.optimizers.Adam`):
 /// ```text
@@ -40,19 +40,23 @@ impl<T: Real> AdamState<T> {
 }
 
 impl Adam {
+    /// One step: `t ← t + 1`, then [`Adam::update`] of every parameter.
     pub fn step<T: Real>(&self, params: &mut [T], grads: &[T], s: &mut AdamState<T>) {
-        assert!(params.len() == grads.len() && s.m.len() == params.len() && s.v.len() == params.len());
         s.t += 1;
-        let t = s.t as i32;
+        self.update(s.t, params, grads, &mut s.m, &mut s.v);
+    }
+
+    /// The update of step `t` (counted from 1) for any slice of the parameters and the matching
+    /// slices of the gradient and the moments: elementwise, so slices can be updated in any order
+    /// or concurrently with the same result.
+    pub fn update<T: Real>(&self, t: u64, params: &mut [T], grads: &[T], m: &mut [T], v: &mut [T]) {
+        assert!(params.len() == grads.len() && m.len() == params.len() && v.len() == params.len());
+        let t = t as i32;
         let lr_t = self.lr * (1.0 - self.beta2.powi(t)).sqrt() / (1.0 - self.beta1.powi(t));
         let (b1, b2) = (T::from_f64(self.beta1), T::from_f64(self.beta2));
         let (c1, c2) = (T::from_f64(1.0 - self.beta1), T::from_f64(1.0 - self.beta2));
         let (lr_t, eps) = (T::from_f64(lr_t), T::from_f64(self.eps));
-        for (((p, &g), m), v) in params.iter_mut().zip(grads).zip(&mut s.m).zip(&mut s.v) {
-            *m = b1 * *m + c1 * g;
-            *v = b2 * *v + c2 * g * g;
-            *p -= lr_t * *m / (v.sqrt() + eps);
-        }
+        simd::adam(params, grads, m, v, [b1, c1, b2, c2, lr_t, eps]);
     }
 }
 

@@ -191,6 +191,20 @@ multiversion! {
 }
 
 multiversion! {
+    /// Adam's update of one slice of the parameters (see `pmixer_autodiff::optim::Adam`), with
+    /// `k = [β1, 1 − β1, β2, 1 − β2, lr_t, ε]`: `m ← β1·m + (1−β1)·g`, `v ← β2·v + (1−β2)·g²`,
+    /// `p ← p − lr_t·m/(√v + ε)`. Square root and division are correctly rounded at every width.
+    pub fn adam<T: Real>(p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], k: [T; 6]) {
+        let [b1, c1, b2, c2, lr_t, eps] = k;
+        for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+            *m = b1 * *m + c1 * g;
+            *v = b2 * *v + c2 * g * g;
+            *p -= lr_t * *m / (v.sqrt() + eps);
+        }
+    }
+}
+
+multiversion! {
     /// `y[j] += c`.
     pub fn add_scalar<T: Real>(y: &mut [T], c: T) {
         for y in y.iter_mut() {

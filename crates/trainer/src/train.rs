@@ -17,7 +17,9 @@ use crate::data::{self, DataError, Dataset};
 use pmixer_autodiff::optim::{Adam, AdamState, Sgd};
 use pmixer_autodiff::profile::{Phase, Profile};
 use pmixer_autodiff::{Params, Pool, Tape, Tensor};
+use pmixer_kernels::simd;
 use pmixer_model::{Arch, Checkpoint, Model, NamedTensor, Rng, Task};
+use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -202,6 +204,10 @@ pub struct EpochRecord {
 /// shard order, so results stay bitwise independent of the thread count.
 pub const SHARD: usize = 32;
 
+/// Length of the slices of the flat parameter buffer that the gradient sum and the optimizer
+/// update split over the threads.
+const UPDATE_SLICE: usize = 1 << 14;
+
 /// Runs `f` on each [`SHARD`]-sample part of `idx`, concurrently, each part with its own state
 /// from `shards` (grown on first need); returns the states used, in shard order.
 fn run_sharded<'a, S: Default + Send>(
@@ -209,7 +215,6 @@ fn run_sharded<'a, S: Default + Send>(
     idx: &[usize],
     f: impl Fn(&mut S, &[usize]) + Sync,
 ) -> &'a mut [S] {
-    use rayon::prelude::*;
     let count = idx.len().div_ceil(SHARD);
     if shards.len() < count {
         shards.resize_with(count, S::default);
@@ -341,21 +346,34 @@ impl Trainer {
         let (first, rest) = shards.split_first_mut().expect("a batch has at least one sample");
         let (mut loss, mut correct) = (first.loss, first.correct);
         for s in rest.iter() {
-            pmixer_kernels::simd::add_assign(&mut first.grads, &s.grads);
             loss += s.loss;
             correct += s.correct;
         }
-        let grads = &first.grads;
         let loss = loss as f32;
         if !loss.is_finite() {
             return Err(format!("the loss is {loss}"));
         }
-        if let Some(i) = grads.iter().position(|g| !g.is_finite()) {
+        // The shards' gradients added in shard order, then the update, both elementwise and so
+        // split over the threads in fixed slices of the flat buffers (the same sums and updates
+        // whichever thread does them).
+        first.grads.par_chunks_mut(UPDATE_SLICE).enumerate().for_each(|(c, g)| {
+            for s in rest.iter() {
+                simd::add_assign(g, &s.grads[c * UPDATE_SLICE..c * UPDATE_SLICE + g.len()]);
+            }
+        });
+        let grads = &first.grads;
+        if let Some(i) = first_non_finite(grads) {
             return Err(format!("the gradient of {} is {}", param_name(params, i), grads[i]));
         }
+        let slices = params.data.par_chunks_mut(UPDATE_SLICE).zip(grads.par_chunks(UPDATE_SLICE));
         match self.opt {
-            OptimizerKind::Adam => self.adam.step(&mut params.data, grads, adam),
-            OptimizerKind::Sgd => self.sgd.step(&mut params.data, grads),
+            OptimizerKind::Adam => {
+                adam.t += 1;
+                let moments = adam.m.par_chunks_mut(UPDATE_SLICE).zip(adam.v.par_chunks_mut(UPDATE_SLICE));
+                let t = adam.t;
+                slices.zip(moments).for_each(|((p, g), (m, v))| self.adam.update(t, p, g, m, v));
+            }
+            OptimizerKind::Sgd => slices.for_each(|(p, g)| self.sgd.step(p, g)),
         }
         if let (Some(p), Some(t), Some(s)) = (&mut self.profile, reduce_start, step_start) {
             let name = match self.opt {
@@ -368,11 +386,18 @@ impl Trainer {
             p.steps += 1;
             p.step_seconds += s.elapsed().as_secs_f64();
         }
-        if let Some(i) = params.data.iter().position(|p| !p.is_finite()) {
+        if let Some(i) = first_non_finite(&params.data) {
             return Err(format!("the update made {} {}", param_name(params, i), params.data[i]));
         }
         Ok(StepOutcome { loss, correct })
     }
+}
+
+/// The first index of `v` holding an infinity or a NaN, looked for in parallel slices.
+fn first_non_finite(v: &[f32]) -> Option<usize> {
+    let finite = |s: &[f32]| s.iter().fold(true, |ok, x| ok & x.is_finite()); // vectorisable: no early exit
+    let c = v.par_chunks(UPDATE_SLICE).position_first(|s| !finite(s))?;
+    v[c * UPDATE_SLICE..].iter().position(|x| !x.is_finite()).map(|i| c * UPDATE_SLICE + i)
 }
 
 /// The name of the parameter holding flat index `i`.
