@@ -261,33 +261,24 @@ mod direct {
         acc: bool,
     ) {
         const D: usize = 4;
-        let kv = k / 16 * 16;
-        let tail = mask(k - kv);
         let mut i = 0;
         while i < m {
             let ri = (m - i).min(D);
             let mut j = 0;
             while j < n {
                 let rj = (n - j).min(D);
-                let mut s = [[_mm512_setzero_ps(); D]; D];
-                let mut p = 0;
-                while p <= k {
-                    let mk = if p < kv { 0xffff } else { tail };
-                    if mk == 0 {
-                        break;
-                    }
-                    let mut bv = [_mm512_setzero_ps(); D];
-                    for (jj, v) in bv.iter_mut().enumerate().take(rj) {
-                        *v = _mm512_maskz_loadu_ps(mk, b.add((j + jj) * csb + p));
-                    }
-                    for (ii, row) in s.iter_mut().enumerate().take(ri) {
-                        let av = _mm512_maskz_loadu_ps(mk, a.add((i + ii) * rsa + p));
-                        for (sv, &bvj) in row.iter_mut().zip(&bv) {
-                            *sv = _mm512_fmadd_ps(av, bvj, *sv);
+                let (ai, bj) = (a.add(i * rsa), b.add(j * csb));
+                macro_rules! go {
+                    ($(($ri:literal, $rj:literal))*) => {
+                        match (ri, rj) {
+                            $(($ri, $rj) => dot_block::<$ri, $rj>(k, ai, rsa, bj, csb),)*
+                            _ => unreachable!(),
                         }
-                    }
-                    p += 16;
+                    };
                 }
+                let s = go!((1, 1)(1, 2)(1, 3)(1, 4)(2, 1)(2, 2)(2, 3)(2, 4)(3, 1)(3, 2)(3, 3)(3, 4)(4, 1)(
+                    4, 2
+                )(4, 3)(4, 4));
                 let sums = reduce16(&s);
                 for ii in 0..ri {
                     for jj in 0..rj {
@@ -300,6 +291,53 @@ mod direct {
             }
             i += D;
         }
+    }
+
+    /// The 16-lane partial sums of an RI × RJ block of dot products (rows of A from `a`, `rsa`
+    /// apart; columns of B from `b`, `csb` apart), lanes past k zero; unused entries zero. Whole
+    /// vectors with plain loads, then one masked step for the tail: each lane sums its p in
+    /// ascending order.
+    #[inline(always)]
+    unsafe fn dot_block<const RI: usize, const RJ: usize>(
+        k: usize,
+        a: *const f32,
+        rsa: usize,
+        b: *const f32,
+        csb: usize,
+    ) -> [[__m512; 4]; 4] {
+        let mut s = [[_mm512_setzero_ps(); 4]; 4];
+        #[inline(always)]
+        unsafe fn step<const RI: usize, const RJ: usize>(
+            s: &mut [[__m512; 4]; 4],
+            a: *const f32,
+            rsa: usize,
+            b: *const f32,
+            csb: usize,
+            mk: __mmask16,
+        ) {
+            let load =
+                |p: *const f32| if mk == 0xffff { _mm512_loadu_ps(p) } else { _mm512_maskz_loadu_ps(mk, p) };
+            let mut bv = [_mm512_setzero_ps(); RJ];
+            for (jj, v) in bv.iter_mut().enumerate() {
+                *v = load(b.add(jj * csb));
+            }
+            for (ii, row) in s.iter_mut().enumerate().take(RI) {
+                let av = load(a.add(ii * rsa));
+                for (sv, &bvj) in row.iter_mut().zip(&bv) {
+                    *sv = _mm512_fmadd_ps(av, bvj, *sv);
+                }
+            }
+        }
+        let kv = k / 16 * 16;
+        let mut p = 0;
+        while p < kv {
+            step::<RI, RJ>(&mut s, a.add(p), rsa, b.add(p), csb, 0xffff);
+            p += 16;
+        }
+        if kv < k {
+            step::<RI, RJ>(&mut s, a.add(kv), rsa, b.add(kv), csb, mask(k - kv));
+        }
+        s
     }
 
     /// The lane sums of sixteen vectors s[ii][jj] at once, returned transposed: element
