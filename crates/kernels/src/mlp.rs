@@ -396,10 +396,14 @@ pub fn mlp_backward<T: Real>(
                 dzp.at(i0 * g.y.is),
                 (g.y.is, g.y.fs),
             );
+            // dz ⊙= gelu'(z) and dc1 += Σ dz in one pass.
             for_each_run(&g, i0, i1, |off, len| {
-                let d = std::slice::from_raw_parts_mut(dzp.at(off), len);
-                simd::mul_assign(d, &dgelu[off..off + len]);
-                bias_grad(&g, d, pc1, off);
+                let (d, gz) = (std::slice::from_raw_parts_mut(dzp.at(off), len), &dgelu[off..off + len]);
+                if g.y.fs == 1 {
+                    simd::mul_assign_add_rows(d, gz, pc1);
+                } else {
+                    pc1[off / g.y.fs] += simd::mul_assign_sum(d, gz);
+                }
             });
             gemm(
                 n_in,

@@ -100,11 +100,36 @@ multiversion! {
 }
 
 multiversion! {
-    /// `d[j] *= g[j]`: back through the activation with the kept gelu'(z).
-    pub fn mul_assign<T: Real>(d: &mut [T], g: &[T]) {
-        for (d, &g) in d.iter_mut().zip(g) {
-            *d *= g;
+    /// `d[j] *= g[j]` and, in the same pass, `acc[c] += Σ_r d[r·n + c]` for n = acc.len(): the
+    /// backward pass through the activation and the bias gradient of a row-major tile, the same
+    /// sums as `d[j] *= g[j]` followed by [`add_rows`].
+    pub fn mul_assign_add_rows<T: Real>(d: &mut [T], g: &[T], acc: &mut [T]) {
+        for (row, g) in d.chunks_exact_mut(acc.len()).zip(g.chunks_exact(acc.len())) {
+            for ((a, d), &g) in acc.iter_mut().zip(row.iter_mut()).zip(g) {
+                *d *= g;
+                *a += *d;
+            }
         }
+    }
+}
+
+multiversion! {
+    /// `d[j] *= g[j]`, returning `Σ d[j]` summed as [`sum`] sums: the backward pass through the
+    /// activation and one bias gradient entry, for one feature's run of items.
+    pub fn mul_assign_sum<T: Real>(d: &mut [T], g: &[T]) -> T {
+        let mut acc = [T::ZERO; 8];
+        let (mut db, mut gb) = (d.chunks_exact_mut(8), g.chunks_exact(8));
+        for (bd, bg) in (&mut db).zip(&mut gb) {
+            for ((a, d), &g) in acc.iter_mut().zip(bd.iter_mut()).zip(bg) {
+                *d *= g;
+                *a += *d;
+            }
+        }
+        for ((a, d), &g) in acc.iter_mut().zip(db.into_remainder()).zip(gb.remainder()) {
+            *d *= g;
+            *a += *d;
+        }
+        ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
     }
 }
 
