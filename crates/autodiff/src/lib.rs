@@ -17,4 +17,4 @@ pub mod profile;
 pub mod tape;
 
 pub use params::{ParamId, ParamSpec, Params};
-pub use tape::{Backward, Grad, Pool, Tape, Tensor, Var};
+pub use tape::{Backward, Grad, Inputs, Pool, Shape, Tape, Tensor, Var};

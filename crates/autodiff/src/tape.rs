@@ -7,20 +7,58 @@
 //! allocated once per value, the first time a gradient reaches it.
 //!
 //! Every batch-sized buffer (values, what ops keep for their backward, gradients, scratch) comes
-//! from a [`Pool`] and goes back to it when the tape is finished ([`Tape::into_pool`]). A training
-//! loop hands the pool from one step's tape to the next, so after the first step no buffer is
-//! allocated and no fresh page is faulted in.
+//! from a [`Pool`] and goes back to it when the tape is finished ([`Tape::into_pool`]), and so does
+//! the tape's own bookkeeping: its lists of values, nodes and gradients (emptied, their capacity
+//! kept) and the boxes of its ops, which the next tape refills with the same ops in the same
+//! order. A training loop hands the pool from one step's tape to the next, so after the first
+//! step a step allocates nothing at all and faults in no fresh page.
 
 use crate::params::{ParamId, Params};
 use crate::profile::{Phase, Profile};
 use pmixer_kernels::{simd, Real, Write};
+use std::any::Any;
 use std::collections::HashMap;
+use std::ops::{Deref, Index, Range};
 use std::time::Instant;
 
-/// Free buffers, by length, for reuse.
-#[derive(Debug, Default)]
+/// Free buffers, by length, for reuse; and the last tape's emptied bookkeeping.
 pub struct Pool<T> {
     free: HashMap<usize, Vec<Vec<T>>>,
+    spare: Spare<T>,
+}
+
+/// A finished tape's lists, emptied with their capacity kept, and its op boxes (last op first),
+/// for the next tape to reuse.
+struct Spare<T> {
+    values: Vec<Value<T>>,
+    needs_grad: Vec<bool>,
+    grads: Vec<Vec<T>>,
+    nodes: Vec<Node>,
+    node_inputs: Vec<Var>,
+    ops: Vec<Box<dyn Backward<T>>>,
+    boxes: Vec<Box<dyn Backward<T>>>,
+    bufs: Vec<Option<(Vec<T>, bool)>>,
+}
+
+impl<T> Default for Spare<T> {
+    fn default() -> Self {
+        Spare {
+            values: Vec::new(),
+            needs_grad: Vec::new(),
+            grads: Vec::new(),
+            nodes: Vec::new(),
+            node_inputs: Vec::new(),
+            ops: Vec::new(),
+            boxes: Vec::new(),
+            bufs: Vec::new(),
+        }
+    }
+}
+
+impl<T: Real> Default for Pool<T> {
+    fn default() -> Self {
+        Pool::new()
+    }
 }
 
 /// At most this many free buffers of one length are kept (a step uses far fewer).
@@ -28,7 +66,7 @@ const POOL_PER_LEN: usize = 4096;
 
 impl<T: Real> Pool<T> {
     pub fn new() -> Self {
-        Pool { free: HashMap::new() }
+        Pool { free: HashMap::new(), spare: Spare::default() }
     }
 
     /// A zero-filled buffer of `len`, reused when one of that length is free.
@@ -60,10 +98,42 @@ impl<T: Real> Pool<T> {
     }
 }
 
+/// The most dimensions a tensor has here ((H, B, W) activations).
+pub const MAX_RANK: usize = 4;
+
+/// A tensor's dimensions, kept inline (making a tensor allocates nothing but its data).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    dims: [usize; MAX_RANK],
+    rank: usize,
+}
+
+impl Shape {
+    pub fn new(dims: &[usize]) -> Self {
+        assert!(dims.len() <= MAX_RANK, "a shape of rank {} (at most {MAX_RANK})", dims.len());
+        let mut d = [0; MAX_RANK];
+        d[..dims.len()].copy_from_slice(dims);
+        Shape { dims: d, rank: dims.len() }
+    }
+}
+
+impl Deref for Shape {
+    type Target = [usize];
+    fn deref(&self) -> &[usize] {
+        &self.dims[..self.rank]
+    }
+}
+
+impl std::fmt::Debug for Shape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
 /// A contiguous, row-major tensor.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tensor<T> {
-    pub shape: Vec<usize>,
+    pub shape: Shape,
     pub data: Vec<T>,
 }
 
@@ -75,7 +145,7 @@ impl<T: Real> Tensor<T> {
             "tensor shape {shape:?} vs {} values",
             data.len()
         );
-        Tensor { shape: shape.to_vec(), data }
+        Tensor { shape: Shape::new(shape), data }
     }
 
     pub fn zeros(shape: &[usize]) -> Self {
@@ -159,11 +229,41 @@ impl<'a, T: Real> Grad<'a, T> {
     }
 }
 
+/// The most inputs an op takes (the axis MLP: x, four weights, and the two tensors it keeps).
+pub const MAX_INPUTS: usize = 8;
+
+/// The values of a node's inputs, in order: `inputs[i]` is input i's data.
+pub struct Inputs<'a, T> {
+    values: &'a [Value<T>],
+    params: &'a Params<T>,
+    vars: &'a [Var],
+}
+
+impl<T: Real> Inputs<'_, T> {
+    pub fn len(&self) -> usize {
+        self.vars.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.vars.is_empty()
+    }
+}
+
+impl<T: Real> Index<usize> for Inputs<'_, T> {
+    type Output = [T];
+    fn index(&self, i: usize) -> &[T] {
+        data(self.values, self.params, self.vars[i])
+    }
+}
+
 /// The backward half of an op: given the gradient `dy` of its output, send the gradient of each
 /// input to `dinputs[i]` (`None` where that input needs no gradient), adding or writing as the
 /// [`Grad`] says. Scratch space comes from `pool` and should be given back to it.
-pub trait Backward<T: Real> {
-    fn backward(&self, inputs: &[&[T]], dy: &[T], dinputs: &mut [Option<Grad<T>>], pool: &mut Pool<T>);
+///
+/// Ops are plain data (`Send + Sync`, `'static`); the tape keeps each in a box that the next tape reuses
+/// for the op of the same type at the same position ([`AsAny`] finds the type).
+pub trait Backward<T: Real>: AsAny + Send + Sync {
+    fn backward(&self, inputs: &Inputs<T>, dy: &[T], dinputs: &mut [Option<Grad<T>>], pool: &mut Pool<T>);
 
     /// The op's name in profiles.
     fn name(&self) -> &'static str;
@@ -174,35 +274,53 @@ pub trait Backward<T: Real> {
     }
 }
 
-enum Value<'p, T> {
-    Owned(Tensor<T>),
-    Param { id: ParamId, shape: &'p [usize], data: &'p [T] },
+/// An op as `Any`, so that a recycled box can be checked for the op's type and overwritten.
+pub trait AsAny: Any {
+    fn as_any(&self) -> &dyn Any;
+    fn as_any_mut(&mut self) -> &mut dyn Any;
 }
 
-struct Node<T> {
-    inputs: Vec<Var>,
+impl<O: Any> AsAny for O {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+enum Value<T> {
+    Owned(Tensor<T>),
+    Param(ParamId),
+}
+
+/// An op's record: its inputs (a range of the tape's `node_inputs`) and its output; the op
+/// itself is `ops[i]` for node i.
+struct Node {
+    inputs: Range<usize>,
     output: Var,
-    op: Box<dyn Backward<T>>,
 }
 
 /// A recording of one forward pass over a model whose parameters live in `params`.
 pub struct Tape<'p, T> {
     params: &'p Params<T>,
     params_need_grad: bool,
-    values: Vec<Value<'p, T>>,
+    values: Vec<Value<T>>,
     needs_grad: Vec<bool>,
     grads: Vec<Vec<T>>,
-    nodes: Vec<Node<T>>,
+    nodes: Vec<Node>,
+    node_inputs: Vec<Var>,
+    ops: Vec<Box<dyn Backward<T>>>,
     pool: Pool<T>,
     /// When profiling: the profile and the time of the last event (an op's forward is the time
     /// since the event before it).
     profile: Option<(Profile, Instant)>,
 }
 
-fn data<'a, T>(values: &'a [Value<'_, T>], v: Var) -> &'a [T] {
+fn data<'a, T: Real>(values: &'a [Value<T>], params: &'a Params<T>, v: Var) -> &'a [T] {
     match &values[v.0] {
         Value::Owned(t) => &t.data,
-        Value::Param { data, .. } => data,
+        Value::Param(id) => params.get(*id),
     }
 }
 
@@ -220,14 +338,24 @@ impl<'p, T: Real> Tape<'p, T> {
 
     /// A tape that takes its buffers from `pool` (see [`Tape::into_pool`]); `train` as in
     /// [`Tape::new`] versus [`Tape::no_grad`].
-    pub fn with_pool(params: &'p Params<T>, pool: Pool<T>, train: bool) -> Self {
+    pub fn with_pool(params: &'p Params<T>, mut pool: Pool<T>, train: bool) -> Self {
+        let sp = &mut pool.spare;
+        let (values, needs_grad, grads) = (
+            std::mem::take(&mut sp.values),
+            std::mem::take(&mut sp.needs_grad),
+            std::mem::take(&mut sp.grads),
+        );
+        let (nodes, node_inputs, ops) =
+            (std::mem::take(&mut sp.nodes), std::mem::take(&mut sp.node_inputs), std::mem::take(&mut sp.ops));
         Tape {
             params,
             params_need_grad: train,
-            values: Vec::new(),
-            needs_grad: Vec::new(),
-            grads: Vec::new(),
-            nodes: Vec::new(),
+            values,
+            needs_grad,
+            grads,
+            nodes,
+            node_inputs,
+            ops,
             pool,
             profile: None,
         }
@@ -243,7 +371,8 @@ impl<'p, T: Real> Tape<'p, T> {
         self.profile.take().map(|(p, _)| p)
     }
 
-    /// Ends the tape, returning every buffer it owned to the pool.
+    /// Ends the tape, returning every buffer it owned to the pool, with its emptied lists and its
+    /// op boxes for the next tape.
     pub fn into_pool(mut self) -> Pool<T> {
         for v in self.values.drain(..) {
             if let Value::Owned(t) = v {
@@ -253,6 +382,17 @@ impl<'p, T: Real> Tape<'p, T> {
         for g in self.grads.drain(..) {
             self.pool.give(g);
         }
+        self.needs_grad.clear();
+        self.nodes.clear();
+        self.node_inputs.clear();
+        // This tape's ops become the boxes to reuse, first op last (they are popped); the list
+        // the boxes came from, emptied, becomes the next tape's list of ops.
+        self.ops.reverse();
+        let mut unused = std::mem::replace(&mut self.pool.spare.boxes, self.ops);
+        unused.clear();
+        let sp = &mut self.pool.spare;
+        (sp.values, sp.needs_grad, sp.grads) = (self.values, self.needs_grad, self.grads);
+        (sp.nodes, sp.node_inputs, sp.ops) = (self.nodes, self.node_inputs, unused);
         self.pool
     }
 
@@ -279,7 +419,7 @@ impl<'p, T: Real> Tape<'p, T> {
         self.leaf(Value::Owned(Tensor::new(&[n], data)), false)
     }
 
-    fn leaf(&mut self, value: Value<'p, T>, needs_grad: bool) -> Var {
+    fn leaf(&mut self, value: Value<T>, needs_grad: bool) -> Var {
         self.values.push(value);
         self.needs_grad.push(needs_grad);
         self.grads.push(Vec::new());
@@ -289,10 +429,8 @@ impl<'p, T: Real> Tape<'p, T> {
     /// A parameter as a leaf (its data is borrowed, not copied). Its gradient is read back with
     /// [`Tape::param_grads`].
     pub fn param(&mut self, id: ParamId) -> Var {
-        let spec = self.params.spec(id);
-        let value = Value::Param { id, shape: &spec.shape, data: self.params.get(id) };
         self.restart_clock();
-        self.leaf(value, self.params_need_grad)
+        self.leaf(Value::Param(id), self.params_need_grad)
     }
 
     /// An input or constant as a leaf; `needs_grad` asks for its gradient (saliency maps).
@@ -311,7 +449,8 @@ impl<'p, T: Real> Tape<'p, T> {
 
     /// Records an op: `out` is its computed output, `op` its backward. Returns the output's
     /// handle. When no input needs a gradient the node is not kept (inference records nothing).
-    pub fn push(&mut self, out: Tensor<T>, inputs: &[Var], op: impl Backward<T> + 'static) -> Var {
+    pub fn push<O: Backward<T>>(&mut self, out: Tensor<T>, inputs: &[Var], op: O) -> Var {
+        assert!(inputs.len() <= MAX_INPUTS, "an op with {} inputs (at most {MAX_INPUTS})", inputs.len());
         if let Some((p, last)) = &mut self.profile {
             let now = Instant::now();
             p.record(op.name(), Phase::Forward, (now - *last).as_secs_f64(), op.flops().0);
@@ -320,7 +459,18 @@ impl<'p, T: Real> Tape<'p, T> {
         let needs_grad = inputs.iter().any(|v| self.needs_grad[v.0]);
         let output = self.leaf(Value::Owned(out), needs_grad);
         if needs_grad {
-            self.nodes.push(Node { inputs: inputs.to_vec(), output, op: Box::new(op) });
+            let start = self.node_inputs.len();
+            self.node_inputs.extend_from_slice(inputs);
+            self.nodes.push(Node { inputs: start..self.node_inputs.len(), output });
+            // The box the last tape used at this position, if it held the same type of op.
+            let op: Box<dyn Backward<T>> = match self.pool.spare.boxes.pop() {
+                Some(mut b) if (*b).as_any().is::<O>() => {
+                    *(*b).as_any_mut().downcast_mut::<O>().expect("checked") = op;
+                    b
+                }
+                _ => Box::new(op),
+            };
+            self.ops.push(op);
         }
         output
     }
@@ -332,13 +482,13 @@ impl<'p, T: Real> Tape<'p, T> {
     }
 
     pub fn value(&self, v: Var) -> &[T] {
-        data(&self.values, v)
+        data(&self.values, self.params, v)
     }
 
     pub fn shape(&self, v: Var) -> &[usize] {
         match &self.values[v.0] {
             Value::Owned(t) => &t.shape,
-            Value::Param { shape, .. } => shape,
+            Value::Param(id) => &self.params.spec(*id).shape,
         }
     }
 
@@ -364,20 +514,22 @@ impl<'p, T: Real> Tape<'p, T> {
         let mut seed = self.pool.zeros(1);
         seed[0] = weight;
         self.grads[loss.0] = seed;
-        for node in self.nodes.iter().rev() {
+        let mut bufs = std::mem::take(&mut self.pool.spare.bufs);
+        for (node, op) in self.nodes.iter().zip(&self.ops).rev() {
             let dy = std::mem::take(&mut self.grads[node.output.0]);
             if dy.is_empty() {
                 continue;
             }
-            let inputs: Vec<&[T]> = node.inputs.iter().map(|&v| data(&self.values, v)).collect();
+            let vars = &self.node_inputs[node.inputs.clone()];
+            let inputs = Inputs { values: &self.values, params: self.params, vars };
             // Take each input's gradient buffer out of the tape for the duration of the call
             // (fresh, unzeroed, if no gradient has reached it yet); an input that appears twice
             // (x + x) gets a fresh scratch buffer for its second appearance.
-            let mut bufs: Vec<Option<(Vec<T>, bool)>> = Vec::with_capacity(node.inputs.len());
-            for (i, v) in node.inputs.iter().enumerate() {
+            bufs.clear();
+            for (i, v) in vars.iter().enumerate() {
                 if !self.needs_grad[v.0] {
                     bufs.push(None);
-                } else if node.inputs[..i].contains(v) {
+                } else if vars[..i].contains(v) {
                     bufs.push(Some((self.pool.take(inputs[i].len()), true)));
                 } else {
                     let g = std::mem::take(&mut self.grads[v.0]);
@@ -388,26 +540,23 @@ impl<'p, T: Real> Tape<'p, T> {
                 }
             }
             {
-                let mut dins: Vec<Option<Grad<T>>> =
-                    bufs.iter_mut().map(|b| b.as_mut().map(|(g, fresh)| Grad::new(g, fresh))).collect();
+                let mut dins: [Option<Grad<T>>; MAX_INPUTS] = Default::default();
+                for (d, b) in dins.iter_mut().zip(bufs.iter_mut()) {
+                    *d = b.as_mut().map(|(g, fresh)| Grad::new(g, fresh));
+                }
                 let start = self.profile.is_some().then(Instant::now);
-                node.op.backward(&inputs, &dy, &mut dins, &mut self.pool);
+                op.backward(&inputs, &dy, &mut dins[..vars.len()], &mut self.pool);
                 if let (Some((p, _)), Some(start)) = (&mut self.profile, start) {
-                    p.record(
-                        node.op.name(),
-                        Phase::Backward,
-                        start.elapsed().as_secs_f64(),
-                        node.op.flops().1,
-                    );
+                    p.record(op.name(), Phase::Backward, start.elapsed().as_secs_f64(), op.flops().1);
                 }
             }
-            for (i, (v, buf)) in node.inputs.iter().zip(bufs).enumerate() {
+            for (i, (v, buf)) in vars.iter().zip(bufs.drain(..)).enumerate() {
                 if let Some((mut buf, fresh)) = buf {
                     if fresh {
                         // A fresh buffer the op never wrote: it sent no gradient there.
                         buf.fill(T::ZERO);
                     }
-                    match node.inputs[..i].iter().position(|u| u == v) {
+                    match vars[..i].iter().position(|u| u == v) {
                         Some(_) => {
                             self.grads[v.0].iter_mut().zip(&buf).for_each(|(g, d)| *g += *d);
                             self.pool.give(buf);
@@ -420,13 +569,14 @@ impl<'p, T: Real> Tape<'p, T> {
             // backward pass holds only the gradients still to be propagated.
             self.pool.give(dy);
         }
+        self.pool.spare.bufs = bufs;
     }
 
     /// Adds every parameter leaf's gradient into `flat`, laid out like `Params::data`.
     pub fn param_grads(&self, flat: &mut [T]) {
         assert_eq!(flat.len(), self.params.len());
         for (value, g) in self.values.iter().zip(&self.grads) {
-            if let (Value::Param { id, .. }, false) = (value, g.is_empty()) {
+            if let (Value::Param(id), false) = (value, g.is_empty()) {
                 let s = self.params.spec(*id);
                 for (f, d) in flat[s.offset..s.offset + s.len].iter_mut().zip(g) {
                     *f += *d;

@@ -6,35 +6,30 @@
 //!          dK += xᵀ·dy           xᵀ: x read with strides (1, in)
 //!          dc += Σ_rows dy
 //! ```
-//! The head's N×in matrix is tiny (64×124 for MNIST), so this runs on one thread.
+//! The head's N×in matrix is tiny (64×124 for MNIST), so this runs on one thread, through
+//! [`crate::gemm::gemm`] (whose direct paths allocate nothing, unlike matrixmultiply's packing).
 
+use crate::gemm::{gemm, Init};
 use crate::real::Real;
 use crate::simd;
 
 /// `y = x·K + c`, y overwritten.
 pub fn dense_forward<T: Real>(n: usize, n_in: usize, n_out: usize, x: &[T], k: &[T], c: &[T], y: &mut [T]) {
     assert!(x.len() == n * n_in && k.len() == n_in * n_out && c.len() == n_out && y.len() == n * n_out);
-    for row in y.chunks_exact_mut(n_out) {
-        row.copy_from_slice(c);
-    }
     // SAFETY: the shapes were checked above; y does not overlap x or K.
     unsafe {
-        T::gemm(
+        gemm(
             n,
             n_in,
             n_out,
-            T::ONE,
             x.as_ptr(),
-            n_in as isize,
-            1,
+            (n_in, 1),
             k.as_ptr(),
-            n_out as isize,
-            1,
-            T::ONE,
+            (n_out, 1),
+            Init::Bias(c),
             y.as_mut_ptr(),
-            n_out as isize,
-            1,
-        );
+            (n_out, 1),
+        )
     }
 }
 
@@ -58,37 +53,8 @@ pub fn dense_backward<T: Real>(
     }
     // SAFETY: the shapes were checked above; outputs do not overlap inputs.
     unsafe {
-        T::gemm(
-            n,
-            n_out,
-            n_in,
-            T::ONE,
-            dy.as_ptr(),
-            n_out as isize,
-            1,
-            k.as_ptr(),
-            1,
-            n_out as isize,
-            T::ONE,
-            dx.as_mut_ptr(),
-            n_in as isize,
-            1,
-        );
-        T::gemm(
-            n_in,
-            n,
-            n_out,
-            T::ONE,
-            x.as_ptr(),
-            1,
-            n_in as isize,
-            dy.as_ptr(),
-            n_out as isize,
-            1,
-            T::ONE,
-            dk.as_mut_ptr(),
-            n_out as isize,
-            1,
-        );
+        let (dyp, acc) = (dy.as_ptr(), Init::Accumulate);
+        gemm(n, n_out, n_in, dyp, (n_out, 1), k.as_ptr(), (1, n_out), acc, dx.as_mut_ptr(), (n_in, 1));
+        gemm(n_in, n, n_out, x.as_ptr(), (1, n_in), dyp, (n_out, 1), acc, dk.as_mut_ptr(), (n_out, 1));
     }
 }

@@ -1,7 +1,7 @@
 //! Elementwise arithmetic: the residual sum, the learnable scalar gate, and the two fused into
 //! the gated residual the classifier's trunk uses.
 
-use crate::tape::{Backward, Grad, Pool, Tape, Tensor, Var};
+use crate::tape::{Backward, Grad, Inputs, Pool, Shape, Tape, Tensor, Var};
 use pmixer_kernels::{simd, Real, Write};
 
 /// `y = a + b` (same shapes).
@@ -12,7 +12,7 @@ pub fn add<T: Real>(t: &mut Tape<T>, a: Var, b: Var) -> Var {
     for ((y, &u), &v) in y.iter_mut().zip(t.value(a)).zip(t.value(b)) {
         *y = u + v;
     }
-    let shape = t.shape(a).to_vec();
+    let shape = Shape::new(t.shape(a));
     t.push(Tensor::new(&shape, y), &[a, b], Add)
 }
 
@@ -22,7 +22,7 @@ impl<T: Real> Backward<T> for Add {
         "add"
     }
 
-    fn backward(&self, _: &[&[T]], dy: &[T], d: &mut [Option<Grad<T>>], _: &mut Pool<T>) {
+    fn backward(&self, _: &Inputs<T>, dy: &[T], d: &mut [Option<Grad<T>>], _: &mut Pool<T>) {
         for g in d.iter_mut().flatten() {
             g.add(dy);
         }
@@ -38,7 +38,7 @@ pub fn scale<T: Real>(t: &mut Tape<T>, x: Var, g: Var) -> Var {
     for (y, &v) in y.iter_mut().zip(t.value(x)) {
         *y = gv * v;
     }
-    let shape = t.shape(x).to_vec();
+    let shape = Shape::new(t.shape(x));
     t.push(Tensor::new(&shape, y), &[x, g], Scale)
 }
 
@@ -48,8 +48,8 @@ impl<T: Real> Backward<T> for Scale {
         "scale"
     }
 
-    fn backward(&self, inputs: &[&[T]], dy: &[T], d: &mut [Option<Grad<T>>], _: &mut Pool<T>) {
-        let (x, g) = (inputs[0], inputs[1][0]);
+    fn backward(&self, inputs: &Inputs<T>, dy: &[T], d: &mut [Option<Grad<T>>], _: &mut Pool<T>) {
+        let (x, g) = (&inputs[0], inputs[1][0]);
         if let Some(dx) = &mut d[0] {
             dx.add_scaled(g, dy);
         }
@@ -67,7 +67,7 @@ pub fn gated_residual<T: Real>(t: &mut Tape<T>, h: Var, g: Var, m: Var) -> Var {
     let gv = t.value(g)[0];
     let mut y = t.take(t.value(h).len());
     simd::residual(&mut y, t.value(h), gv, t.value(m));
-    let shape = t.shape(h).to_vec();
+    let shape = Shape::new(t.shape(h));
     t.push(Tensor::new(&shape, y), &[h, g, m], GatedResidual)
 }
 
@@ -77,8 +77,8 @@ impl<T: Real> Backward<T> for GatedResidual {
         "gated_residual"
     }
 
-    fn backward(&self, inputs: &[&[T]], dy: &[T], d: &mut [Option<Grad<T>>], _: &mut Pool<T>) {
-        let (g, m) = (inputs[1][0], inputs[2]);
+    fn backward(&self, inputs: &Inputs<T>, dy: &[T], d: &mut [Option<Grad<T>>], _: &mut Pool<T>) {
+        let (g, m) = (inputs[1][0], &inputs[2]);
         let [dh, dg, dm] = d else { unreachable!("gated_residual has three inputs") };
         if let (Some(dh), Some(dg), Some(dm)) = (dh.as_mut(), dg.as_mut(), dm.as_mut()) {
             // The trunk's case: all three in one pass over dy.

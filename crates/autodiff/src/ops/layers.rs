@@ -2,35 +2,37 @@
 //! whole axis of the batch) and a plain dense layer. Both call `pmixer-kernels`, where the
 //! math and the stride tricks are written out.
 
-use crate::tape::{Backward, Grad, Pool, Tape, Tensor, Var};
+use crate::tape::{Backward, Grad, Inputs, Pool, Tape, Tensor, Var};
 use pmixer_kernels::dense::{dense_backward, dense_forward};
 use pmixer_kernels::{
     backward_workspace, mlp_backward, mlp_forward, output_shape, Axis, Hbw, MlpGrads, MlpWeights, Real, Write,
 };
 
-/// Every input's gradient buffer: the tape's where it asked for one, fresh scratch from the pool
-/// elsewhere (these kernels compute all their gradients in one pass; usually only the network's
-/// input needs none). Give `scratch` back to the pool afterwards.
+/// The first N inputs' gradient buffers: the tape's where it asked for one, fresh scratch from
+/// the pool (in `scratch`) elsewhere (these kernels compute all their gradients in one pass;
+/// usually only the network's input needs none). Give `scratch` back to the pool afterwards.
 fn or_scratch<'a, const N: usize, T: Real>(
     d: &'a mut [Option<Grad<T>>],
-    inputs: &[&[T]],
-    scratch: &'a mut Vec<(Vec<T>, bool)>,
+    inputs: &Inputs<T>,
+    scratch: &'a mut [(Vec<T>, bool); N],
     pool: &mut Pool<T>,
 ) -> [Grad<'a, T>; N] {
-    *scratch =
-        d.iter().zip(inputs).filter(|(g, _)| g.is_none()).map(|(_, v)| (pool.take(v.len()), true)).collect();
-    let mut spare = scratch.iter_mut();
-    let bufs: Vec<Grad<T>> = d
-        .iter_mut()
-        .map(|g| match g {
+    let (mut d, mut scratch) = (d.iter_mut(), scratch.iter_mut());
+    std::array::from_fn(|i| {
+        let (buf, fresh) = scratch.next().expect("N scratch slots");
+        match d.next().expect("at least N inputs") {
             Some(g) => g.reborrow(),
             None => {
-                let (buf, fresh) = spare.next().expect("one scratch buffer per missing gradient");
+                (*buf, *fresh) = (pool.take(inputs[i].len()), true);
                 Grad::new(buf, fresh)
             }
-        })
-        .collect();
-    bufs.try_into().unwrap_or_else(|_| panic!("expected {N} inputs"))
+        }
+    })
+}
+
+/// Empty scratch slots for [`or_scratch`] (an empty `Vec` allocates nothing).
+fn no_scratch<const N: usize, T>() -> [(Vec<T>, bool); N] {
+    std::array::from_fn(|_| (Vec::new(), false))
 }
 
 /// The four parameter leaves of one `MLP(n)`: K1 (in×n), c1 (n), K2 (n×n), c2 (n).
@@ -96,13 +98,13 @@ impl<T: Real> Backward<T> for AxisMlp {
         (f, 2 * f)
     }
 
-    fn backward(&self, inputs: &[&[T]], dy: &[T], d: &mut [Option<Grad<T>>], pool: &mut Pool<T>) {
-        let wts = MlpWeights { k1: inputs[1], c1: inputs[2], k2: inputs[3], c2: inputs[4] };
-        let (dgelu, a) = (inputs[5], inputs[6]);
+    fn backward(&self, inputs: &Inputs<T>, dy: &[T], d: &mut [Option<Grad<T>>], pool: &mut Pool<T>) {
+        let wts = MlpWeights { k1: &inputs[1], c1: &inputs[2], k2: &inputs[3], c2: &inputs[4] };
+        let (dgelu, a) = (&inputs[5], &inputs[6]);
         let mut dz = pool.take(dy.len());
         let mut work = pool.take(backward_workspace(self.axis, self.s, self.n));
-        let mut scratch = Vec::new();
-        let [dx, mut w @ ..] = or_scratch::<5, T>(&mut d[..5], &inputs[..5], &mut scratch, pool);
+        let mut scratch = no_scratch();
+        let [dx, mut w @ ..] = or_scratch::<5, T>(d, inputs, &mut scratch, pool);
         // The weights' gradients are set when all four are fresh (each parameter used once).
         let grads_write = match w.iter().all(|g| g.write() == Write::Set) {
             true => Write::Set,
@@ -114,7 +116,7 @@ impl<T: Real> Backward<T> for AxisMlp {
         let dx_write = dx.write();
         let [k1, c1, k2, c2] = w.map(Grad::into_data);
         let grads = MlpGrads { k1, c1, k2, c2 };
-        let (x, dx) = (inputs[0], dx.into_data());
+        let (x, dx) = (&inputs[0], dx.into_data());
         mlp_backward(
             self.axis,
             self.s,
@@ -163,13 +165,13 @@ impl<T: Real> Backward<T> for Dense {
         (f, 2 * f)
     }
 
-    fn backward(&self, inputs: &[&[T]], dy: &[T], d: &mut [Option<Grad<T>>], pool: &mut Pool<T>) {
-        let mut scratch = Vec::new();
+    fn backward(&self, inputs: &Inputs<T>, dy: &[T], d: &mut [Option<Grad<T>>], pool: &mut Pool<T>) {
+        let mut scratch = no_scratch();
         let [dx, dk, dc] = or_scratch::<3, T>(d, inputs, &mut scratch, pool).map(|mut g| {
             g.acc();
             g.into_data()
         });
-        dense_backward(self.n, self.n_in, self.n_out, inputs[0], inputs[1], dy, dx, dk, dc);
+        dense_backward(self.n, self.n_in, self.n_out, &inputs[0], &inputs[1], dy, dx, dk, dc);
         for (v, _) in scratch {
             pool.give(v);
         }

@@ -1,6 +1,6 @@
 //! Scalar reductions: the mean, the autoencoder's MSE and the classifier's softmax cross-entropy.
 
-use crate::tape::{Backward, Grad, Pool, Tape, Tensor, Var};
+use crate::tape::{Backward, Grad, Inputs, Pool, Tape, Tensor, Var};
 use pmixer_kernels::{simd, Real};
 
 /// `y = (1/n)·Σ_i x_i`, a scalar.
@@ -20,7 +20,7 @@ impl<T: Real> Backward<T> for Mean {
         "mean"
     }
 
-    fn backward(&self, inputs: &[&[T]], dy: &[T], d: &mut [Option<Grad<T>>], _: &mut Pool<T>) {
+    fn backward(&self, inputs: &Inputs<T>, dy: &[T], d: &mut [Option<Grad<T>>], _: &mut Pool<T>) {
         if let Some(dx) = &mut d[0] {
             simd::add_scalar(dx.acc(), dy[0] / T::from_f64(inputs[0].len() as f64));
         }
@@ -49,8 +49,8 @@ impl<T: Real> Backward<T> for Mse {
         "mse"
     }
 
-    fn backward(&self, inputs: &[&[T]], dy: &[T], d: &mut [Option<Grad<T>>], _: &mut Pool<T>) {
-        let diff = inputs[1];
+    fn backward(&self, inputs: &Inputs<T>, dy: &[T], d: &mut [Option<Grad<T>>], _: &mut Pool<T>) {
+        let diff = &inputs[1];
         if let Some(dp) = &mut d[0] {
             let k = dy[0] * T::from_f64(2.0 / diff.len() as f64);
             for (g, &e) in dp.acc().iter_mut().zip(diff) {
@@ -62,11 +62,12 @@ impl<T: Real> Backward<T> for Mse {
 
 /// Softmax cross-entropy from logits [N, C] and integer labels, averaged over the batch:
 /// `L = (1/N)·Σ_n (log Σ_c e^{l_nc} − l_{n,y_n})`, with the max subtracted before exponentiating.
-/// Backward: `dl_nc += dL·(softmax(l_n)_c − [c = y_n])/N`.
+/// Backward: `dl_nc += dL·(softmax(l_n)_c − [c = y_n])/N`; the forward keeps
+/// `softmax(l_n)_c − [c = y_n]`, so the backward needs no labels.
 pub fn softmax_cross_entropy<T: Real>(t: &mut Tape<T>, logits: Var, labels: &[usize]) -> Var {
     let &[n, c] = t.shape(logits) else { panic!("cross-entropy: expected [N, C] logits") };
     assert_eq!(labels.len(), n, "cross-entropy: {n} logit rows but {} labels", labels.len());
-    let mut probs = t.zeros(n * c);
+    let mut probs = t.take(n * c);
     probs.copy_from_slice(t.value(logits));
     let mut total = T::ZERO;
     for (row, &y) in probs.chunks_exact_mut(c).zip(labels) {
@@ -82,33 +83,28 @@ pub fn softmax_cross_entropy<T: Real>(t: &mut Tape<T>, logits: Var, labels: &[us
             *v = *v / z;
         }
         total += z.ln() + m - ly;
+        row[y] -= T::ONE;
     }
     let mut loss = t.zeros(1);
     loss[0] = total / T::from_f64(n as f64);
-    let probs = t.keep(probs);
-    t.push(Tensor::new(&[1], loss), &[logits, probs], SoftmaxXent { labels: labels.to_vec(), c })
+    let residual = t.keep(probs);
+    t.push(Tensor::new(&[1], loss), &[logits, residual], SoftmaxXent { n })
 }
 
 struct SoftmaxXent {
-    labels: Vec<usize>,
-    c: usize,
+    n: usize,
 }
 impl<T: Real> Backward<T> for SoftmaxXent {
     fn name(&self) -> &'static str {
         "softmax_cross_entropy"
     }
 
-    fn backward(&self, inputs: &[&[T]], dy: &[T], d: &mut [Option<Grad<T>>], _: &mut Pool<T>) {
-        let probs = inputs[1];
+    fn backward(&self, inputs: &Inputs<T>, dy: &[T], d: &mut [Option<Grad<T>>], _: &mut Pool<T>) {
+        let residual = &inputs[1];
         if let Some(dl) = &mut d[0] {
-            let k = dy[0] / T::from_f64(self.labels.len() as f64);
-            for ((g, p), &y) in
-                dl.acc().chunks_exact_mut(self.c).zip(probs.chunks_exact(self.c)).zip(&self.labels)
-            {
-                for (j, (g, &p)) in g.iter_mut().zip(p).enumerate() {
-                    let onehot = if j == y { T::ONE } else { T::ZERO };
-                    *g += k * (p - onehot);
-                }
+            let k = dy[0] / T::from_f64(self.n as f64);
+            for (g, &r) in dl.acc().iter_mut().zip(residual) {
+                *g += k * r;
             }
         }
     }

@@ -1,7 +1,7 @@
 //! Ops that only move values: reshape (the head's squeeze), 2-D transpose (undoing the (H, B, W)
 //! layout in the head), and concatenation along the last axis.
 
-use crate::tape::{Backward, Grad, Pool, Tape, Tensor, Var};
+use crate::tape::{Backward, Grad, Inputs, Pool, Tape, Tensor, Var};
 use pmixer_kernels::{simd, Real};
 
 /// Same values, new shape (e.g. the squeeze (H, B, 1) → (H, B)).
@@ -18,7 +18,7 @@ impl<T: Real> Backward<T> for Reshape {
         "reshape"
     }
 
-    fn backward(&self, _: &[&[T]], dy: &[T], d: &mut [Option<Grad<T>>], _: &mut Pool<T>) {
+    fn backward(&self, _: &Inputs<T>, dy: &[T], d: &mut [Option<Grad<T>>], _: &mut Pool<T>) {
         if let Some(dx) = &mut d[0] {
             dx.add(dy);
         }
@@ -48,7 +48,7 @@ impl<T: Real> Backward<T> for Transpose {
         "transpose"
     }
 
-    fn backward(&self, _: &[&[T]], dy: &[T], d: &mut [Option<Grad<T>>], _: &mut Pool<T>) {
+    fn backward(&self, _: &Inputs<T>, dy: &[T], d: &mut [Option<Grad<T>>], _: &mut Pool<T>) {
         if let Some(dx) = &mut d[0] {
             let dx = dx.acc();
             for i in 0..self.r {
@@ -84,7 +84,7 @@ impl<T: Real> Backward<T> for Concat {
         "concat"
     }
 
-    fn backward(&self, _: &[&[T]], dy: &[T], d: &mut [Option<Grad<T>>], _: &mut Pool<T>) {
+    fn backward(&self, _: &Inputs<T>, dy: &[T], d: &mut [Option<Grad<T>>], _: &mut Pool<T>) {
         let (p, q) = (self.p, self.q);
         let [da, db] = d else { unreachable!("concat has two inputs") };
         let (mut da, mut db) = (da.as_mut().map(Grad::acc), db.as_mut().map(Grad::acc));
@@ -116,7 +116,7 @@ impl<T: Real> Backward<T> for Pick {
         "pick"
     }
 
-    fn backward(&self, _: &[&[T]], dy: &[T], d: &mut [Option<Grad<T>>], _: &mut Pool<T>) {
+    fn backward(&self, _: &Inputs<T>, dy: &[T], d: &mut [Option<Grad<T>>], _: &mut Pool<T>) {
         if let Some(dx) = &mut d[0] {
             dx.acc()[self.i] += dy[0];
         }
