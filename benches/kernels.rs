@@ -37,6 +37,44 @@ fn setup(axis: Axis, s: Hbw) -> Setup {
     Setup { axis, s, n, n_in, w, x, dy }
 }
 
+/// The backward pass's outputs and scratch for one [`Setup`].
+struct Backward {
+    dz: Vec<f32>,
+    work: Vec<f32>,
+    dx: Vec<f32>,
+    grads: [Vec<f32>; 4],
+}
+
+impl Backward {
+    fn new(st: &Setup) -> Self {
+        let (n, n_in) = (st.n, st.n_in);
+        Backward {
+            dz: vec![0.0; st.dy.len()],
+            work: vec![0.0; backward_workspace(st.axis, st.s, n)],
+            dx: vec![0.0; st.x.len()],
+            grads: [vec![0.0; n_in * n], vec![0.0; n], vec![0.0; n * n], vec![0.0; n]],
+        }
+    }
+
+    /// The fused backward from the forward's `z` (gelu') and `a`: dx added into, the weight
+    /// gradients written as `write` says.
+    fn fused(&mut self, st: &Setup, z: &[f32], a: &[f32], write: Write) {
+        let wts = MlpWeights { k1: &st.w[0], c1: &st.w[1], k2: &st.w[2], c2: &st.w[3] };
+        let [k1, c1, k2, c2] = &mut self.grads;
+        let grads = MlpGrads { k1, c1, k2, c2 };
+        let (dz, work, dx) = (&mut self.dz, &mut self.work, &mut self.dx);
+        mlp_backward(st.axis, st.s, st.n, wts, &st.x, z, a, &st.dy, dz, work, dx, Write::Add, grads, write)
+    }
+
+    /// The reference backward (adding into dx and the weight gradients).
+    fn reference(&mut self, st: &Setup) {
+        let wts = MlpWeights { k1: &st.w[0], c1: &st.w[1], k2: &st.w[2], c2: &st.w[3] };
+        let [k1, c1, k2, c2] = &mut self.grads;
+        let grads = MlpGrads { k1, c1, k2, c2 };
+        reference::mlp_backward(st.axis, st.s, st.n, wts, &st.x, &st.dy, &mut self.dx, grads)
+    }
+}
+
 fn bench(c: &mut Criterion) {
     for (label, s) in [("28x28", Hbw { h: 28, b: 64, w: 28 }), ("32x96", Hbw { h: 32, b: 64, w: 96 })] {
         for axis in [Axis::Rows, Axis::Cols] {
@@ -60,40 +98,11 @@ fn bench(c: &mut Criterion) {
 
             let mut g = c.benchmark_group("mlp_backward");
             g.throughput(Throughput::Elements(2 * fwd_flops as u64));
-            let mut dz = vec![0.0; out];
-            let mut work = vec![0.0; backward_workspace(st.axis, st.s, st.n)];
-            let mut dx = vec![0.0; st.x.len()];
-            let mut gr =
-                [vec![0.0; st.n_in * st.n], vec![0.0; st.n], vec![0.0; st.n * st.n], vec![0.0; st.n]];
+            let mut bw = Backward::new(&st);
             g.bench_function(BenchmarkId::new("fused", &name), |b| {
-                b.iter(|| {
-                    let [k1, c1, k2, c2] = &mut gr;
-                    let grads = MlpGrads { k1, c1, k2, c2 };
-                    mlp_backward(
-                        st.axis,
-                        st.s,
-                        st.n,
-                        wts,
-                        &st.x,
-                        &z,
-                        &a,
-                        &st.dy,
-                        &mut dz,
-                        &mut work,
-                        &mut dx,
-                        Write::Add,
-                        grads,
-                        Write::Add,
-                    )
-                })
+                b.iter(|| bw.fused(&st, &z, &a, Write::Add))
             });
-            g.bench_function(BenchmarkId::new("reference", &name), |b| {
-                b.iter(|| {
-                    let [k1, c1, k2, c2] = &mut gr;
-                    let grads = MlpGrads { k1, c1, k2, c2 };
-                    reference::mlp_backward(st.axis, st.s, st.n, wts, &st.x, &st.dy, &mut dx, grads)
-                })
-            });
+            g.bench_function(BenchmarkId::new("reference", &name), |b| b.iter(|| bw.reference(&st)));
             g.finish();
         }
     }
@@ -111,12 +120,8 @@ fn one_shard(c: &mut Criterion) {
             let fwd_flops = 2 * (s.len() / st.n_in) * (st.n_in * st.n + st.n * st.n);
             let wts = MlpWeights { k1: &st.w[0], c1: &st.w[1], k2: &st.w[2], c2: &st.w[3] };
             let out = st.dy.len();
-            let (mut z, mut a, mut y, mut dz) =
-                (vec![0.0; out], vec![0.0; out], vec![0.0; out], vec![0.0; out]);
-            let mut work = vec![0.0; backward_workspace(st.axis, st.s, st.n)];
-            let mut dx = vec![0.0; st.x.len()];
-            let mut gr =
-                [vec![0.0; st.n_in * st.n], vec![0.0; st.n], vec![0.0; st.n * st.n], vec![0.0; st.n]];
+            let (mut z, mut a, mut y) = (vec![0.0; out], vec![0.0; out], vec![0.0; out]);
+            let mut bw = Backward::new(&st);
             g.throughput(Throughput::Elements(fwd_flops as u64));
             g.bench_function(format!("forward/{label}/{axis:?}"), |b| {
                 pool.install(|| {
@@ -125,28 +130,7 @@ fn one_shard(c: &mut Criterion) {
             });
             g.throughput(Throughput::Elements(2 * fwd_flops as u64));
             g.bench_function(format!("backward/{label}/{axis:?}"), |b| {
-                pool.install(|| {
-                    b.iter(|| {
-                        let [k1, c1, k2, c2] = &mut gr;
-                        let grads = MlpGrads { k1, c1, k2, c2 };
-                        mlp_backward(
-                            st.axis,
-                            st.s,
-                            st.n,
-                            wts,
-                            &st.x,
-                            &z,
-                            &a,
-                            &st.dy,
-                            &mut dz,
-                            &mut work,
-                            &mut dx,
-                            Write::Add,
-                            grads,
-                            Write::Set,
-                        )
-                    })
-                })
+                pool.install(|| b.iter(|| bw.fused(&st, &z, &a, Write::Set)))
             });
         }
     }

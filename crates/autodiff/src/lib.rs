@@ -2,8 +2,9 @@
 //!
 //! A minimal reverse-mode automatic differentiation engine, just big enough for the patchless
 //! MLP-Mixer and small enough to read in one sitting. A [`Tape`] records values as they are
-//! computed; each op is a forward function plus a [`Backward`] impl that adds its inputs'
-//! gradients, so new ops never touch the tape's code. Parameters live in one flat [`Params`]
+//! computed; each op is a forward function plus a [`Backward`] impl that sends its inputs'
+//! gradients (writing a buffer no gradient has reached yet, adding into the others), so new ops
+//! never touch the tape's code. Parameters live in one flat [`Params`]
 //! buffer with named views, so the optimizers ([`optim::Adam`], [`optim::Sgd`]) are one loop
 //! and a checkpoint one write. [`gradcheck`] compares every gradient with central finite
 //! differences in `f64`. The heavy lifting (the fused axis-MLP) is delegated to

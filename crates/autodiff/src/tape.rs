@@ -27,31 +27,41 @@ pub struct Pool<T> {
     spare: Spare<T>,
 }
 
-/// A finished tape's lists, emptied with their capacity kept, and its op boxes (last op first),
-/// for the next tape to reuse.
-struct Spare<T> {
+/// What a tape records: per value its data (or parameter), whether it needs a gradient and the
+/// gradient so far; per node its inputs, output and op.
+struct Record<T> {
     values: Vec<Value<T>>,
     needs_grad: Vec<bool>,
     grads: Vec<Vec<T>>,
     nodes: Vec<Node>,
     node_inputs: Vec<Var>,
     ops: Vec<Box<dyn Backward<T>>>,
-    boxes: Vec<Box<dyn Backward<T>>>,
-    bufs: Vec<Option<(Vec<T>, bool)>>,
 }
 
-impl<T> Default for Spare<T> {
+impl<T> Default for Record<T> {
     fn default() -> Self {
-        Spare {
+        Record {
             values: Vec::new(),
             needs_grad: Vec::new(),
             grads: Vec::new(),
             nodes: Vec::new(),
             node_inputs: Vec::new(),
             ops: Vec::new(),
-            boxes: Vec::new(),
-            bufs: Vec::new(),
         }
+    }
+}
+
+/// A finished tape's record, emptied with its capacity kept, its op boxes (last op first) and
+/// the backward pass's list of gradient slots, for the next tape to reuse.
+struct Spare<T> {
+    record: Record<T>,
+    boxes: Vec<Box<dyn Backward<T>>>,
+    bufs: Vec<Option<(Vec<T>, bool)>>,
+}
+
+impl<T> Default for Spare<T> {
+    fn default() -> Self {
+        Spare { record: Record::default(), boxes: Vec::new(), bufs: Vec::new() }
     }
 }
 
@@ -305,12 +315,7 @@ struct Node {
 pub struct Tape<'p, T> {
     params: &'p Params<T>,
     params_need_grad: bool,
-    values: Vec<Value<T>>,
-    needs_grad: Vec<bool>,
-    grads: Vec<Vec<T>>,
-    nodes: Vec<Node>,
-    node_inputs: Vec<Var>,
-    ops: Vec<Box<dyn Backward<T>>>,
+    rec: Record<T>,
     pool: Pool<T>,
     /// When profiling: the profile and the time of the last event (an op's forward is the time
     /// since the event before it).
@@ -339,26 +344,8 @@ impl<'p, T: Real> Tape<'p, T> {
     /// A tape that takes its buffers from `pool` (see [`Tape::into_pool`]); `train` as in
     /// [`Tape::new`] versus [`Tape::no_grad`].
     pub fn with_pool(params: &'p Params<T>, mut pool: Pool<T>, train: bool) -> Self {
-        let sp = &mut pool.spare;
-        let (values, needs_grad, grads) = (
-            std::mem::take(&mut sp.values),
-            std::mem::take(&mut sp.needs_grad),
-            std::mem::take(&mut sp.grads),
-        );
-        let (nodes, node_inputs, ops) =
-            (std::mem::take(&mut sp.nodes), std::mem::take(&mut sp.node_inputs), std::mem::take(&mut sp.ops));
-        Tape {
-            params,
-            params_need_grad: train,
-            values,
-            needs_grad,
-            grads,
-            nodes,
-            node_inputs,
-            ops,
-            pool,
-            profile: None,
-        }
+        let rec = std::mem::take(&mut pool.spare.record);
+        Tape { params, params_need_grad: train, rec, pool, profile: None }
     }
 
     /// Times every op from now on into `profile`.
@@ -374,25 +361,25 @@ impl<'p, T: Real> Tape<'p, T> {
     /// Ends the tape, returning every buffer it owned to the pool, with its emptied lists and its
     /// op boxes for the next tape.
     pub fn into_pool(mut self) -> Pool<T> {
-        for v in self.values.drain(..) {
+        let rec = &mut self.rec;
+        for v in rec.values.drain(..) {
             if let Value::Owned(t) = v {
                 self.pool.give(t.data);
             }
         }
-        for g in self.grads.drain(..) {
+        for g in rec.grads.drain(..) {
             self.pool.give(g);
         }
-        self.needs_grad.clear();
-        self.nodes.clear();
-        self.node_inputs.clear();
+        rec.needs_grad.clear();
+        rec.nodes.clear();
+        rec.node_inputs.clear();
         // This tape's ops become the boxes to reuse, first op last (they are popped); the list
         // the boxes came from, emptied, becomes the next tape's list of ops.
-        self.ops.reverse();
-        let mut unused = std::mem::replace(&mut self.pool.spare.boxes, self.ops);
-        unused.clear();
-        let sp = &mut self.pool.spare;
-        (sp.values, sp.needs_grad, sp.grads) = (self.values, self.needs_grad, self.grads);
-        (sp.nodes, sp.node_inputs, sp.ops) = (self.nodes, self.node_inputs, unused);
+        rec.ops.reverse();
+        let ops = std::mem::take(&mut rec.ops);
+        rec.ops = std::mem::replace(&mut self.pool.spare.boxes, ops);
+        rec.ops.clear();
+        self.pool.spare.record = self.rec;
         self.pool
     }
 
@@ -420,10 +407,10 @@ impl<'p, T: Real> Tape<'p, T> {
     }
 
     fn leaf(&mut self, value: Value<T>, needs_grad: bool) -> Var {
-        self.values.push(value);
-        self.needs_grad.push(needs_grad);
-        self.grads.push(Vec::new());
-        Var(self.values.len() - 1)
+        self.rec.values.push(value);
+        self.rec.needs_grad.push(needs_grad);
+        self.rec.grads.push(Vec::new());
+        Var(self.rec.values.len() - 1)
     }
 
     /// A parameter as a leaf (its data is borrowed, not copied). Its gradient is read back with
@@ -456,12 +443,12 @@ impl<'p, T: Real> Tape<'p, T> {
             p.record(op.name(), Phase::Forward, (now - *last).as_secs_f64(), op.flops().0);
             *last = now;
         }
-        let needs_grad = inputs.iter().any(|v| self.needs_grad[v.0]);
+        let needs_grad = inputs.iter().any(|v| self.rec.needs_grad[v.0]);
         let output = self.leaf(Value::Owned(out), needs_grad);
         if needs_grad {
-            let start = self.node_inputs.len();
-            self.node_inputs.extend_from_slice(inputs);
-            self.nodes.push(Node { inputs: start..self.node_inputs.len(), output });
+            let start = self.rec.node_inputs.len();
+            self.rec.node_inputs.extend_from_slice(inputs);
+            self.rec.nodes.push(Node { inputs: start..self.rec.node_inputs.len(), output });
             // The box the last tape used at this position, if it held the same type of op.
             let op: Box<dyn Backward<T>> = match self.pool.spare.boxes.pop() {
                 Some(mut b) if (*b).as_any().is::<O>() => {
@@ -470,7 +457,7 @@ impl<'p, T: Real> Tape<'p, T> {
                 }
                 _ => Box::new(op),
             };
-            self.ops.push(op);
+            self.rec.ops.push(op);
         }
         output
     }
@@ -478,15 +465,15 @@ impl<'p, T: Real> Tape<'p, T> {
     /// Whether an op on these inputs will be recorded (so its forward should keep what the
     /// backward needs).
     pub fn records(&self, inputs: &[Var]) -> bool {
-        inputs.iter().any(|v| self.needs_grad[v.0])
+        inputs.iter().any(|v| self.rec.needs_grad[v.0])
     }
 
     pub fn value(&self, v: Var) -> &[T] {
-        data(&self.values, self.params, v)
+        data(&self.rec.values, self.params, v)
     }
 
     pub fn shape(&self, v: Var) -> &[usize] {
-        match &self.values[v.0] {
+        match &self.rec.values[v.0] {
             Value::Owned(t) => &t.shape,
             Value::Param(id) => &self.params.spec(*id).shape,
         }
@@ -496,7 +483,7 @@ impl<'p, T: Real> Tape<'p, T> {
     /// or a parameter), if one reached it. Gradients of intermediate values are recycled as soon
     /// as they have been propagated.
     pub fn grad(&self, v: Var) -> Option<&[T]> {
-        let g = &self.grads[v.0];
+        let g = &self.rec.grads[v.0];
         (!g.is_empty()).then_some(g.as_slice())
     }
 
@@ -513,26 +500,26 @@ impl<'p, T: Real> Tape<'p, T> {
         assert_eq!(self.value(loss).len(), 1, "backward needs a scalar loss");
         let mut seed = self.pool.zeros(1);
         seed[0] = weight;
-        self.grads[loss.0] = seed;
+        self.rec.grads[loss.0] = seed;
         let mut bufs = std::mem::take(&mut self.pool.spare.bufs);
-        for (node, op) in self.nodes.iter().zip(&self.ops).rev() {
-            let dy = std::mem::take(&mut self.grads[node.output.0]);
+        for (node, op) in self.rec.nodes.iter().zip(&self.rec.ops).rev() {
+            let dy = std::mem::take(&mut self.rec.grads[node.output.0]);
             if dy.is_empty() {
                 continue;
             }
-            let vars = &self.node_inputs[node.inputs.clone()];
-            let inputs = Inputs { values: &self.values, params: self.params, vars };
+            let vars = &self.rec.node_inputs[node.inputs.clone()];
+            let inputs = Inputs { values: &self.rec.values, params: self.params, vars };
             // Take each input's gradient buffer out of the tape for the duration of the call
             // (fresh, unzeroed, if no gradient has reached it yet); an input that appears twice
             // (x + x) gets a fresh scratch buffer for its second appearance.
             bufs.clear();
             for (i, v) in vars.iter().enumerate() {
-                if !self.needs_grad[v.0] {
+                if !self.rec.needs_grad[v.0] {
                     bufs.push(None);
                 } else if vars[..i].contains(v) {
                     bufs.push(Some((self.pool.take(inputs[i].len()), true)));
                 } else {
-                    let g = std::mem::take(&mut self.grads[v.0]);
+                    let g = std::mem::take(&mut self.rec.grads[v.0]);
                     bufs.push(Some(match g.is_empty() {
                         true => (self.pool.take(inputs[i].len()), true),
                         false => (g, false),
@@ -558,10 +545,10 @@ impl<'p, T: Real> Tape<'p, T> {
                     }
                     match vars[..i].iter().position(|u| u == v) {
                         Some(_) => {
-                            self.grads[v.0].iter_mut().zip(&buf).for_each(|(g, d)| *g += *d);
+                            self.rec.grads[v.0].iter_mut().zip(&buf).for_each(|(g, d)| *g += *d);
                             self.pool.give(buf);
                         }
-                        None => self.grads[v.0] = buf,
+                        None => self.rec.grads[v.0] = buf,
                     }
                 }
             }
@@ -575,7 +562,7 @@ impl<'p, T: Real> Tape<'p, T> {
     /// Adds every parameter leaf's gradient into `flat`, laid out like `Params::data`.
     pub fn param_grads(&self, flat: &mut [T]) {
         assert_eq!(flat.len(), self.params.len());
-        for (value, g) in self.values.iter().zip(&self.grads) {
+        for (value, g) in self.rec.values.iter().zip(&self.rec.grads) {
             if let (Value::Param(id), false) = (value, g.is_empty()) {
                 let s = self.params.spec(*id);
                 for (f, d) in flat[s.offset..s.offset + s.len].iter_mut().zip(g) {

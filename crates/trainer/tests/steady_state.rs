@@ -70,7 +70,10 @@ fn a_steady_state_step_allocates_nothing() {
             bytes / steps
         );
         if pmixer_kernels::simd::level() == pmixer_kernels::simd::Level::Avx512 {
-            assert_eq!(count, 0, "{task:?}: {count} allocations ({bytes} bytes) in {steps} steady-state steps");
+            assert_eq!(
+                count, 0,
+                "{task:?}: {count} allocations ({bytes} bytes) in {steps} steady-state steps"
+            );
         } else {
             // matrixmultiply's packing buffers, a few per product; nothing batch-sized.
             let shard_activation = 28 * 32 * 28 * 4;
