@@ -3,8 +3,9 @@
 //!
 //! An op is a forward function (computes its output, pushes it with [`Tape::push`]) and a type
 //! implementing [`Backward`]; the tape never needs to know which ops exist. [`Tape::backward`]
-//! walks the nodes in reverse, and each node *adds* into its inputs' gradient buffers, which are
-//! allocated once per value, the first time a gradient reaches it.
+//! walks the nodes in reverse, and each node sends its inputs' gradients into their buffers, one
+//! per value, taken from the pool the first time a gradient reaches it: that first op *writes*
+//! the buffer (it comes unzeroed), later ones *add* into it ([`Grad`]).
 //!
 //! Every batch-sized buffer (values, what ops keep for their backward, gradients, scratch) comes
 //! from a [`Pool`] and goes back to it when the tape is finished ([`Tape::into_pool`]), and so does

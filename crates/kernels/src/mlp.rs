@@ -34,7 +34,8 @@
 //!                                         dx  += dz·K1ᵀ
 //! ```
 //! Stacked over items these are GEMMs whose transposed operands (`aᵀ`, `xᵀ`, `K2ᵀ`, `K1ᵀ`) are the
-//! stored matrices with their two strides swapped.
+//! stored matrices with their two strides swapped. (`+=` as written; with [`Write::Set`] the
+//! input or weight gradients are stored instead, into buffers nothing has been added to yet.)
 //!
 //! # Parallelism and determinism
 //! Items are split into a fixed number of contiguous chunks that depends only on the item count
