@@ -149,7 +149,9 @@ mod direct {
     }
 
     /// C (m×n, rows contiguous, row stride rsc) = A (m×k, any strides) · B (k×n, rows
-    /// contiguous) + what `start` says, in sweeps of at most [`DIRECT_MAX_K`] along k.
+    /// contiguous) + what `start` says, in sweeps of at most [`DIRECT_MAX_K`] along k, each
+    /// adding into C what the last one stored. Within a sweep, columns go 32 at a time (two
+    /// 16-lane vectors, the last ones masked), rows [`MR`] at a time.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
     pub unsafe fn gemm_avx512(
@@ -165,81 +167,62 @@ mod direct {
         rsc: usize,
         start: Start,
     ) {
+        // B's rows `rsb` floats apart: when that is a multiple of 1 KB (CIFAR's column products,
+        // whose rows are B·W = 32·96 floats apart) the k rows of a panel all fall in the same few
+        // L1 sets and evict each other, so the panel is first copied to `panel`, 32 floats a row
+        // (read again by every block of rows, the copy costs 1/m of the products). Rows are
+        // copied whole, two vectors each (lanes past w hold zeros the blocks never read).
+        let pack = rsb.is_multiple_of(256) && m > MR;
+        let mut panel = std::mem::MaybeUninit::<[f32; DIRECT_MAX_K * 32]>::uninit();
+        let panel = panel.as_mut_ptr() as *mut f32;
         let (mut p0, mut start) = (0, start);
         loop {
             let kb = (k - p0).min(DIRECT_MAX_K);
-            sweep(m, kb, n, a.add(p0 * csa), rsa, csa, b.add(p0 * rsb), rsb, c, rsc, start);
+            let (a, b) = (a.add(p0 * csa), b.add(p0 * rsb));
+            let mut j = 0;
+            while j < n {
+                let w = (n - j).min(32);
+                let (m0, m1) = (mask(w), mask(w.saturating_sub(16)));
+                let two = w > 16;
+                let (bj, rsb) = if pack {
+                    for p in 0..kb {
+                        let (src, dst) = (b.add(p * rsb + j), panel.add(p * 32));
+                        _mm512_storeu_ps(dst, _mm512_maskz_loadu_ps(m0, src));
+                        _mm512_storeu_ps(dst.add(16), _mm512_maskz_loadu_ps(m1, src.add(16)));
+                    }
+                    (panel as *const f32, 32)
+                } else {
+                    (b.add(j), rsb)
+                };
+                let mut i = 0;
+                while i < m {
+                    let rows = (m - i).min(MR);
+                    let (ai, cij) = (a.add(i * rsa), c.add(i * rsc + j));
+                    // The bias under this block: its columns' (from j) or its rows' (from i).
+                    let start = match start {
+                        Start::ColBias(v) => Start::ColBias(v.add(j)),
+                        Start::RowBias(v) => Start::RowBias(v.add(i)),
+                        s => s,
+                    };
+                    macro_rules! go {
+                        ($($r:literal)*) => {
+                            match (rows, two) {
+                                $(($r, true) => block::<$r, true>(kb, ai, rsa, csa, bj, rsb, cij, rsc, m0, m1, start),
+                                  ($r, false) => block::<$r, false>(kb, ai, rsa, csa, bj, rsb, cij, rsc, m0, m1, start),)*
+                                _ => unreachable!(),
+                            }
+                        };
+                    }
+                    go!(1 2 3 4 5 6 7 8);
+                    i += rows;
+                }
+                j += 32;
+            }
             p0 += kb;
             if p0 >= k {
                 break;
             }
             start = Start::C;
-        }
-    }
-
-    /// One sweep of [`gemm_avx512`], k ≤ [`DIRECT_MAX_K`]. Columns go 32 at a time (two 16-lane
-    /// vectors, the last ones masked), rows [`MR`] at a time.
-    #[allow(clippy::too_many_arguments)]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn sweep(
-        m: usize,
-        k: usize,
-        n: usize,
-        a: *const f32,
-        rsa: usize,
-        csa: usize,
-        b: *const f32,
-        rsb: usize,
-        c: *mut f32,
-        rsc: usize,
-        start: Start,
-    ) {
-        // B's rows `rsb` floats apart: when that is a multiple of 1 KB (CIFAR's column products,
-        // whose rows are B·W = 32·96 floats apart) the k rows of a panel all fall in the same
-        // few L1 sets and evict each other, so the panel is first copied to `panel`, 32 floats
-        // a row (read again by every block of rows, the copy costs 1/m of the products).
-        let pack = rsb.is_multiple_of(256) && m > MR;
-        // Rows are copied whole, two vectors each (lanes past w hold zeros the blocks never read).
-        let mut panel = std::mem::MaybeUninit::<[f32; DIRECT_MAX_K * 32]>::uninit();
-        let panel = panel.as_mut_ptr() as *mut f32;
-        let mut j = 0;
-        while j < n {
-            let w = (n - j).min(32);
-            let (m0, m1) = (mask(w), mask(w.saturating_sub(16)));
-            let two = w > 16;
-            let (bj, rsb) = if pack {
-                for p in 0..k {
-                    let (src, dst) = (b.add(p * rsb + j), panel.add(p * 32));
-                    _mm512_storeu_ps(dst, _mm512_maskz_loadu_ps(m0, src));
-                    _mm512_storeu_ps(dst.add(16), _mm512_maskz_loadu_ps(m1, src.add(16)));
-                }
-                (panel as *const f32, 32)
-            } else {
-                (b.add(j), rsb)
-            };
-            let mut i = 0;
-            while i < m {
-                let rows = (m - i).min(MR);
-                let (ai, cij) = (a.add(i * rsa), c.add(i * rsc + j));
-                // The bias under this block: its columns' (from j) or its rows' (from i).
-                let start = match start {
-                    Start::ColBias(v) => Start::ColBias(v.add(j)),
-                    Start::RowBias(v) => Start::RowBias(v.add(i)),
-                    s => s,
-                };
-                macro_rules! go {
-                    ($($r:literal)*) => {
-                        match (rows, two) {
-                            $(($r, true) => block::<$r, true>(k, ai, rsa, csa, bj, rsb, cij, rsc, m0, m1, start),
-                              ($r, false) => block::<$r, false>(k, ai, rsa, csa, bj, rsb, cij, rsc, m0, m1, start),)*
-                            _ => unreachable!(),
-                        }
-                    };
-                }
-                go!(1 2 3 4 5 6 7 8);
-                i += rows;
-            }
-            j += 32;
         }
     }
 
