@@ -64,24 +64,19 @@ pub unsafe fn gemm<T: Real>(
     if TypeId::of::<T>() == TypeId::of::<f32>() && level() == Level::Avx512 && m > 0 && n > 0 {
         use direct::Start;
         let (a, b, c) = (a as *const f32, b as *const f32, c as *mut f32);
-        let bias = |v: &[T]| v.as_ptr() as *const f32;
+        // Where the accumulators start; a bias is one per column of C (`ColBias`) or, on the
+        // transposed problem, one per row of Cᵀ (`RowBias`).
+        let start = |per_bias: fn(*const f32) -> Start| match init {
+            Init::Zero => Start::Zero,
+            Init::Accumulate => Start::C,
+            Init::Bias(v) => per_bias(v.as_ptr() as *const f32),
+        };
         if csb == 1 && csc == 1 {
-            let start = match init {
-                Init::Zero => Start::Zero,
-                Init::Accumulate => Start::C,
-                Init::Bias(v) => Start::ColBias(bias(v)),
-            };
-            return direct::gemm_avx512(m, k, n, a, rsa, csa, b, rsb, c, rsc, start);
+            return direct::gemm_avx512(m, k, n, a, rsa, csa, b, rsb, c, rsc, start(Start::ColBias));
         }
         if rsa == 1 && rsc == 1 {
-            // Cᵀ (n×m) = Bᵀ (n×k) · Aᵀ (k×m): Aᵀ's rows and Cᵀ's rows are contiguous. C's
-            // columns are Cᵀ's rows, so the bias is one per row there.
-            let start = match init {
-                Init::Zero => Start::Zero,
-                Init::Accumulate => Start::C,
-                Init::Bias(v) => Start::RowBias(bias(v)),
-            };
-            return direct::gemm_avx512(n, k, m, b, csb, rsb, a, csa, c, csc, start);
+            // Cᵀ (n×m) = Bᵀ (n×k) · Aᵀ (k×m): Aᵀ's rows and Cᵀ's rows are contiguous.
+            return direct::gemm_avx512(n, k, m, b, csb, rsb, a, csa, c, csc, start(Start::RowBias));
         }
         if csa == 1 && rsb == 1 && !matches!(init, Init::Bias(_)) {
             // Both operands contiguous along k (the column direction's weight gradients, a sum
