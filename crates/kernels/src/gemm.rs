@@ -50,12 +50,58 @@ pub unsafe fn gemm<T: Real>(
     k: usize,
     n: usize,
     a: *const T,
+    rs_a: (usize, usize),
+    b: *const T,
+    rs_b: (usize, usize),
+    init: Init<T>,
+    c: *mut T,
+    rs_c: (usize, usize),
+) {
+    gemm_hinted(m, k, n, a, rs_a, b, rs_b, init, c, rs_c, false)
+}
+
+/// [`gemm`] for a C in memory that has not been touched for a long time and is about to be
+/// overwritten: a training forward pass's stored activations, which the rest of the step's
+/// activations (88 MB a CIFAR shard) have long pushed out of every cache. On the direct path each
+/// block's rows of C are prefetched for writing (`prefetchw`) while the block before it is
+/// computed, so that their line fills overlap the arithmetic instead of stalling the stores.
+/// Not for outputs already in cache (a backward pass's scratch and gradients), where the same
+/// prefetches evict lines still in use. Measured per call site in a CIFAR training step (`rdtsc`
+/// around each call, medians of four runs): the forward products 4% (rows) and 13% (columns'
+/// second product) faster with it; the backward's column products, writing warm buffers, 4%
+/// slower, hence two entry points.
+///
+/// # Safety
+/// As [`gemm`].
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_cold_c<T: Real>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: *const T,
+    rs_a: (usize, usize),
+    b: *const T,
+    rs_b: (usize, usize),
+    init: Init<T>,
+    c: *mut T,
+    rs_c: (usize, usize),
+) {
+    gemm_hinted(m, k, n, a, rs_a, b, rs_b, init, c, rs_c, true)
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_hinted<T: Real>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: *const T,
     (rsa, csa): (usize, usize),
     b: *const T,
     (rsb, csb): (usize, usize),
     init: Init<T>,
     c: *mut T,
     (rsc, csc): (usize, usize),
+    cold_c: bool,
 ) {
     if let Init::Bias(bias) = init {
         assert_eq!(bias.len(), n, "gemm: one bias per column of C");
@@ -72,11 +118,11 @@ pub unsafe fn gemm<T: Real>(
             Init::Bias(v) => per_bias(v.as_ptr() as *const f32),
         };
         if csb == 1 && csc == 1 {
-            return direct::gemm_avx512(m, k, n, a, rsa, csa, b, rsb, c, rsc, start(Start::ColBias));
+            return direct::gemm_avx512(m, k, n, a, rsa, csa, b, rsb, c, rsc, start(Start::ColBias), cold_c);
         }
         if rsa == 1 && rsc == 1 {
             // Cᵀ (n×m) = Bᵀ (n×k) · Aᵀ (k×m): Aᵀ's rows and Cᵀ's rows are contiguous.
-            return direct::gemm_avx512(n, k, m, b, csb, rsb, a, csa, c, csc, start(Start::RowBias));
+            return direct::gemm_avx512(n, k, m, b, csb, rsb, a, csa, c, csc, start(Start::RowBias), cold_c);
         }
         if csa == 1 && rsb == 1 && !matches!(init, Init::Bias(_)) {
             // Both operands contiguous along k (the column direction's weight gradients, a sum
@@ -161,6 +207,7 @@ mod direct {
         c: *mut f32,
         rsc: usize,
         start: Start,
+        cold_c: bool,
     ) {
         // B's rows `rsb` floats apart: when that is a multiple of 1 KB (CIFAR's column products,
         // whose rows are B·W = 32·96 floats apart) the k rows of a panel all fall in the same few
@@ -174,6 +221,9 @@ mod direct {
         loop {
             let kb = (k - p0).min(DIRECT_MAX_K);
             let (a, b) = (a.add(p0 * csa), b.add(p0 * rsb));
+            if rsa == 1 && csa >= m {
+                prefetch_columns(a, m, kb, csa);
+            }
             let mut j = 0;
             while j < n {
                 let w = (n - j).min(32);
@@ -208,6 +258,9 @@ mod direct {
                             }
                         };
                     }
+                    if cold_c && i + rows < m {
+                        prefetch_rows_for_write(c.add((i + rows) * rsc + j), (m - i - rows).min(MR), w, rsc);
+                    }
                     go!(1 2 3 4 5 6 7 8);
                     i += rows;
                 }
@@ -219,6 +272,46 @@ mod direct {
             }
             start = Start::C;
         }
+    }
+
+    /// Prefetches into L1 the k columns of an A read down its columns (`rsa` = 1: a weight
+    /// gradient's Aᵀ, element (i, p) at `a + p·csa + i`): k runs of m floats, `csa` apart. The
+    /// first block of rows walks them one new line per step, which on a stored activation (cold,
+    /// from memory) stalls the multiply-adds; requesting the whole sweep first lets the line
+    /// fills overlap. (Measured per call site in a CIFAR step: the rows' two weight-gradient
+    /// products 4% and 6% faster.)
+    #[inline(always)]
+    unsafe fn prefetch_columns(a: *const f32, m: usize, k: usize, csa: usize) {
+        for p in 0..k {
+            let col = a.add(p * csa);
+            let mut q = 0;
+            while q < m {
+                _mm_prefetch(col.add(q) as *const i8, _MM_HINT_T0);
+                q += 16;
+            }
+            _mm_prefetch(col.add(m - 1) as *const i8, _MM_HINT_T0);
+        }
+    }
+
+    /// Prefetches for writing (`prefetchw`: the line is fetched in a state that lets it be
+    /// written without a second request) `rows` rows of `w` floats from `c`, `rsc` apart.
+    #[inline(always)]
+    unsafe fn prefetch_rows_for_write(c: *mut f32, rows: usize, w: usize, rsc: usize) {
+        for r in 0..rows {
+            let row = c.add(r * rsc);
+            let mut q = 0;
+            while q < w {
+                prefetchw(row.add(q));
+                q += 16;
+            }
+            prefetchw(row.add(w - 1));
+        }
+    }
+
+    /// `prefetchw`, which every x86-64 CPU with AVX-512 has (this path runs on no other).
+    #[inline(always)]
+    unsafe fn prefetchw(p: *const f32) {
+        std::arch::asm!("prefetchw [{}]", in(reg) p, options(nostack, preserves_flags, readonly));
     }
 
     /// C (m×n, any strides) = A (m×k, rows contiguous) · B (k×n, columns contiguous) [+ C]:

@@ -46,7 +46,7 @@
 //! the chunking at all: every element is one sum over the features in a fixed order. Only the
 //! weight gradients, sums over items, are grouped by chunk.)
 
-use crate::gemm::{gemm, Init};
+use crate::gemm::{gemm, gemm_cold_c, Init};
 use crate::real::Real;
 use crate::simd;
 use rayon::prelude::*;
@@ -199,17 +199,22 @@ impl<T> SharedMut<T> {
     }
 }
 
-/// Calls `f(offset, len)` for every contiguous run of the output tile of items [i0, i1).
-/// Rows: the tile is contiguous, one run of (i1−i0)·n_out values. Columns: one run of i1−i0
-/// items per feature.
-fn for_each_run(g: &Geometry, i0: usize, i1: usize, mut f: impl FnMut(usize, usize)) {
-    if g.y.fs == 1 {
-        f(i0 * g.y.is, (i1 - i0) * g.n_out);
+/// Calls `f(offset, len)` for every contiguous run of the tile of items [i0, i1) of a tensor
+/// addressed as `v` with `features` features. Rows: the tile is contiguous, one run of
+/// (i1−i0)·features values. Columns: one run of i1−i0 items per feature.
+fn for_each_run_of(v: View, features: usize, i0: usize, i1: usize, mut f: impl FnMut(usize, usize)) {
+    if v.fs == 1 {
+        f(i0 * v.is, (i1 - i0) * features);
     } else {
-        for feat in 0..g.n_out {
-            f(feat * g.y.fs + i0 * g.y.is, i1 - i0);
+        for feat in 0..features {
+            f(feat * v.fs + i0 * v.is, i1 - i0);
         }
     }
+}
+
+/// [`for_each_run_of`] the output tile.
+fn for_each_run(g: &Geometry, i0: usize, i1: usize, f: impl FnMut(usize, usize)) {
+    for_each_run_of(g.y, g.n_out, i0, i1, f)
 }
 
 /// Adds a run of an output gradient `d` (at `offset` in the output) into the bias gradient
@@ -258,10 +263,17 @@ pub fn mlp_forward<T: Real>(
         if m == 0 {
             return;
         }
+        // z, a and y are stored for the backward pass: memory the rest of the step's activations
+        // have pushed out of every cache. Z's GEMM prefetches each block of z for writing just
+        // before it; a's and y's tiles are requested now, to arrive while Z is computed.
+        for_each_run(&g, i0, i1, |off, len| {
+            simd::prefetch_l2(ap.at(off), len);
+            simd::prefetch_l2(yp.at(off), len);
+        });
         // SAFETY: chunk c reads and writes only items [i0, i1) of z, a and y; GEMM operands are
         // inside x, the weights, and those items, as the geometry's strides guarantee.
         unsafe {
-            gemm(
+            gemm_cold_c(
                 m,
                 g.n_in,
                 g.n_out,
@@ -284,7 +296,7 @@ pub fn mlp_forward<T: Real>(
                     simd::gelu_tile(zr, ar);
                 }
             });
-            gemm(
+            gemm_cold_c(
                 m,
                 g.n_out,
                 g.n_out,
@@ -370,6 +382,9 @@ pub fn mlp_backward<T: Real>(
         let (pk1, rest) = part.split_at_mut(n_in * n);
         let (pc1, rest) = rest.split_at_mut(n);
         let (pk2, pc2) = rest.split_at_mut(n * n);
+        // a, gelu'(z) and x were stored by the forward pass, long out of cache: a's tile is
+        // requested now, for dK2; the others while dK2 is computed, for the products after it.
+        for_each_run(&g, i0, i1, |off, len| simd::prefetch_l2(a[off..].as_ptr(), len));
         // SAFETY: as in the forward, chunk c touches only items [i0, i1) of dz and dx.
         unsafe {
             for_each_run(&g, i0, i1, |off, len| bias_grad(&g, &dy[off..off + len], pc2, off));
@@ -385,6 +400,8 @@ pub fn mlp_backward<T: Real>(
                 pk2.as_mut_ptr(),
                 (n, 1),
             );
+            for_each_run(&g, i0, i1, |off, len| simd::prefetch_l2(dgelu[off..].as_ptr(), len));
+            for_each_run_of(g.x, n_in, i0, i1, |off, len| simd::prefetch_l2(x[off..].as_ptr(), len));
             gemm(
                 m,
                 n,
