@@ -166,6 +166,9 @@ mod direct {
     use super::DIRECT_MAX_K;
     use std::arch::x86_64::*;
 
+    /// A 32 KB L1 data cache, in floats.
+    const L1_FLOATS: usize = 8192;
+
     /// Rows of C computed together: 8 rows × 2 vectors = 16 accumulators in registers.
     const MR: usize = 8;
 
@@ -221,7 +224,9 @@ mod direct {
         loop {
             let kb = (k - p0).min(DIRECT_MAX_K);
             let (a, b) = (a.add(p0 * csa), b.add(p0 * rsb));
-            if rsa == 1 && csa >= m {
+            // Only for a sweep of A larger than L1 (a weight gradient's activations, not a
+            // weight matrix read transposed), where the requests cost less than they save.
+            if rsa == 1 && csa >= m && kb * csa >= L1_FLOATS {
                 prefetch_columns(a, m, kb, csa);
             }
             let mut j = 0;

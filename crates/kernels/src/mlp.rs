@@ -263,17 +263,22 @@ pub fn mlp_forward<T: Real>(
         if m == 0 {
             return;
         }
-        // z, a and y are stored for the backward pass: memory the rest of the step's activations
-        // have pushed out of every cache. Z's GEMM prefetches each block of z for writing just
-        // before it; a's and y's tiles are requested now, to arrive while Z is computed.
-        for_each_run(&g, i0, i1, |off, len| {
-            simd::prefetch_l2(ap.at(off), len);
-            simd::prefetch_l2(yp.at(off), len);
-        });
+        // In training, z, a and y are stored for the backward pass: memory the rest of the
+        // step's activations have pushed out of every cache. Then Z's GEMM prefetches each block
+        // of z for writing just before it, and a's and y's tiles are requested now, to arrive
+        // while Z is computed. (Inference reuses a few small buffers, already in cache, where the
+        // same prefetches made batch-1000 evaluation 10% slower.)
+        let product = if keep { gemm_cold_c::<T> } else { gemm::<T> };
+        if keep {
+            for_each_run(&g, i0, i1, |off, len| {
+                simd::prefetch_l2(ap.at(off), len);
+                simd::prefetch_l2(yp.at(off), len);
+            });
+        }
         // SAFETY: chunk c reads and writes only items [i0, i1) of z, a and y; GEMM operands are
         // inside x, the weights, and those items, as the geometry's strides guarantee.
         unsafe {
-            gemm_cold_c(
+            product(
                 m,
                 g.n_in,
                 g.n_out,
@@ -296,7 +301,7 @@ pub fn mlp_forward<T: Real>(
                     simd::gelu_tile(zr, ar);
                 }
             });
-            gemm_cold_c(
+            product(
                 m,
                 g.n_out,
                 g.n_out,
