@@ -60,7 +60,7 @@ pub unsafe fn gemm<T: Real>(
     gemm_hinted(m, k, n, a, rs_a, b, rs_b, init, c, rs_c, false)
 }
 
-/// [`gemm`] for a C in memory that has not been touched for a long time and is about to be
+/// [`gemm`]; with `cold_c` set, for a C in memory not touched for a long time and about to be
 /// overwritten: a training forward pass's stored activations, which the rest of the step's
 /// activations (88 MB a CIFAR shard) have long pushed out of every cache. On the direct path each
 /// block's rows of C are prefetched for writing (`prefetchw`) while the block before it is
@@ -69,28 +69,12 @@ pub unsafe fn gemm<T: Real>(
 /// prefetches evict lines still in use. Measured per call site in a CIFAR training step (`rdtsc`
 /// around each call, medians of four runs): the forward products 4% (rows) and 13% (columns'
 /// second product) faster with it; the backward's column products, writing warm buffers, 4%
-/// slower, hence two entry points.
+/// slower, hence the flag.
 ///
 /// # Safety
 /// As [`gemm`].
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn gemm_cold_c<T: Real>(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: *const T,
-    rs_a: (usize, usize),
-    b: *const T,
-    rs_b: (usize, usize),
-    init: Init<T>,
-    c: *mut T,
-    rs_c: (usize, usize),
-) {
-    gemm_hinted(m, k, n, a, rs_a, b, rs_b, init, c, rs_c, true)
-}
-
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_hinted<T: Real>(
+pub unsafe fn gemm_hinted<T: Real>(
     m: usize,
     k: usize,
     n: usize,

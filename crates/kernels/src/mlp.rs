@@ -46,7 +46,7 @@
 //! the chunking at all: every element is one sum over the features in a fixed order. Only the
 //! weight gradients, sums over items, are grouped by chunk.)
 
-use crate::gemm::{gemm, gemm_cold_c, Init};
+use crate::gemm::{gemm, gemm_hinted, Init};
 use crate::real::Real;
 use crate::simd;
 use rayon::prelude::*;
@@ -268,7 +268,6 @@ pub fn mlp_forward<T: Real>(
         // of z for writing just before it, and a's and y's tiles are requested now, to arrive
         // while Z is computed. (Inference reuses a few small buffers, already in cache, where the
         // same prefetches made batch-1000 evaluation 10% slower.)
-        let product = if keep { gemm_cold_c::<T> } else { gemm::<T> };
         if keep {
             for_each_run(&g, i0, i1, |off, len| {
                 simd::prefetch_l2(ap.at(off), len);
@@ -278,7 +277,7 @@ pub fn mlp_forward<T: Real>(
         // SAFETY: chunk c reads and writes only items [i0, i1) of z, a and y; GEMM operands are
         // inside x, the weights, and those items, as the geometry's strides guarantee.
         unsafe {
-            product(
+            gemm_hinted(
                 m,
                 g.n_in,
                 g.n_out,
@@ -289,6 +288,7 @@ pub fn mlp_forward<T: Real>(
                 Init::Bias(wts.c1),
                 zp.at(i0 * g.y.is),
                 (g.y.is, g.y.fs),
+                keep,
             );
             // GELU over the tile, one contiguous run at a time (rows: the whole tile, so rows
             // of 28 leave no scalar tail each; columns: one run of items per feature).
@@ -301,7 +301,7 @@ pub fn mlp_forward<T: Real>(
                     simd::gelu_tile(zr, ar);
                 }
             });
-            product(
+            gemm_hinted(
                 m,
                 g.n_out,
                 g.n_out,
@@ -312,6 +312,7 @@ pub fn mlp_forward<T: Real>(
                 Init::Bias(wts.c2),
                 yp.at(i0 * g.y.is),
                 (g.y.is, g.y.fs),
+                keep,
             );
         }
     });
