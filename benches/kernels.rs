@@ -63,7 +63,23 @@ impl Backward {
         let [k1, c1, k2, c2] = &mut self.grads;
         let grads = MlpGrads { k1, c1, k2, c2 };
         let (dz, work, dx) = (&mut self.dz, &mut self.work, &mut self.dx);
-        mlp_backward(st.axis, st.s, st.n, wts, &st.x, z, a, &st.dy, dz, work, dx, Write::Add, grads, write)
+        mlp_backward(
+            st.axis,
+            st.s,
+            st.n,
+            wts,
+            &st.x,
+            z,
+            a,
+            &st.dy,
+            dz,
+            work,
+            dx,
+            Write::Add,
+            grads,
+            write,
+            None,
+        )
     }
 
     /// The reference backward (adding into dx and the weight gradients).
@@ -89,7 +105,7 @@ fn bench(c: &mut Criterion) {
             let mut g = c.benchmark_group("mlp_forward");
             g.throughput(Throughput::Elements(fwd_flops as u64));
             g.bench_function(BenchmarkId::new("fused", &name), |b| {
-                b.iter(|| mlp_forward(st.axis, st.s, st.n, wts, &st.x, &mut z, &mut a, &mut y, true))
+                b.iter(|| mlp_forward(st.axis, st.s, st.n, wts, &st.x, &mut z, &mut a, &mut y, true, None))
             });
             g.bench_function(BenchmarkId::new("reference", &name), |b| {
                 b.iter(|| reference::mlp_forward(st.axis, st.s, st.n, wts, &st.x))
@@ -125,7 +141,9 @@ fn one_shard(c: &mut Criterion) {
             g.throughput(Throughput::Elements(fwd_flops as u64));
             g.bench_function(format!("forward/{label}/{axis:?}"), |b| {
                 pool.install(|| {
-                    b.iter(|| mlp_forward(st.axis, st.s, st.n, wts, &st.x, &mut z, &mut a, &mut y, true))
+                    b.iter(|| {
+                        mlp_forward(st.axis, st.s, st.n, wts, &st.x, &mut z, &mut a, &mut y, true, None)
+                    })
                 })
             });
             g.throughput(Throughput::Elements(2 * fwd_flops as u64));

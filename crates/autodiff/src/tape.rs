@@ -240,8 +240,9 @@ impl<'a, T: Real> Grad<'a, T> {
     }
 }
 
-/// The most inputs an op takes (the axis MLP: x, four weights, and the two tensors it keeps).
-pub const MAX_INPUTS: usize = 8;
+/// The most inputs an op takes (the gated axis MLP: x, four weights, the two tensors it keeps,
+/// the residual and the gate).
+pub const MAX_INPUTS: usize = 9;
 
 /// The values of a node's inputs, in order: `inputs[i]` is input i's data.
 pub struct Inputs<'a, T> {
@@ -282,6 +283,14 @@ pub trait Backward<T: Real>: AsAny + Send + Sync {
     /// FLOPs of the forward and of the backward, for profiles (0 where negligible).
     fn flops(&self) -> (u64, u64) {
         (0, 0)
+    }
+
+    /// The input, if any, whose gradient is the output's gradient unchanged (the skip of a
+    /// residual `y = h + …`: dh += dy). The tape routes it itself: an input with no gradient yet
+    /// takes over dy's buffer (no copy), otherwise dy is added in. The op receives no buffer for
+    /// that input.
+    fn pass_through(&self) -> Option<usize> {
+        None
     }
 }
 
@@ -514,10 +523,13 @@ impl<'p, T: Real> Tape<'p, T> {
             // (fresh, unzeroed, if no gradient has reached it yet); an input that appears twice
             // (x + x) gets a fresh scratch buffer for its second appearance.
             bufs.clear();
+            let through = op.pass_through();
+            // Whether an earlier input slot already holds v's gradient buffer.
+            let taken = |i: usize| (0..i).any(|j| vars[j] == vars[i] && through != Some(j));
             for (i, v) in vars.iter().enumerate() {
-                if !self.rec.needs_grad[v.0] {
+                if !self.rec.needs_grad[v.0] || through == Some(i) {
                     bufs.push(None);
-                } else if vars[..i].contains(v) {
+                } else if taken(i) {
                     bufs.push(Some((self.pool.take(inputs[i].len()), true)));
                 } else {
                     let g = std::mem::take(&mut self.rec.grads[v.0]);
@@ -544,18 +556,25 @@ impl<'p, T: Real> Tape<'p, T> {
                         // A fresh buffer the op never wrote: it sent no gradient there.
                         buf.fill(T::ZERO);
                     }
-                    match vars[..i].iter().position(|u| u == v) {
-                        Some(_) => {
-                            self.rec.grads[v.0].iter_mut().zip(&buf).for_each(|(g, d)| *g += *d);
-                            self.pool.give(buf);
-                        }
-                        None => self.rec.grads[v.0] = buf,
+                    if taken(i) {
+                        self.rec.grads[v.0].iter_mut().zip(&buf).for_each(|(g, d)| *g += *d);
+                        self.pool.give(buf);
+                    } else {
+                        self.rec.grads[v.0] = buf;
                     }
                 }
             }
-            // This value's gradient is complete and now consumed: recycle its buffer, so a
-            // backward pass holds only the gradients still to be propagated.
-            self.pool.give(dy);
+            // This value's gradient is complete and now consumed: it becomes the pass-through
+            // input's gradient, or its buffer is recycled (so a backward pass holds only the
+            // gradients still to be propagated).
+            match through.map(|i| vars[i]).filter(|v| self.rec.needs_grad[v.0]) {
+                Some(v) if self.rec.grads[v.0].is_empty() => self.rec.grads[v.0] = dy,
+                Some(v) => {
+                    simd::add_assign(&mut self.rec.grads[v.0], &dy);
+                    self.pool.give(dy);
+                }
+                None => self.pool.give(dy),
+            }
         }
         self.pool.spare.bufs = bufs;
     }

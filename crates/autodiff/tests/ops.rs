@@ -53,17 +53,6 @@ fn add_and_scale() {
 }
 
 #[test]
-fn gated_residual() {
-    let mut p = Params::new();
-    let (h, g, m) = (p.add("h", &[2, 3]), p.add("g", &[1]), p.add("m", &[2, 3]));
-    assert_grads(p, 9, |t| {
-        let (h, g, m) = (t.param(h), t.param(g), t.param(m));
-        let y = ops::gated_residual(t, h, g, m);
-        ops::mse(t, y, &target(6))
-    });
-}
-
-#[test]
 fn an_input_used_twice_gets_both_gradients() {
     let mut p = Params::new();
     let a = p.add("a", &[4]);
@@ -139,6 +128,44 @@ fn axis_mlp_along_rows_and_columns() {
             ops::mse(t, y, &target(out))
         });
     }
+}
+
+#[test]
+fn gated_axis_mlp_along_rows_and_columns() {
+    // y = h + g·MLP(x): h's gradient passed through by the tape, g's from the weight gradients.
+    let (h, b, w) = (5, 3, 7);
+    for (axis, n_in, n) in [(Axis::Rows, w, w), (Axis::Cols, h, h), (Axis::Rows, w, 4)] {
+        let mut p = Params::new();
+        let x = p.add("x", &[h, b, w]);
+        let ids = mlp_params(&mut p, n_in, n);
+        let out = match axis {
+            Axis::Rows => [h, b, n],
+            Axis::Cols => [n, b, w],
+        };
+        let (skip, gate) = (p.add("h", &out), p.add("g", &[1]));
+        assert_grads(p, 11, |t| {
+            let (xv, hv, gv) = (t.param(x), t.param(skip), t.param(gate));
+            let m = mlp_vars(t, ids);
+            let y = ops::gated_axis_mlp(t, hv, gv, xv, axis, m);
+            ops::mse(t, y, &target(out.iter().product()))
+        });
+    }
+}
+
+#[test]
+fn a_residual_around_its_own_input() {
+    // y = x + g·MLP(x), the mixer's shape: x is both the MLP's input and the pass-through.
+    let (h, b, w) = (4, 2, 6);
+    let mut p = Params::new();
+    let x = p.add("x", &[h, b, w]);
+    let ids = mlp_params(&mut p, w, w);
+    let gate = p.add("g", &[1]);
+    assert_grads(p, 12, |t| {
+        let (xv, gv) = (t.param(x), t.param(gate));
+        let m = mlp_vars(t, ids);
+        let y = ops::gated_axis_mlp(t, xv, gv, xv, Axis::Rows, m);
+        ops::mse(t, y, &target(h * b * w))
+    });
 }
 
 #[test]

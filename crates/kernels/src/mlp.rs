@@ -108,6 +108,36 @@ pub struct MlpGrads<'a, T> {
     pub c2: &'a mut [T],
 }
 
+/// The classifier's gated residual around an MLP: the forward's output is `h + g·MLP(x)`
+/// instead of `MLP(x)`, for an `h` of the output's shape and a scalar gate `g`. Added to each
+/// output tile right after its product, while the tile is in cache: the mixer output MLP(x)
+/// itself is never stored, and no separate pass over the batch adds the residual.
+#[derive(Clone, Copy)]
+pub struct Skip<'a, T> {
+    pub h: &'a [T],
+    pub g: T,
+}
+
+/// The backward of a [`Skip`] forward: `dy` is then the gradient of `h + g·MLP(x)`.
+///
+/// The gradient reaching the MLP is g·dy, but rather than scaling dy (a pass over the batch) the
+/// backward runs on dy itself with g folded into the weights it multiplies by, and the gate's
+/// gradient comes from the weight gradients instead of from the MLP's output, which a gated
+/// forward never stored. With P = Aᵀ·dY and q = Σ_items dy (what the ungated backward computes
+/// as dK2 and dc2):
+/// ```text
+/// dK2 = Aᵀ·(g·dY) = g·P            dc2 = g·q
+/// dA  = (g·dY)·K2ᵀ = dY·(g·K2)ᵀ    (g·K2ᵀ packed once, in place of K2ᵀ)
+/// dg  = Σ_items ⟨y_mlp, dy⟩ = Σ_items ⟨a·K2 + c2, dy⟩ = ⟨K2, P⟩ + ⟨c2, q⟩
+/// ```
+/// (⟨·,·⟩ the sum of elementwise products). h's gradient is dy unchanged, which is the caller's
+/// to route (the tape hands dy's own buffer over).
+pub struct GateGrad<'a, T> {
+    pub g: T,
+    /// `dg += ⟨K2, P⟩ + ⟨c2, q⟩`.
+    pub dg: &'a mut T,
+}
+
 /// An items × features view of an (H, B, W) tensor, as [`Axis`] defines it.
 #[derive(Clone, Copy, Debug)]
 struct View {
@@ -235,7 +265,8 @@ fn bias_grad<T: Real>(g: &Geometry, d: &[T], db: &mut [T], offset: usize) {
 ///
 /// Per chunk of items: `Z = c1 + X·K1` (one GEMM, X read through the axis' strides, the bias
 /// loaded into its accumulators), then in one pass over the tile `a = gelu(z)` (and
-/// `gz = gelu'(z)`, sharing Φ); `Y = c2 + A·K2`.
+/// `gz = gelu'(z)`, sharing Φ); `Y = c2 + A·K2`; with a [`Skip`], `y ← h + g·y` over the tile
+/// while it is in cache.
 #[allow(clippy::too_many_arguments)]
 pub fn mlp_forward<T: Real>(
     axis: Axis,
@@ -247,6 +278,7 @@ pub fn mlp_forward<T: Real>(
     a: &mut [T],
     y: &mut [T],
     keep: bool,
+    skip: Option<Skip<T>>,
 ) {
     let z = gz;
     let g = Geometry::new(axis, x_shape, n_out);
@@ -254,6 +286,9 @@ pub fn mlp_forward<T: Real>(
     check_weights(&g, &wts);
     assert_eq!(x.len(), x_shape.len(), "mlp_forward: input length");
     assert!(z.len() == out_len && a.len() == out_len && y.len() == out_len, "mlp_forward: output length");
+    if let Some(sk) = &skip {
+        assert_eq!(sk.h.len(), out_len, "mlp_forward: the residual's length");
+    }
     let (zp, ap, yp) = (SharedMut(z.as_mut_ptr()), SharedMut(a.as_mut_ptr()), SharedMut(y.as_mut_ptr()));
     let items = g.x.items;
     let chunks = forward_chunks(items);
@@ -272,6 +307,9 @@ pub fn mlp_forward<T: Real>(
             for_each_run(&g, i0, i1, |off, len| {
                 simd::prefetch_l2(ap.at(off), len);
                 simd::prefetch_l2(yp.at(off), len);
+                if let Some(sk) = &skip {
+                    simd::prefetch_l2(sk.h[off..].as_ptr(), len);
+                }
             });
         }
         // SAFETY: chunk c reads and writes only items [i0, i1) of z, a and y; GEMM operands are
@@ -314,6 +352,15 @@ pub fn mlp_forward<T: Real>(
                 (g.y.is, g.y.fs),
                 keep,
             );
+            if let Some(sk) = &skip {
+                for_each_run(&g, i0, i1, |off, len| {
+                    simd::skip_add(
+                        std::slice::from_raw_parts_mut(yp.at(off), len),
+                        &sk.h[off..off + len],
+                        sk.g,
+                    );
+                });
+            }
         }
     });
 }
@@ -332,7 +379,9 @@ pub fn backward_workspace(axis: Axis, x_shape: Hbw, n_out: usize) -> usize {
 ///
 /// Per chunk: `dc2 = Σ dy`, `dK2 = Aᵀ·dY` (A read with swapped strides), `dZ = dY·K2ᵀ` (K2 read with
 /// swapped strides), `dz *= gelu'(z)` in the same pass, `dc1 = Σ dz`, `dK1 = Xᵀ·dZ`, `dX += dZ·K1ᵀ`.
-/// The per-chunk weight gradients go to a partials buffer, added into `grads` in chunk order.
+/// The per-chunk weight gradients go to a partials buffer, summed in chunk order and then
+/// added into `grads`. With a [`GateGrad`] (the backward of a [`Skip`] forward), g is folded into
+/// K2ᵀ and into the sums of dK2 and dc2, and dg comes from those sums, as [`GateGrad`] derives.
 #[allow(clippy::too_many_arguments)]
 pub fn mlp_backward<T: Real>(
     axis: Axis,
@@ -349,6 +398,7 @@ pub fn mlp_backward<T: Real>(
     dx_write: Write,
     grads: MlpGrads<T>,
     grads_write: Write,
+    gate: Option<GateGrad<T>>,
 ) {
     let g = Geometry::new(axis, x_shape, n_out);
     let out_len = output_shape(axis, x_shape, n_out).len();
@@ -372,9 +422,14 @@ pub fn mlp_backward<T: Real>(
             k1t[j * n_in + f] = wts.k1[f * n + j];
         }
     }
+    // Gated: g·K2ᵀ, so that dz = dy·(g·K2)ᵀ = (g·dy)·K2ᵀ.
+    let g2 = gate.as_ref().map_or(T::ONE, |gg| gg.g);
     for j in 0..n {
         for o in 0..n {
-            k2t[o * n + j] = wts.k2[j * n + o];
+            k2t[o * n + j] = match gate {
+                Some(_) => g2 * wts.k2[j * n + o],
+                None => wts.k2[j * n + o],
+            };
         }
     }
     let (k1t, k2t) = (&*k1t, &*k2t);
@@ -463,16 +518,24 @@ pub fn mlp_backward<T: Real>(
         k1.len() == n_in * n && c1.len() == n && k2.len() == n * n && c2.len() == n,
         "mlp_backward: gradient buffer shapes"
     );
-    for (c, part) in partials.chunks_exact(g.params()).enumerate() {
-        let (pk1, rest) = part.split_at(n_in * n);
-        let (pc1, rest) = rest.split_at(n);
-        let (pk2, pc2) = rest.split_at(n * n);
-        for (dst, src) in [(&mut *k1, pk1), (&mut *c1, pc1), (&mut *k2, pk2), (&mut *c2, pc2)] {
-            if c == 0 && grads_write == Write::Set {
-                dst.copy_from_slice(src);
-            } else {
-                simd::add_assign(dst, src);
-            }
+    // The chunks' partials summed into the first, in chunk order.
+    let (total, rest) = partials.split_at_mut(g.params());
+    for part in rest.chunks_exact(g.params()) {
+        simd::add_assign(total, part);
+    }
+    let (pk1, rest) = total.split_at_mut(n_in * n);
+    let (pc1, rest) = rest.split_at_mut(n);
+    let (pk2, pc2) = rest.split_at_mut(n * n);
+    if let Some(GateGrad { g, dg }) = gate {
+        // dg = ⟨K2, P⟩ + ⟨c2, q⟩, then P and q scaled into dK2 = g·P and dc2 = g·q.
+        *dg += simd::dot(wts.k2, pk2) + simd::dot(wts.c2, pc2);
+        simd::scale(pk2, g);
+        simd::scale(pc2, g);
+    }
+    for (dst, src) in [(k1, &*pk1), (c1, &*pc1), (k2, &*pk2), (c2, &*pc2)] {
+        match grads_write {
+            Write::Set => dst.copy_from_slice(src),
+            Write::Add => simd::add_assign(dst, src),
         }
     }
 }

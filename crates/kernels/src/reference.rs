@@ -143,3 +143,42 @@ pub fn mlp_backward<T: Real>(
         *d += v;
     }
 }
+
+/// Reference for a gated forward ([`crate::mlp::Skip`]): (z, a, h + g·y) with (z, a, y) from
+/// [`mlp_forward`], the residual added in a separate pass.
+pub fn gated_mlp_forward<T: Real>(
+    axis: Axis,
+    s: Hbw,
+    n_out: usize,
+    w: MlpWeights<T>,
+    x: &[T],
+    h: &[T],
+    g: T,
+) -> (Vec<T>, Vec<T>, Vec<T>) {
+    let (z, a, y) = mlp_forward(axis, s, n_out, w, x);
+    let out = h.iter().zip(&y).map(|(&h, &m)| h + g * m).collect();
+    (z, a, out)
+}
+
+/// Reference for a gated backward ([`crate::mlp::GateGrad`]), by the chain rule as written:
+/// the MLP's output gradient is g·dy, passed to [`mlp_backward`]; `dg += Σ m·dy` with the MLP's
+/// output m recomputed. (h's gradient, dy itself, is the caller's.)
+pub fn gated_mlp_backward<T: Real>(
+    axis: Axis,
+    s: Hbw,
+    n_out: usize,
+    w: MlpWeights<T>,
+    x: &[T],
+    g: T,
+    dy: &[T],
+    dx: &mut [T],
+    grads: MlpGrads<T>,
+    dg: &mut T,
+) {
+    let (_, _, m) = mlp_forward(axis, s, n_out, w, x);
+    for (&m, &d) in m.iter().zip(dy) {
+        *dg += m * d;
+    }
+    let dm: Vec<T> = dy.iter().map(|&d| g * d).collect();
+    mlp_backward(axis, s, n_out, w, x, &dm, dx, grads);
+}

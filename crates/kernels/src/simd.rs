@@ -155,7 +155,7 @@ multiversion! {
 }
 
 multiversion! {
-    /// `y[j] += a·x[j]`: the gated residual `h + g·m`, and its backward `dm += g·dy`.
+    /// `y[j] += a·x[j]`: the backward of a scaling, `dx += g·dy`.
     pub fn axpy<T: Real>(y: &mut [T], a: T, x: &[T]) {
         for (y, &x) in y.iter_mut().zip(x) {
             *y += a * x;
@@ -164,53 +164,20 @@ multiversion! {
 }
 
 multiversion! {
-    /// `y[j] = h[j] + a·x[j]`: the gated residual `h + g·m` in one pass.
-    pub fn residual<T: Real>(y: &mut [T], h: &[T], a: T, x: &[T]) {
-        for ((y, &h), &x) in y.iter_mut().zip(h).zip(x) {
-            *y = h + a * x;
+    /// `y[j] ← h[j] + a·y[j]`: the gated residual `h + g·m` added to a tile of the mixer's
+    /// output m where it was computed.
+    pub fn skip_add<T: Real>(y: &mut [T], h: &[T], a: T) {
+        for (y, &h) in y.iter_mut().zip(h) {
+            *y = h + a * *y;
         }
     }
 }
 
 multiversion! {
-    /// The gated residual's backward in one pass over `dy`: `dh (+)= dy`, `dm (+)= a·dy`
-    /// (each set rather than added when its flag says the buffer is fresh), and the return value
-    /// `Σ m[j]·dy[j]`, summed exactly as [`dot`] sums.
-    pub fn residual_backward<T: Real>(
-        dy: &[T],
-        m: &[T],
-        a: T,
-        dh: &mut [T],
-        set_dh: bool,
-        dm: &mut [T],
-        set_dm: bool,
-    ) -> T {
-        #[inline(always)]
-        fn pass<T: Real, const SH: bool, const SM: bool>(dy: &[T], m: &[T], a: T, dh: &mut [T], dm: &mut [T]) -> T {
-            let mut acc = [T::ZERO; 8];
-            let n = dy.len();
-            assert!(m.len() == n && dh.len() == n && dm.len() == n, "residual_backward: lengths");
-            let (dyb, mb) = (dy.chunks_exact(8), m.chunks_exact(8));
-            let (dhb, dmb) = (dh.chunks_exact_mut(8), dm.chunks_exact_mut(8));
-            for (((dy, m), dh), dm) in dyb.zip(mb).zip(dhb).zip(dmb) {
-                for j in 0..8 {
-                    dh[j] = if SH { dy[j] } else { dh[j] + dy[j] };
-                    dm[j] = if SM { a * dy[j] } else { dm[j] + a * dy[j] };
-                    acc[j] += m[j] * dy[j];
-                }
-            }
-            for (j, i) in (n / 8 * 8..n).enumerate() {
-                dh[i] = if SH { dy[i] } else { dh[i] + dy[i] };
-                dm[i] = if SM { a * dy[i] } else { dm[i] + a * dy[i] };
-                acc[j] += m[i] * dy[i];
-            }
-            ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
-        }
-        match (set_dh, set_dm) {
-            (false, false) => pass::<T, false, false>(dy, m, a, dh, dm),
-            (false, true) => pass::<T, false, true>(dy, m, a, dh, dm),
-            (true, false) => pass::<T, true, false>(dy, m, a, dh, dm),
-            (true, true) => pass::<T, true, true>(dy, m, a, dh, dm),
+    /// `y[j] ← a·y[j]`.
+    pub fn scale<T: Real>(y: &mut [T], a: T) {
+        for y in y.iter_mut() {
+            *y *= a;
         }
     }
 }

@@ -4,8 +4,8 @@ use pmixer_kernels::dense::{dense_backward, dense_forward};
 use pmixer_kernels::gelu::{erf, exp_f32, gelu, gelu_grad};
 use pmixer_kernels::gemm::Init;
 use pmixer_kernels::{
-    backward_workspace, mlp_backward, mlp_forward, output_shape, reference, Axis, Hbw, MlpGrads, MlpWeights,
-    Real, Write,
+    backward_workspace, mlp_backward, mlp_forward, output_shape, reference, Axis, GateGrad, Hbw, MlpGrads,
+    MlpWeights, Real, Skip, Write,
 };
 
 /// A small deterministic generator (xorshift64*), so the tests need no RNG crate.
@@ -115,19 +115,26 @@ struct Case {
     axis: Axis,
     s: Hbw,
     n_out: usize,
+    /// A gated residual around the MLP ([`Skip`]) with this gate.
+    gate: Option<f64>,
 }
 
 fn cases() -> Vec<Case> {
     let mut v = Vec::new();
     for &(h, b, w) in &[(5, 3, 7), (28, 64, 28), (32, 64, 96), (1, 1, 1), (4, 130, 3)] {
         let s = Hbw { h, b, w };
-        v.push(Case { axis: Axis::Rows, s, n_out: w });
-        v.push(Case { axis: Axis::Cols, s, n_out: h });
-        v.push(Case { axis: Axis::Rows, s, n_out: 1 });
-        v.push(Case { axis: Axis::Cols, s, n_out: 1 });
+        v.push(Case { axis: Axis::Rows, s, n_out: w, gate: None });
+        v.push(Case { axis: Axis::Cols, s, n_out: h, gate: None });
+        v.push(Case { axis: Axis::Rows, s, n_out: 1, gate: None });
+        v.push(Case { axis: Axis::Cols, s, n_out: 1, gate: None });
+        v.push(Case { axis: Axis::Rows, s, n_out: w, gate: Some(0.7) });
+        v.push(Case { axis: Axis::Cols, s, n_out: h, gate: Some(-0.4) });
     }
-    v.push(Case { axis: Axis::Rows, s: Hbw { h: 5, b: 3, w: 7 }, n_out: 4 });
-    v.push(Case { axis: Axis::Cols, s: Hbw { h: 5, b: 3, w: 7 }, n_out: 9 });
+    let s = Hbw { h: 5, b: 3, w: 7 };
+    v.push(Case { axis: Axis::Rows, s, n_out: 4, gate: None });
+    v.push(Case { axis: Axis::Cols, s, n_out: 9, gate: None });
+    // The classifier's untrained gate: the MLP gets no gradient, the gate does.
+    v.push(Case { axis: Axis::Rows, s, n_out: 7, gate: Some(0.0) });
     v
 }
 
@@ -139,6 +146,8 @@ struct Run<T> {
     y: Vec<T>,
     dx: Vec<T>,
     grads: [Vec<T>; 4],
+    /// The gate's gradient (0 for an ungated case).
+    dg: T,
 }
 
 fn weights<T: Real>(gen: &mut Gen, n_in: usize, n: usize) -> [Vec<T>; 4] {
@@ -166,9 +175,11 @@ fn fused_into<T: Real>(c: &Case, seed: u64, start: T, write: Write) -> Run<T> {
     let x: Vec<T> = gen.vec(c.s.len(), 1.5);
     let out = output_shape(c.axis, c.s, n).len();
     let dy: Vec<T> = gen.vec(out, 1.0);
+    let h: Vec<T> = gen.vec(out, 1.0);
     let wts = MlpWeights { k1: &w[0], c1: &w[1], k2: &w[2], c2: &w[3] };
     let (mut z, mut a, mut y) = (vec![T::ZERO; out], vec![T::ZERO; out], vec![T::ZERO; out]);
-    mlp_forward(c.axis, c.s, n, wts, &x, &mut z, &mut a, &mut y, true);
+    let skip = c.gate.map(|g| Skip { h: &h, g: T::from_f64(g) });
+    mlp_forward(c.axis, c.s, n, wts, &x, &mut z, &mut a, &mut y, true, skip);
     let mut dz = vec![T::ZERO; out];
     let mut dx: Vec<T> = vec![start; x.len()];
     let mut g = [vec![start; ni * n], vec![start; n], vec![start; n * n], vec![start; n]];
@@ -176,8 +187,13 @@ fn fused_into<T: Real>(c: &Case, seed: u64, start: T, write: Write) -> Run<T> {
     let grads = MlpGrads { k1: g0, c1: g1, k2: g2, c2: g3 };
     // A workspace full of garbage: the kernel must not depend on its contents.
     let mut work = vec![T::from_f64(7.0); backward_workspace(c.axis, c.s, n)];
-    mlp_backward(c.axis, c.s, n, wts, &x, &z, &a, &dy, &mut dz, &mut work, &mut dx, write, grads, write);
-    Run { z, a, y, dx, grads: g }
+    // The gate's gradient is always added to (a scalar, never handed over fresh).
+    let mut dg = if c.gate.is_some() { T::ONE } else { T::ZERO };
+    let gate = c.gate.map(|g| GateGrad { g: T::from_f64(g), dg: &mut dg });
+    mlp_backward(
+        c.axis, c.s, n, wts, &x, &z, &a, &dy, &mut dz, &mut work, &mut dx, write, grads, write, gate,
+    );
+    Run { z, a, y, dx, grads: g, dg }
 }
 
 /// The reference on the same inputs as `fused::<T>`, evaluated in f64: the exact answer up to
@@ -190,26 +206,38 @@ fn naive<T: Real>(c: &Case, seed: u64) -> Run<f64> {
     let x = up(gen.vec::<T>(c.s.len(), 1.5));
     let out = output_shape(c.axis, c.s, n).len();
     let dy = up(gen.vec::<T>(out, 1.0));
+    let h = up(gen.vec::<T>(out, 1.0));
     let wts = MlpWeights { k1: &w[0], c1: &w[1], k2: &w[2], c2: &w[3] };
-    let (z, a, y) = reference::mlp_forward(c.axis, c.s, n, wts, &x);
+    let (z, a, y) = match c.gate {
+        Some(g) => reference::gated_mlp_forward(c.axis, c.s, n, wts, &x, &h, g),
+        None => reference::mlp_forward(c.axis, c.s, n, wts, &x),
+    };
     // A training forward leaves gelu'(z) where z was.
     let z = z.into_iter().map(gelu_grad).collect();
     let mut dx = vec![1.0; x.len()];
     let mut g = [vec![1.0; ni * n], vec![1.0; n], vec![1.0; n * n], vec![1.0; n]];
     let [g0, g1, g2, g3] = &mut g;
     let grads = MlpGrads { k1: g0, c1: g1, k2: g2, c2: g3 };
-    reference::mlp_backward(c.axis, c.s, n, wts, &x, &dy, &mut dx, grads);
-    Run { z, a, y, dx, grads: g }
+    let mut dg = 0.0;
+    match c.gate {
+        Some(gv) => {
+            dg = 1.0;
+            reference::gated_mlp_backward(c.axis, c.s, n, wts, &x, gv, &dy, &mut dx, grads, &mut dg);
+        }
+        None => reference::mlp_backward(c.axis, c.s, n, wts, &x, &dy, &mut dx, grads),
+    }
+    Run { z, a, y, dx, grads: g, dg }
 }
 
 fn compare<T: Real>(tol: f64) {
     for (i, c) in cases().iter().enumerate() {
         let seed = 17 + i as u64;
         let (f, r) = (fused::<T>(c, seed), naive::<T>(c, seed));
-        let label = format!("{:?} {:?} n_out={}", c.axis, c.s, c.n_out);
+        let label = format!("{:?} {:?} n_out={} gate {:?}", c.axis, c.s, c.n_out, c.gate);
         let mut checks =
             vec![("z", rel_err(&f.z, &r.z)), ("a", rel_err(&f.a, &r.a)), ("y", rel_err(&f.y, &r.y))];
         checks.push(("dx", rel_err(&f.dx, &r.dx)));
+        checks.push(("dg", rel_err(&[f.dg], &[r.dg])));
         for (name, (gf, gr)) in ["dK1", "dc1", "dK2", "dc2"].iter().zip(f.grads.iter().zip(&r.grads)) {
             checks.push((name, rel_err(gf, gr)));
         }
@@ -243,6 +271,7 @@ fn results_are_bitwise_independent_of_thread_count() {
         for other in [&two, &three] {
             assert_eq!(bits(&one.y), bits(&other.y), "{:?}", c.s);
             assert_eq!(bits(&one.dx), bits(&other.dx));
+            assert_eq!(one.dg.to_bits(), other.dg.to_bits());
             for (a, b) in one.grads.iter().zip(&other.grads) {
                 assert_eq!(bits(a), bits(b));
             }
@@ -259,6 +288,7 @@ fn setting_fresh_gradients_equals_adding_into_zeros() {
         let set = fused_into::<f32>(c, 7 + i as u64, f32::NAN, Write::Set);
         // Equal as numbers (0 + −0 is +0 where setting leaves −0), so no NaN survived either.
         assert!(added.dx.iter().zip(&set.dx).all(|(a, b)| a == b), "dx, {:?} {:?}", c.axis, c.s);
+        assert_eq!(added.dg, set.dg);
         for (a, b) in added.grads.iter().zip(&set.grads) {
             assert!(a.iter().zip(b).all(|(a, b)| a == b), "weight gradients, {:?} {:?}", c.axis, c.s);
         }

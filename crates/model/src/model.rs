@@ -178,13 +178,12 @@ impl Model {
             let col = m.col.vars(t);
             let row = m.row.vars(t);
             let mixed = ops::axis_mlp(t, act, Axis::Cols, col);
-            let mixed = ops::axis_mlp(t, mixed, Axis::Rows, row);
             act = match m.gate {
                 Some(g) => {
                     let g = t.param(g);
-                    ops::gated_residual(t, act, g, mixed)
+                    ops::gated_axis_mlp(t, act, g, mixed, Axis::Rows, row)
                 }
-                None => mixed,
+                None => ops::axis_mlp(t, mixed, Axis::Rows, row),
             };
         }
         let Some(head) = &self.head else { return act };
@@ -288,7 +287,7 @@ impl Model {
     /// layout; returns logits [B, classes] or the reconstruction (H, B, W).
     pub fn infer<T: Real>(&self, params: &Params<T>, x: &[T], b: usize, buf: &mut InferBuffers<T>) -> Vec<T> {
         use pmixer_kernels::dense::dense_forward;
-        use pmixer_kernels::{mlp_forward, output_shape, Hbw, MlpWeights};
+        use pmixer_kernels::{mlp_forward, output_shape, Hbw, MlpWeights, Skip};
         let (h, w) = (self.arch.h, self.arch.w);
         let s = Hbw { h, b, w };
         assert_eq!(x.len(), s.len(), "infer: input is not {h}×{b}×{w}");
@@ -314,7 +313,11 @@ impl Model {
                 sized(a, n),
                 sized(mixed, n),
                 false,
+                None,
             );
+            // Rows into `y` (plus the gated residual, act + g·rows, for the classifier), which
+            // becomes the next layer's input.
+            let skip = mx.gate.map(|g| Skip { h: &act[..n], g: params.get(g)[0] });
             mlp_forward(
                 Axis::Rows,
                 s,
@@ -325,13 +328,9 @@ impl Model {
                 sized(a, n),
                 sized(y, n),
                 false,
+                skip,
             );
-            match mx.gate {
-                Some(g) => {
-                    pmixer_kernels::simd::axpy(act, params.get(g)[0], y);
-                }
-                None => std::mem::swap(act, y),
-            }
+            std::mem::swap(act, y);
         }
         let Some(hd) = &self.head else { return act[..n].to_vec() };
         let rows_len = output_shape(Axis::Rows, s, 1).len();
@@ -347,6 +346,7 @@ impl Model {
             sized(a, rows_len),
             &mut rows,
             false,
+            None,
         );
         let mut cols = vec![T::ZERO; cols_len];
         mlp_forward(
@@ -359,6 +359,7 @@ impl Model {
             sized(a, cols_len),
             &mut cols,
             false,
+            None,
         );
         // [rows (H, B) transposed to (B, H) | cols (B, W)], as the head's concatenation.
         let mut features = vec![T::ZERO; b * (h + w)];

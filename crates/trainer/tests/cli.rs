@@ -455,13 +455,18 @@ fn profile_reports_each_op_forward_and_backward() {
     ]);
     assert_ok(&out);
     let stdout = text(&out.stdout);
-    for row in ["axis_mlp rows", "axis_mlp cols", "gated_residual", "softmax_cross_entropy", "adam", "batch"]
+    for row in
+        ["gated axis_mlp rows", "axis_mlp cols", "axis_mlp rows", "softmax_cross_entropy", "adam", "batch"]
     {
         assert!(stdout.contains(row), "no {row} row in:\n{stdout}");
     }
-    // 2 steps × 2 shards of 32 samples × (2 layers + the head) calls of each axis MLP, per phase.
-    let line = stdout.lines().find(|l| l.starts_with("axis_mlp rows") && l.contains("backward")).unwrap();
-    assert_eq!(line.split_whitespace().nth(3), Some("12"), "{line}");
+    // 2 steps × 2 shards of 32 samples × (2 layers + the head) calls of the column MLP, per
+    // phase; the layers' row MLPs are gated (2 × 2 × 2 calls), the head's is not.
+    for (op, calls) in [("axis_mlp cols", "12"), ("gated axis_mlp rows", "8")] {
+        let line = stdout.lines().find(|l| l.starts_with(op) && l.contains("backward")).unwrap();
+        let n = line.strip_prefix(op).unwrap().split_whitespace().nth(1);
+        assert_eq!(n, Some(calls), "{line}");
+    }
     assert!(stdout.contains("2 steps,") && stdout.contains("thread-ms per step busy"), "{stdout}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,11 +1,12 @@
-//! Elementwise arithmetic: the residual sum, the learnable scalar gate, and the two fused into
-//! the gated residual the classifier's trunk uses.
+//! Elementwise arithmetic: a sum and a scaling by a learnable scalar. (The classifier's gated
+//! residual `h + g·m` is fused into the MLP that computes m: `layers::gated_axis_mlp`.)
 
 use crate::tape::{Backward, Grad, Inputs, Pool, Shape, Tape, Tensor, Var};
-use pmixer_kernels::{simd, Real, Write};
+use pmixer_kernels::{simd, Real};
 
 /// `y = a + b` (same shapes).
-/// Backward: `da += dy`, `db += dy`.
+/// Backward: `da += dy` (dy passed through by the tape, see [`Backward::pass_through`]),
+/// `db += dy`.
 pub fn add<T: Real>(t: &mut Tape<T>, a: Var, b: Var) -> Var {
     assert_eq!(t.shape(a), t.shape(b), "add: shapes differ");
     let mut y = t.take(t.value(a).len());
@@ -23,9 +24,13 @@ impl<T: Real> Backward<T> for Add {
     }
 
     fn backward(&self, _: &Inputs<T>, dy: &[T], d: &mut [Option<Grad<T>>], _: &mut Pool<T>) {
-        for g in d.iter_mut().flatten() {
-            g.add(dy);
+        if let Some(db) = &mut d[1] {
+            db.add(dy);
         }
+    }
+
+    fn pass_through(&self) -> Option<usize> {
+        Some(0)
     }
 }
 
@@ -55,45 +60,6 @@ impl<T: Real> Backward<T> for Scale {
         }
         if let Some(dg) = &mut d[1] {
             dg.acc()[0] += simd::dot(x, dy);
-        }
-    }
-}
-
-/// The classifier's residual step `y = h + g·m` in one pass (`add(h, scale(m, g))` fused).
-/// Backward: `dh += dy`, `dm += g·dy`, `dg += Σ_i m_i·dy_i`.
-pub fn gated_residual<T: Real>(t: &mut Tape<T>, h: Var, g: Var, m: Var) -> Var {
-    assert_eq!(t.shape(h), t.shape(m), "gated_residual: shapes differ");
-    assert_eq!(t.value(g).len(), 1, "gated_residual: the gate must be a scalar");
-    let gv = t.value(g)[0];
-    let mut y = t.take(t.value(h).len());
-    simd::residual(&mut y, t.value(h), gv, t.value(m));
-    let shape = Shape::new(t.shape(h));
-    t.push(Tensor::new(&shape, y), &[h, g, m], GatedResidual)
-}
-
-struct GatedResidual;
-impl<T: Real> Backward<T> for GatedResidual {
-    fn name(&self) -> &'static str {
-        "gated_residual"
-    }
-
-    fn backward(&self, inputs: &Inputs<T>, dy: &[T], d: &mut [Option<Grad<T>>], _: &mut Pool<T>) {
-        let (g, m) = (inputs[1][0], &inputs[2]);
-        let [dh, dg, dm] = d else { unreachable!("gated_residual has three inputs") };
-        if let (Some(dh), Some(dg), Some(dm)) = (dh.as_mut(), dg.as_mut(), dm.as_mut()) {
-            // The trunk's case: all three in one pass over dy.
-            let (set_dh, set_dm) = (dh.write() == Write::Set, dm.write() == Write::Set);
-            dg.acc()[0] += simd::residual_backward(dy, m, g, dh.data(), set_dh, dm.data(), set_dm);
-            return;
-        }
-        if let Some(dh) = dh {
-            dh.add(dy);
-        }
-        if let Some(dg) = dg {
-            dg.acc()[0] += simd::dot(m, dy);
-        }
-        if let Some(dm) = dm {
-            dm.add_scaled(g, dy);
         }
     }
 }

@@ -1,11 +1,13 @@
 //! The learnable layers: the fused axis-MLP (one tape node for Dense → GELU → Dense along a
-//! whole axis of the batch) and a plain dense layer. Both call `pmixer-kernels`, where the
-//! math and the stride tricks are written out.
+//! whole axis of the batch, optionally with the classifier's gated residual around it) and a
+//! plain dense layer. Both call `pmixer-kernels`, where the math and the stride tricks are
+//! written out.
 
 use crate::tape::{Backward, Grad, Inputs, Pool, Tape, Tensor, Var};
 use pmixer_kernels::dense::{dense_backward, dense_forward};
 use pmixer_kernels::{
-    backward_workspace, mlp_backward, mlp_forward, output_shape, Axis, Hbw, MlpGrads, MlpWeights, Real, Write,
+    backward_workspace, mlp_backward, mlp_forward, output_shape, Axis, GateGrad, Hbw, MlpGrads, MlpWeights,
+    Real, Skip, Write,
 };
 
 /// The first N inputs' gradient buffers: the tape's where it asked for one, fresh scratch from
@@ -55,22 +57,49 @@ fn hbw(shape: &[usize]) -> Hbw {
 /// dx = dz·K1ᵀ, bias gradients the item sums), using the gelu'(z) and a this forward kept on
 /// the tape (as the node's sixth and seventh inputs).
 pub fn axis_mlp<T: Real>(t: &mut Tape<T>, x: Var, axis: Axis, w: MlpVars) -> Var {
+    mlp_op(t, x, axis, w, None)
+}
+
+/// The classifier's mixer step `y = h + g·MLP(n)(x)` along `axis`, for h of the output's shape
+/// and a scalar gate g: [`axis_mlp`] with the gated residual added to each output tile as it is
+/// computed ([`pmixer_kernels::Skip`]), so that the MLP's own output m is never stored.
+/// Backward: `dh += dy`, which the tape passes through ([`Backward::pass_through`]: h's
+/// gradient takes over dy's buffer, no copy); the MLP's as in [`axis_mlp`] for an output
+/// gradient g·dy, and `dg += Σ m·dy`, both computed from dy with g folded into K2 (see
+/// [`pmixer_kernels::GateGrad`] for the derivation).
+pub fn gated_axis_mlp<T: Real>(t: &mut Tape<T>, h: Var, g: Var, x: Var, axis: Axis, w: MlpVars) -> Var {
+    mlp_op(t, x, axis, w, Some((h, g)))
+}
+
+/// Index of the residual h among a gated node's inputs (the gate g is the next).
+const SKIP_H: usize = 7;
+
+fn mlp_op<T: Real>(t: &mut Tape<T>, x: Var, axis: Axis, w: MlpVars, skip: Option<(Var, Var)>) -> Var {
     let s = hbw(t.shape(x));
     let n = t.value(w.c1).len();
     let os = output_shape(axis, s, n);
     let (mut gz, mut a, mut y) = (t.take(os.len()), t.take(os.len()), t.take(os.len()));
-    let inputs = [x, w.k1, w.c1, w.k2, w.c2];
-    let keep = t.records(&inputs);
+    // Node inputs: x, the four weights, then (when recorded) gelu'(z) and a, then h and g.
+    let mut inputs = [x, w.k1, w.c1, w.k2, w.c2, x, x, x, x];
+    let mut len = 5;
+    if let Some((h, g)) = skip {
+        assert_eq!(t.shape(h), &[os.h, os.b, os.w], "gated_axis_mlp: the residual's shape");
+        assert_eq!(t.value(g).len(), 1, "gated_axis_mlp: the gate must be a scalar");
+        (inputs[SKIP_H], inputs[SKIP_H + 1], len) = (h, g, SKIP_H + 2);
+    }
+    let keep = t.records(&inputs[..5]) || skip.is_some_and(|(h, g)| t.records(&[h, g]));
     let wts = MlpWeights { k1: t.value(w.k1), c1: t.value(w.c1), k2: t.value(w.k2), c2: t.value(w.c2) };
-    mlp_forward(axis, s, n, wts, t.value(x), &mut gz, &mut a, &mut y, keep);
+    let sk = skip.map(|(h, g)| Skip { h: t.value(h), g: t.value(g)[0] });
+    mlp_forward(axis, s, n, wts, t.value(x), &mut gz, &mut a, &mut y, keep, sk);
     let y = Tensor::new(&[os.h, os.b, os.w], y);
+    let op = AxisMlp { axis, s, n, gated: skip.is_some() };
     if keep {
-        let (gz, a) = (t.keep(gz), t.keep(a));
-        t.push(y, &[x, w.k1, w.c1, w.k2, w.c2, gz, a], AxisMlp { axis, s, n })
+        (inputs[5], inputs[6]) = (t.keep(gz), t.keep(a));
+        t.push(y, &inputs[..len.max(7)], op)
     } else {
         t.give(gz);
         t.give(a);
-        t.push(y, &inputs, AxisMlp { axis, s, n })
+        t.push(y, &inputs[..5], op)
     }
 }
 
@@ -78,13 +107,17 @@ struct AxisMlp {
     axis: Axis,
     s: Hbw,
     n: usize,
+    /// Whether the node is [`gated_axis_mlp`]'s (inputs 7 and 8: h and g).
+    gated: bool,
 }
 
 impl<T: Real> Backward<T> for AxisMlp {
     fn name(&self) -> &'static str {
-        match self.axis {
-            Axis::Rows => "axis_mlp rows",
-            Axis::Cols => "axis_mlp cols",
+        match (self.axis, self.gated) {
+            (Axis::Rows, false) => "axis_mlp rows",
+            (Axis::Cols, false) => "axis_mlp cols",
+            (Axis::Rows, true) => "gated axis_mlp rows",
+            (Axis::Cols, true) => "gated axis_mlp cols",
         }
     }
 
@@ -98,11 +131,16 @@ impl<T: Real> Backward<T> for AxisMlp {
         (f, 2 * f)
     }
 
+    fn pass_through(&self) -> Option<usize> {
+        self.gated.then_some(SKIP_H)
+    }
+
     fn backward(&self, inputs: &Inputs<T>, dy: &[T], d: &mut [Option<Grad<T>>], pool: &mut Pool<T>) {
         let wts = MlpWeights { k1: &inputs[1], c1: &inputs[2], k2: &inputs[3], c2: &inputs[4] };
         let (dgelu, a) = (&inputs[5], &inputs[6]);
         let mut dz = pool.take(dy.len());
         let mut work = pool.take(backward_workspace(self.axis, self.s, self.n));
+        let (d, d_skip) = d.split_at_mut(5);
         let mut scratch = no_scratch();
         let [dx, mut w @ ..] = or_scratch::<5, T>(d, inputs, &mut scratch, pool);
         // The weights' gradients are set when all four are fresh (each parameter used once).
@@ -117,6 +155,16 @@ impl<T: Real> Backward<T> for AxisMlp {
         let [k1, c1, k2, c2] = w.map(Grad::into_data);
         let grads = MlpGrads { k1, c1, k2, c2 };
         let (x, dx) = (&inputs[0], dx.into_data());
+        // Gated: h's gradient is the tape's (pass-through); dg goes to the gate's buffer, or
+        // nowhere when the gate needs none.
+        let mut dg_unused = T::ZERO;
+        let gate = self.gated.then(|| GateGrad {
+            g: inputs[SKIP_H + 1][0],
+            dg: match &mut d_skip[SKIP_H + 1 - 5] {
+                Some(dg) => &mut dg.acc()[0],
+                None => &mut dg_unused,
+            },
+        });
         mlp_backward(
             self.axis,
             self.s,
@@ -132,6 +180,7 @@ impl<T: Real> Backward<T> for AxisMlp {
             dx_write,
             grads,
             grads_write,
+            gate,
         );
         for v in scratch.into_iter().map(|(v, _)| v).chain([dz, work]) {
             pool.give(v);

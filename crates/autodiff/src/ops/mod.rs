@@ -7,7 +7,7 @@ mod layers;
 mod loss;
 mod shape;
 
-pub use arith::{add, gated_residual, scale};
-pub use layers::{axis_mlp, dense, MlpVars};
+pub use arith::{add, scale};
+pub use layers::{axis_mlp, dense, gated_axis_mlp, MlpVars};
 pub use loss::{mean, mse, softmax_cross_entropy};
 pub use shape::{concat, pick, reshape, transpose};
