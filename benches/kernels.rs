@@ -4,8 +4,8 @@
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use pmixer_kernels::{
-    backward_workspace, mlp_backward, mlp_forward, output_shape, reference, Axis, Hbw, MlpGrads, MlpWeights,
-    Write,
+    backward_workspace, hidden_len, mlp_backward, mlp_forward, output_shape, reference, Axis, Hbw, MlpGrads,
+    MlpWeights, Write,
 };
 
 struct Setup {
@@ -49,7 +49,7 @@ impl Backward {
     fn new(st: &Setup) -> Self {
         let (n, n_in) = (st.n, st.n_in);
         Backward {
-            dz: vec![0.0; st.dy.len()],
+            dz: vec![0.0; hidden_len(st.axis, st.s, n)],
             work: vec![0.0; backward_workspace(st.axis, st.s, n)],
             dx: vec![0.0; st.x.len()],
             grads: [vec![0.0; n_in * n], vec![0.0; n], vec![0.0; n * n], vec![0.0; n]],
@@ -99,7 +99,8 @@ fn bench(c: &mut Criterion) {
             let fwd_flops = 2 * items * (st.n_in * st.n + st.n * st.n);
             let wts = MlpWeights { k1: &st.w[0], c1: &st.w[1], k2: &st.w[2], c2: &st.w[3] };
             let out = st.dy.len();
-            let (mut z, mut a, mut y) = (vec![0.0; out], vec![0.0; out], vec![0.0; out]);
+            let hid = hidden_len(st.axis, st.s, st.n);
+            let (mut z, mut a, mut y) = (vec![0.0; hid], vec![0.0; hid], vec![0.0; out]);
             let name = format!("{label}/{axis:?}");
 
             let mut g = c.benchmark_group("mlp_forward");
@@ -136,7 +137,8 @@ fn one_shard(c: &mut Criterion) {
             let fwd_flops = 2 * (s.len() / st.n_in) * (st.n_in * st.n + st.n * st.n);
             let wts = MlpWeights { k1: &st.w[0], c1: &st.w[1], k2: &st.w[2], c2: &st.w[3] };
             let out = st.dy.len();
-            let (mut z, mut a, mut y) = (vec![0.0; out], vec![0.0; out], vec![0.0; out]);
+            let hid = hidden_len(st.axis, st.s, st.n);
+            let (mut z, mut a, mut y) = (vec![0.0; hid], vec![0.0; hid], vec![0.0; out]);
             let mut bw = Backward::new(&st);
             g.throughput(Throughput::Elements(fwd_flops as u64));
             g.bench_function(format!("forward/{label}/{axis:?}"), |b| {

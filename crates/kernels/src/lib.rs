@@ -20,7 +20,7 @@ pub mod reference;
 pub mod simd;
 
 pub use mlp::{
-    backward_workspace, mlp_backward, mlp_forward, output_shape, Axis, GateGrad, Hbw, MlpGrads, MlpWeights,
-    Skip, Write,
+    backward_workspace, hidden_len, mlp_backward, mlp_forward, output_shape, Axis, GateGrad, Hbw, MlpGrads,
+    MlpWeights, Skip, Write,
 };
 pub use real::Real;

@@ -3,9 +3,10 @@
 use pmixer_kernels::dense::{dense_backward, dense_forward};
 use pmixer_kernels::gelu::{erf, exp_f32, gelu, gelu_grad};
 use pmixer_kernels::gemm::Init;
+use pmixer_kernels::mlp::HIDDEN_PAD;
 use pmixer_kernels::{
-    backward_workspace, mlp_backward, mlp_forward, output_shape, reference, Axis, GateGrad, Hbw, MlpGrads,
-    MlpWeights, Real, Skip, Write,
+    backward_workspace, hidden_len, mlp_backward, mlp_forward, output_shape, reference, Axis, GateGrad, Hbw,
+    MlpGrads, MlpWeights, Real, Skip, Write,
 };
 
 /// A small deterministic generator (xorshift64*), so the tests need no RNG crate.
@@ -177,10 +178,11 @@ fn fused_into<T: Real>(c: &Case, seed: u64, start: T, write: Write) -> Run<T> {
     let dy: Vec<T> = gen.vec(out, 1.0);
     let h: Vec<T> = gen.vec(out, 1.0);
     let wts = MlpWeights { k1: &w[0], c1: &w[1], k2: &w[2], c2: &w[3] };
-    let (mut z, mut a, mut y) = (vec![T::ZERO; out], vec![T::ZERO; out], vec![T::ZERO; out]);
+    let hid = hidden_len(c.axis, c.s, n);
+    let (mut z, mut a, mut y) = (vec![T::ZERO; hid], vec![T::ZERO; hid], vec![T::ZERO; out]);
     let skip = c.gate.map(|g| Skip { h: &h, g: T::from_f64(g) });
     mlp_forward(c.axis, c.s, n, wts, &x, &mut z, &mut a, &mut y, true, skip);
-    let mut dz = vec![T::ZERO; out];
+    let mut dz = vec![T::ZERO; hid];
     let mut dx: Vec<T> = vec![start; x.len()];
     let mut g = [vec![start; ni * n], vec![start; n], vec![start; n * n], vec![start; n]];
     let [g0, g1, g2, g3] = &mut g;
@@ -193,7 +195,22 @@ fn fused_into<T: Real>(c: &Case, seed: u64, start: T, write: Write) -> Run<T> {
     mlp_backward(
         c.axis, c.s, n, wts, &x, &z, &a, &dy, &mut dz, &mut work, &mut dx, write, grads, write, gate,
     );
+    let (z, a) = (unpad(c, &z), unpad(c, &a));
     Run { z, a, y, dx, grads: g, dg }
+}
+
+/// A hidden tensor ([`hidden_len`]) in the output's layout: the column MLP's runs of items
+/// without the pad after each.
+fn unpad<T: Real>(c: &Case, v: &[T]) -> Vec<T> {
+    match c.axis {
+        Axis::Rows => v.to_vec(),
+        Axis::Cols => {
+            let items = c.s.b * c.s.w;
+            let run = items + HIDDEN_PAD;
+            assert_eq!(v.len(), c.n_out * run);
+            v.chunks_exact(run).flat_map(|r| r[..items].to_vec()).collect()
+        }
+    }
 }
 
 /// The reference on the same inputs as `fused::<T>`, evaluated in f64: the exact answer up to

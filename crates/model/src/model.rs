@@ -287,7 +287,7 @@ impl Model {
     /// layout; returns logits [B, classes] or the reconstruction (H, B, W).
     pub fn infer<T: Real>(&self, params: &Params<T>, x: &[T], b: usize, buf: &mut InferBuffers<T>) -> Vec<T> {
         use pmixer_kernels::dense::dense_forward;
-        use pmixer_kernels::{mlp_forward, output_shape, Hbw, MlpWeights, Skip};
+        use pmixer_kernels::{hidden_len, mlp_forward, output_shape, Hbw, MlpWeights, Skip};
         let (h, w) = (self.arch.h, self.arch.w);
         let s = Hbw { h, b, w };
         assert_eq!(x.len(), s.len(), "infer: input is not {h}×{b}×{w}");
@@ -309,8 +309,8 @@ impl Model {
                 h,
                 weights(&mx.col),
                 act,
-                sized(z, n),
-                sized(a, n),
+                sized(z, hidden_len(Axis::Cols, s, h)),
+                sized(a, hidden_len(Axis::Cols, s, h)),
                 sized(mixed, n),
                 false,
                 None,
@@ -324,8 +324,8 @@ impl Model {
                 w,
                 weights(&mx.row),
                 mixed,
-                sized(z, n),
-                sized(a, n),
+                sized(z, hidden_len(Axis::Rows, s, w)),
+                sized(a, hidden_len(Axis::Rows, s, w)),
                 sized(y, n),
                 false,
                 skip,
@@ -342,8 +342,8 @@ impl Model {
             1,
             weights(&hd.rows),
             act,
-            sized(z, rows_len),
-            sized(a, rows_len),
+            sized(z, hidden_len(Axis::Rows, s, 1)),
+            sized(a, hidden_len(Axis::Rows, s, 1)),
             &mut rows,
             false,
             None,
@@ -355,8 +355,8 @@ impl Model {
             1,
             weights(&hd.cols),
             act,
-            sized(z, cols_len),
-            sized(a, cols_len),
+            sized(z, hidden_len(Axis::Cols, s, 1)),
+            sized(a, hidden_len(Axis::Cols, s, 1)),
             &mut cols,
             false,
             None,

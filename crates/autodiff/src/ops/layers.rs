@@ -6,8 +6,8 @@
 use crate::tape::{Backward, Grad, Inputs, Pool, Tape, Tensor, Var};
 use pmixer_kernels::dense::{dense_backward, dense_forward};
 use pmixer_kernels::{
-    backward_workspace, mlp_backward, mlp_forward, output_shape, Axis, GateGrad, Hbw, MlpGrads, MlpWeights,
-    Real, Skip, Write,
+    backward_workspace, hidden_len, mlp_backward, mlp_forward, output_shape, Axis, GateGrad, Hbw, MlpGrads,
+    MlpWeights, Real, Skip, Write,
 };
 
 /// The first N inputs' gradient buffers: the tape's where it asked for one, fresh scratch from
@@ -78,7 +78,8 @@ fn mlp_op<T: Real>(t: &mut Tape<T>, x: Var, axis: Axis, w: MlpVars, skip: Option
     let s = hbw(t.shape(x));
     let n = t.value(w.c1).len();
     let os = output_shape(axis, s, n);
-    let (mut gz, mut a, mut y) = (t.take(os.len()), t.take(os.len()), t.take(os.len()));
+    let hid = hidden_len(axis, s, n);
+    let (mut gz, mut a, mut y) = (t.take(hid), t.take(hid), t.take(os.len()));
     // Node inputs: x, the four weights, then (when recorded) gelu'(z) and a, then h and g.
     let mut inputs = [x, w.k1, w.c1, w.k2, w.c2, x, x, x, x];
     let mut len = 5;
@@ -138,7 +139,7 @@ impl<T: Real> Backward<T> for AxisMlp {
     fn backward(&self, inputs: &Inputs<T>, dy: &[T], d: &mut [Option<Grad<T>>], pool: &mut Pool<T>) {
         let wts = MlpWeights { k1: &inputs[1], c1: &inputs[2], k2: &inputs[3], c2: &inputs[4] };
         let (dgelu, a) = (&inputs[5], &inputs[6]);
-        let mut dz = pool.take(dy.len());
+        let mut dz = pool.take(hidden_len(self.axis, self.s, self.n));
         let mut work = pool.take(backward_workspace(self.axis, self.s, self.n));
         let (d, d_skip) = d.split_at_mut(5);
         let mut scratch = no_scratch();
