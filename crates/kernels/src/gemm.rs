@@ -17,11 +17,12 @@ use crate::simd::{level, Level};
 #[cfg(target_arch = "x86_64")]
 use std::any::TypeId;
 
-/// The longest k the direct path takes in one sweep. It walks C in panels of 32 columns and
-/// reads, for each block of rows, the k × 32 panel of B under it: that panel (k·128 bytes) must
-/// stay in L1 for all the row blocks, which k ≤ 256 keeps within 32 KB. A longer k is done in
-/// sweeps of 256, each adding into C what the last one stored (exact: the same sums, in the
-/// same order). (The rows of A are read once per panel, from wherever they are.)
+/// The longest k the direct path takes in one sweep. It walks C in panels of 32–96 columns and
+/// reads, for each block of rows, the k × (panel width) panel of B under it, which should stay
+/// in cache for all the row blocks: k ≤ 256 keeps a 32-column panel within L1's 32 KB and a
+/// 96-column one within L2. A longer k is done in sweeps of 256, each adding into C what the
+/// last one stored (exact: the same sums, in the same order). (The rows of A are read once per
+/// panel, from wherever they are.)
 #[cfg(target_arch = "x86_64")]
 const DIRECT_MAX_K: usize = 256;
 
@@ -103,6 +104,11 @@ pub unsafe fn gemm_hinted<T: Real>(
         };
         if csb == 1 && csc == 1 {
             let (a, b, c) = ((a, rsa, csa), (b, rsb), (c, rsc));
+            // Tiles of 4 rows by 96 columns for a C wider than two vectors, 8 by 32 otherwise
+            // (see `gemm_avx512`).
+            if n > 32 {
+                return direct::gemm_avx512::<4, 6>(m, k, n, a, b, c, start(Start::ColBias), cold_c);
+            }
             return direct::gemm_avx512::<8, 2>(m, k, n, a, b, c, start(Start::ColBias), cold_c);
         }
         if rsa == 1 && rsc == 1 {
@@ -181,15 +187,22 @@ mod direct {
     /// adding into C what the last one stored. Within a sweep, columns go in panels of NV
     /// 16-lane vectors (the last ones masked), rows MR at a time: MR × NV accumulators.
     ///
-    /// Two tile shapes, the same sums in the same order (so the same bits): 8 rows × 2 vectors
-    /// for C's whose rows are a few hundred bytes apart (the row MLPs), and 4 × 4 for the column
-    /// MLPs' transposed products, whose C rows (features) are B·W floats apart, 12 KB at CIFAR's
-    /// shard of 32: a multiple of 4 KB, so that every row of a block falls in the same L1 set
-    /// and 8 rows fill all its 8 ways. 4 rows by 64 columns puts 4 lines in each set and also
-    /// needs fewer loads per multiply-add (4 broadcasts and 4 vectors per 16, against 8 and 2).
-    /// Measured on the CIFAR training step, the two shapes alternating in 0.7-second windows in
-    /// one process (a temporary switch, 20 and 30 rounds): 1.030 and 1.016 times the step rate
-    /// of 8 × 2 for every product; MNIST's, whose C rows are 3.5 KB apart, unchanged (1.002).
+    /// Three tile shapes, the same sums in the same order (so the same bits), each measured on
+    /// the training step with the shapes alternating in 0.7-second windows in one process (a
+    /// temporary switch; ratios of step rates, 20–30 rounds each):
+    /// * 4 rows × 4 vectors for the column MLPs' transposed products, whose C rows (features)
+    ///   are B·W floats apart, 12 KB at CIFAR's shard of 32: a multiple of 4 KB, so that every
+    ///   row of a block falls in the same L1 set and 8 rows fill all its 8 ways. 4 rows by 64
+    ///   columns puts 4 lines in each set and also needs fewer loads per multiply-add (4
+    ///   broadcasts and 4 vectors per 16, against 8 and 2). CIFAR 1.030 and 1.016 against 8 × 2;
+    ///   MNIST, whose C rows are 3.5 KB apart, 1.002.
+    /// * 4 × 6 for a C wider than two vectors (CIFAR's row MLPs, 96 columns): one panel covers
+    ///   all of C's columns, so A is read once per sweep instead of once per 32-column panel,
+    ///   which for the weight gradients (A a stored activation, read down its columns, k = the
+    ///   chunk's items) saves two passes over cold memory; and 4 broadcasts and 6 vectors per
+    ///   24 multiply-adds. CIFAR 1.047, 1.028, 1.040 against 8 × 2; 6 × 4 measured 1.007.
+    /// * 8 × 2 otherwise (MNIST's rows, 28 columns: 4 × 6 would leave 4 × 2 accumulators,
+    ///   0.983 there).
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
     pub unsafe fn gemm_avx512<const MR: usize, const NV: usize>(
@@ -209,7 +222,7 @@ mod direct {
         // (read again by every block of rows, the copy costs 1/m of the products). Rows are
         // copied whole, NV vectors each (lanes past w hold zeros the blocks never read).
         let pack = rsb.is_multiple_of(256) && m > MR;
-        let mut panel = std::mem::MaybeUninit::<[f32; DIRECT_MAX_K * 64]>::uninit();
+        let mut panel = std::mem::MaybeUninit::<[f32; DIRECT_MAX_K * 96]>::uninit();
         let panel = panel.as_mut_ptr() as *mut f32;
         let (mut p0, mut start) = (0, start);
         loop {
@@ -223,7 +236,7 @@ mod direct {
             let mut j = 0;
             while j < n {
                 let w = (n - j).min(nr);
-                let masks: [__mmask16; 4] = std::array::from_fn(|v| mask(w.saturating_sub(16 * v)));
+                let masks: [__mmask16; 6] = std::array::from_fn(|v| mask(w.saturating_sub(16 * v)));
                 let vectors = w.div_ceil(16);
                 let (bj, rsb) = if pack {
                     for p in 0..kb {
@@ -261,6 +274,12 @@ mod direct {
                         go!((1, 1)(2, 1)(3, 1)(4, 1)(5, 1)(6, 1)(7, 1)(8, 1)(1, 2)(2, 2)(3, 2)(4, 2)(5, 2)(
                             6, 2
                         )(7, 2)(8, 2));
+                    } else if NV == 6 {
+                        go!((1, 1)(2, 1)(3, 1)(4, 1)(1, 2)(2, 2)(3, 2)(4, 2)(1, 3)(2, 3)(3, 3)(4, 3)(1, 4)(
+                            2, 4
+                        )(3, 4)(4, 4)(1, 5)(2, 5)(3, 5)(4, 5)(1, 6)(2, 6)(3, 6)(
+                            4, 6
+                        ));
                     } else {
                         go!((1, 1)(2, 1)(3, 1)(4, 1)(1, 2)(2, 2)(3, 2)(4, 2)(1, 3)(2, 3)(3, 3)(4, 3)(1, 4)(
                             2, 4
@@ -481,7 +500,7 @@ mod direct {
         rsb: usize,
         c: *mut f32,
         rsc: usize,
-        masks: &[__mmask16; 4],
+        masks: &[__mmask16; 6],
         start: Start,
     ) {
         let mut s = [[_mm512_setzero_ps(); V]; R];
