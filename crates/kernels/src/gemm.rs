@@ -220,9 +220,10 @@ mod direct {
         // whose rows are B·W = 32·96 floats apart) the k rows of a panel all fall in the same few
         // L1 sets and evict each other, so the panel is first copied to `panel`, nr floats a row
         // (read again by every block of rows, the copy costs 1/m of the products). Rows are
-        // copied whole, NV vectors each (lanes past w hold zeros the blocks never read).
-        let pack = rsb.is_multiple_of(256) && m > MR;
-        let mut panel = std::mem::MaybeUninit::<[f32; DIRECT_MAX_K * 96]>::uninit();
+        // copied whole, NV vectors each (lanes past w hold zeros the blocks never read); only for
+        // panels of at most 4 vectors (the column products'), which is all `panel` holds.
+        let pack = NV <= 4 && rsb.is_multiple_of(256) && m > MR;
+        let mut panel = std::mem::MaybeUninit::<[f32; DIRECT_MAX_K * 64]>::uninit();
         let panel = panel.as_mut_ptr() as *mut f32;
         let (mut p0, mut start) = (0, start);
         loop {

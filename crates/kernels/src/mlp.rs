@@ -21,7 +21,8 @@
 //! 2 threads, criterion medians): at 28×28 the one product takes 16.3 µs against 33.1 µs for 64
 //! per-image GEMMs; at 32×96 it takes 77.5 µs against 72.8 µs. That last 6% is the price of
 //! CIFAR's column stride (B·W floats, a multiple of 1 KB, which [`crate::gemm`] works around by
-//! copying each panel of B).
+//! copying each panel of B, and which the MLP's own hidden tensors avoid by a padded layout:
+//! [`hidden_len`]).
 //!
 //! # Math, per item x ∈ ℝ^{n_in} (row vectors; K kept Keras-style as (in, out))
 //! ```text
@@ -174,7 +175,7 @@ impl Geometry {
                     n_out,
                     x: View { items, is: 1, fs: items },
                     y: View { items, is: 1, fs: items },
-                    t: View { items, is: 1, fs: items + HIDDEN_PAD },
+                    t: View { items, is: 1, fs: items + hidden_pad(items) },
                 }
             }
         }
@@ -185,26 +186,37 @@ impl Geometry {
     }
 }
 
-/// Floats of padding after each feature's run of items in the column MLP's hidden tensors.
-pub const HIDDEN_PAD: usize = 16;
+/// Floats of padding after each feature's run of `items` items in the column MLP's hidden
+/// tensors: 16 when a run is a multiple of 1 KB (256 floats), else none.
+pub fn hidden_pad(items: usize) -> usize {
+    if items.is_multiple_of(256) {
+        16
+    } else {
+        0
+    }
+}
 
 /// The length of the buffers for an MLP's hidden tensors: z (or gelu'(z), which replaces it),
 /// a = gelu(z), and the backward's dz. They never leave the MLP (only its own backward reads
 /// them), so their layout is the MLP's choice. Rows: the output's (H, B, n_out). Columns:
-/// feature-major like the output, n_out runs of B·W items, but each run followed by
-/// [`HIDDEN_PAD`] floats, so that feature f's item i is at f·(B·W + 16) + i. Without the pad a
-/// feature's run is B·W floats long, 12 KB for a CIFAR shard of 32 (a multiple of 4 KB), and
-/// the same item of every feature falls in the same L1 set: the column products, which read or
-/// write 4–8 features at a time, evict their own lines. (A shard of 33 instead of 32, whose runs
-/// are not a multiple of 4 KB, ran the column backward 29% faster per sample on one thread in
-/// cache.) Padding the hidden tensors, the ones whose layout is free, measured 1.015 and 1.014
-/// times the CIFAR step rate without (windows alternating in one process, 20 and 30 rounds);
-/// MNIST's runs, 3.5 KB, gain nothing (1.008). The output, which the next op reads, keeps the
-/// plain layout.
+/// feature-major like the output, n_out runs of B·W items, each followed by [`hidden_pad`]
+/// floats: feature f's item i is at f·(B·W + pad) + i.
+///
+/// The pad is for runs whose length is a multiple of 1 KB: a CIFAR shard's are 32·96 floats,
+/// 12 KB, so that the same item of every feature falls in the same L1 set and the column
+/// products, which read or write 4–8 features at a time, evict their own lines. (A shard of 33
+/// instead of 32 ran the column backward 29% faster per sample on one thread in cache.) Padding
+/// the hidden tensors, the ones whose layout is free, measured 1.015 and 1.014 times the CIFAR
+/// step rate without (windows alternating in one process, 20 and 30 rounds). MNIST's runs
+/// (28·32 floats, 3.5 KB) stay unpadded: nothing to gain there in the same measurement
+/// (1.008), and whole builds with the pad ran the MNIST autoencoder 7% slower, its hidden
+/// buffers then no longer the output's length and so not shared with them by the tape's pool.
+/// The output, which the next op reads, keeps the plain layout.
 pub fn hidden_len(axis: Axis, x: Hbw, n_out: usize) -> usize {
+    let items = x.b * x.w;
     match axis {
         Axis::Rows => output_shape(axis, x, n_out).len(),
-        Axis::Cols => n_out * (x.b * x.w + HIDDEN_PAD),
+        Axis::Cols => n_out * (items + hidden_pad(items)),
     }
 }
 

@@ -3,7 +3,7 @@
 use pmixer_kernels::dense::{dense_backward, dense_forward};
 use pmixer_kernels::gelu::{erf, exp_f32, gelu, gelu_grad};
 use pmixer_kernels::gemm::Init;
-use pmixer_kernels::mlp::HIDDEN_PAD;
+use pmixer_kernels::mlp::hidden_pad;
 use pmixer_kernels::{
     backward_workspace, hidden_len, mlp_backward, mlp_forward, output_shape, reference, Axis, GateGrad, Hbw,
     MlpGrads, MlpWeights, Real, Skip, Write,
@@ -206,7 +206,7 @@ fn unpad<T: Real>(c: &Case, v: &[T]) -> Vec<T> {
         Axis::Rows => v.to_vec(),
         Axis::Cols => {
             let items = c.s.b * c.s.w;
-            let run = items + HIDDEN_PAD;
+            let run = items + hidden_pad(items);
             assert_eq!(v.len(), c.n_out * run);
             v.chunks_exact(run).flat_map(|r| r[..items].to_vec()).collect()
         }
