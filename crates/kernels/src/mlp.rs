@@ -202,9 +202,9 @@ pub fn hidden_pad(items: usize) -> usize {
 /// feature-major like the output, n_out runs of B·W items, each followed by [`hidden_pad`]
 /// floats: feature f's item i is at f·(B·W + pad) + i.
 ///
-/// The pad is for runs whose length is a multiple of 1 KB: a CIFAR shard's are 32·96 floats,
-/// 12 KB, so that the same item of every feature falls in the same L1 set and the column
-/// products, which read or write 4–8 features at a time, evict their own lines. (A shard of 33
+/// The pad is for runs whose length is a multiple of 1 KB, such as a CIFAR shard's (32·96
+/// floats, 12 KB): unpadded, the same item of every feature falls in the same L1 set, and the
+/// column products, which read or write 4–8 features at a time, evict their own lines. (A shard of 33
 /// instead of 32 ran the column backward 29% faster per sample on one thread in cache.) Padding
 /// the hidden tensors, the ones whose layout is free, measured 1.015 and 1.014 times the CIFAR
 /// step rate without (windows alternating in one process, 20 and 30 rounds). MNIST's runs
