@@ -18,11 +18,11 @@
 //! converted from `u8` to `f32`, and undone once, in the classifier head.
 //!
 //! Measured (`cargo bench -p patchless-mixer --bench kernels -- layout`, one column dense, B=64,
-//! 2 threads, criterion medians): at 28×28 the one product takes 16.3 µs against 33.1 µs for 64
-//! per-image GEMMs; at 32×96 it takes 77.5 µs against 72.8 µs. That last 6% is the price of
-//! CIFAR's column stride (B·W floats, a multiple of 1 KB, which [`crate::gemm`] works around by
-//! copying each panel of B, and which the MLP's own hidden tensors avoid by a padded layout:
-//! [`hidden_len`]).
+//! 2 threads, criterion medians): at 28×28 the one product takes 16.6 µs against 34.2 µs for 64
+//! per-image GEMMs; at 32×96 it takes 75.0 µs against 77.9 µs (it took 77.5 against 72.8 before
+//! the column products' 4 × 4 tiles). What holds CIFAR's back is its column stride (B·W floats,
+//! a multiple of 1 KB, which [`crate::gemm`] works around by copying each panel of B, and which
+//! the MLP's own hidden tensors avoid by a padded layout: [`hidden_len`]).
 //!
 //! # Math, per item x ∈ ℝ^{n_in} (row vectors; K kept Keras-style as (in, out))
 //! ```text
