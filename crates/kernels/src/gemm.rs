@@ -307,13 +307,7 @@ mod direct {
     #[inline(always)]
     unsafe fn prefetch_columns(a: *const f32, m: usize, k: usize, csa: usize) {
         for p in 0..k {
-            let col = a.add(p * csa);
-            let mut q = 0;
-            while q < m {
-                _mm_prefetch(col.add(q) as *const i8, _MM_HINT_T0);
-                q += 16;
-            }
-            _mm_prefetch(col.add(m - 1) as *const i8, _MM_HINT_T0);
+            each_line(a.add(p * csa), m, |q| _mm_prefetch(q as *const i8, _MM_HINT_T0));
         }
     }
 
@@ -322,14 +316,20 @@ mod direct {
     #[inline(always)]
     unsafe fn prefetch_rows_for_write(c: *mut f32, rows: usize, w: usize, rsc: usize) {
         for r in 0..rows {
-            let row = c.add(r * rsc);
-            let mut q = 0;
-            while q < w {
-                prefetchw(row.add(q));
-                q += 16;
-            }
-            prefetchw(row.add(w - 1));
+            each_line(c.add(r * rsc), w, |q| prefetchw(q));
         }
+    }
+
+    /// Calls `f` on an address in every 64-byte line of the `len` (≥ 1) floats from `p`: every
+    /// 16th float, and the last (whose line the 16-float steps miss when `p` is not aligned).
+    #[inline(always)]
+    unsafe fn each_line(p: *const f32, len: usize, mut f: impl FnMut(*const f32)) {
+        let mut q = 0;
+        while q < len {
+            f(p.add(q));
+            q += 16;
+        }
+        f(p.add(len - 1));
     }
 
     /// `prefetchw`, which every x86-64 CPU with AVX-512 has (this path runs on no other).

@@ -463,14 +463,11 @@ pub fn mlp_backward<T: Real>(
             k1t[j * n_in + f] = wts.k1[f * n + j];
         }
     }
-    // Gated: g·K2ᵀ, so that dz = dy·(g·K2)ᵀ = (g·dy)·K2ᵀ.
+    // Gated: g·K2ᵀ, so that dz = dy·(g·K2)ᵀ = (g·dy)·K2ᵀ (ungated, 1·K2ᵀ, which is exactly K2ᵀ).
     let g2 = gate.as_ref().map_or(T::ONE, |gg| gg.g);
     for j in 0..n {
         for o in 0..n {
-            k2t[o * n + j] = match gate {
-                Some(_) => g2 * wts.k2[j * n + o],
-                None => wts.k2[j * n + o],
-            };
+            k2t[o * n + j] = g2 * wts.k2[j * n + o];
         }
     }
     let (k1t, k2t) = (&*k1t, &*k2t);
