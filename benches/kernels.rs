@@ -4,8 +4,8 @@
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use pmixer_kernels::{
-    backward_workspace, hidden_len, mlp_backward, mlp_forward, output_shape, reference, Axis, Hbw, MlpGrads,
-    MlpWeights, Write,
+    backward_workspace, hidden_len, mlp_backward, mlp_forward, output_shape, reference, Axis, Hbw, MatMut,
+    MatRef, MlpGrads, MlpWeights, Write,
 };
 
 struct Setup {
@@ -173,30 +173,27 @@ fn layout(c: &mut Criterion) {
         let mut out = vec![0f32; b * h * w];
         g.bench_function(BenchmarkId::new("BHW_per_image_gemms", label), |bench| {
             bench.iter(|| {
-                out.par_chunks_mut(h * w).enumerate().for_each(|(i, zb)| unsafe {
+                out.par_chunks_mut(h * w).enumerate().for_each(|(i, zb)| {
                     // Z_b (H×W) = Kᵀ (H×H, K read with swapped strides) · X_b (H×W).
-                    f32::gemm(
-                        h,
-                        h,
-                        w,
-                        1.0,
-                        k.as_ptr(),
-                        1,
-                        h as isize,
-                        st.x.as_ptr().add(i * h * w),
-                        w as isize,
-                        1,
-                        0.0,
-                        zb.as_mut_ptr(),
-                        w as isize,
-                        1,
-                    )
+                    let kt = MatRef::new(k, h, h, (h, 1)).t();
+                    let xb = MatRef::new(&st.x[i * h * w..], h, w, (w, 1));
+                    f32::gemm_fallback(kt, xb, 0.0, MatMut::new(zb, h, w, (w, 1)))
                 })
             })
         });
         // In (H, B, W) the items are the B·W columns; the two halves of them are each one
         // product (Zᵀ = Kᵀ·Xᵀ), run on the two threads. `product(items, x, z)` does one half.
         let bw = b * w;
+        // The views of one half's product: X (m items × H, items contiguous), K, Z like X.
+        // SAFETY: `halves` passes xp and zp at item i0 of x and out, with items [i0, i0 + m) of
+        // every feature row inside them and each half's items its own.
+        let column_product = |m: usize, xp: *const f32, zp: *mut f32| unsafe {
+            (
+                MatRef::from_raw(xp, m, h, (1, bw)),
+                MatRef::new(k, h, h, (h, 1)),
+                MatMut::from_raw(zp, m, h, (1, bw)),
+            )
+        };
         let halves = |out: &mut [f32], product: &(dyn Fn(usize, *const f32, *mut f32) + Sync)| {
             let ptr = out.as_mut_ptr() as usize;
             (0..2usize).into_par_iter().for_each(|part| {
@@ -207,41 +204,17 @@ fn layout(c: &mut Criterion) {
         };
         g.bench_function(BenchmarkId::new("HBW_one_product", label), |bench| {
             bench.iter(|| {
-                halves(&mut out, &|m, xp, zp| unsafe {
-                    pmixer_kernels::gemm::gemm(
-                        m,
-                        h,
-                        h,
-                        xp,
-                        (1, bw),
-                        k.as_ptr(),
-                        (h, 1),
-                        pmixer_kernels::gemm::Init::Zero,
-                        zp,
-                        (1, bw),
-                    )
+                halves(&mut out, &|m, xp, zp| {
+                    let (x, k, z) = column_product(m, xp, zp);
+                    pmixer_kernels::gemm::gemm(x, k, z, pmixer_kernels::gemm::Init::Zero)
                 })
             })
         });
         g.bench_function(BenchmarkId::new("HBW_one_product_matrixmultiply", label), |bench| {
             bench.iter(|| {
-                halves(&mut out, &|m, xp, zp| unsafe {
-                    f32::gemm(
-                        m,
-                        h,
-                        h,
-                        1.0,
-                        xp,
-                        1,
-                        bw as isize,
-                        k.as_ptr(),
-                        h as isize,
-                        1,
-                        0.0,
-                        zp,
-                        1,
-                        bw as isize,
-                    )
+                halves(&mut out, &|m, xp, zp| {
+                    let (x, k, z) = column_product(m, xp, zp);
+                    f32::gemm_fallback(x, k, 0.0, z)
                 })
             })
         });
@@ -250,47 +223,51 @@ fn layout(c: &mut Criterion) {
 }
 
 /// The GEMM paths alone, one thread, on the products one chunk of the mixer computes (operands
-/// in cache), beside the core's FMA peak measured by a loop of independent multiply-adds: how
-/// far the direct paths are from what the core can do.
+/// in cache), each printed beside its fraction of the per-core FMA roof that
+/// `pmixer_kernels::roof` measures for the dispatched instruction set.
 fn gemm_paths(c: &mut Criterion) {
     use pmixer_kernels::gemm::{gemm, Init};
+    use pmixer_kernels::{roof, simd};
+    let level = simd::level();
+    let peak = roof::fma_peak_gflops_one_thread(level);
+    println!("per-core FMA roof ({}): {peak:.1} GFLOP/s", level.name());
     let mut g = c.benchmark_group("gemm_one_thread");
     let buf = |len: usize| -> Vec<f32> { (0..len).map(|i| (i % 97) as f32 / 97.0 - 0.5).collect() };
-    // (label, m, k, n, A strides, B strides, C strides): a row product (direct), a CIFAR column
-    // product (transposed, packed panel: items 3072 apart), a column weight gradient (dot).
+    // (label, m, k, n, A strides, B strides, C strides): row products (direct), column products
+    // (transposed; CIFAR's with a packed panel, items 3072 apart), a row weight gradient (Aᵀ·dY,
+    // A read down its columns, k = the chunk's items) and a column weight gradient (dot).
     let cases = [
         ("rows_128x96x96", 128, 96, 96, (96, 1), (96, 1), (96, 1)),
         ("rows_128x28x28", 128, 28, 28, (28, 1), (28, 1), (28, 1)),
         ("cols_192x32x32_stride3072", 192, 32, 32, (1, 3072), (32, 1), (1, 3072)),
+        ("cols_128x28x28_stride896", 128, 28, 28, (1, 896), (28, 1), (1, 896)),
+        ("wgrad_rows_96x512x96", 96, 512, 96, (1, 96), (96, 1), (96, 1)),
+        ("wgrad_rows_28x896x28", 28, 896, 28, (1, 28), (28, 1), (28, 1)),
         ("dot_32x192x32_stride3072", 32, 192, 32, (3072, 1), (1, 3072), (32, 1)),
+        ("dot_28x896x28_stride896", 28, 896, 28, (896, 1), (1, 896), (28, 1)),
     ];
     for (label, m, k, n, la, lb, lc) in cases {
         let (a, b, mut cm) = (buf(1 << 17), buf(1 << 17), buf(1 << 17));
+        let mut run = || {
+            gemm(
+                MatRef::new(&a, m, k, la),
+                MatRef::new(&b, k, n, lb),
+                MatMut::new(&mut cm, m, n, lc),
+                Init::Zero,
+            )
+        };
         g.throughput(Throughput::Elements((2 * m * k * n) as u64));
-        g.bench_function(label, |bench| {
-            bench.iter(|| unsafe {
-                gemm(m, k, n, a.as_ptr(), la, b.as_ptr(), lb, Init::Zero, cm.as_mut_ptr(), lc)
+        g.bench_function(label, |bench| bench.iter(&mut run));
+        // The same product timed here, median of 15 runs of 2,000 calls, for the fraction.
+        let mut rates: Vec<f64> = (0..15)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                (0..2000).for_each(|_| run());
+                (2000 * 2 * m * k * n) as f64 / t.elapsed().as_secs_f64() / 1e9
             })
-        });
-    }
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx512f") {
-        /// 12 independent chains of 16-lane FMAs, 1,000 rounds: 384,000 FLOPs.
-        #[target_feature(enable = "avx512f")]
-        unsafe fn fma_loop(x: f32) -> f32 {
-            use std::arch::x86_64::*;
-            let mut acc = [_mm512_set1_ps(x); 12];
-            let (a, b) = (_mm512_set1_ps(0.999_9), _mm512_set1_ps(1e-4));
-            for _ in 0..1000 {
-                for v in acc.iter_mut() {
-                    *v = _mm512_fmadd_ps(*v, a, b);
-                }
-            }
-            let s = acc.iter().fold(_mm512_setzero_ps(), |s, &v| _mm512_add_ps(s, v));
-            _mm512_reduce_add_ps(s)
-        }
-        g.throughput(Throughput::Elements(1000 * 12 * 32));
-        g.bench_function("fma_peak", |bench| bench.iter(|| unsafe { fma_loop(std::hint::black_box(1.0)) }));
+            .collect();
+        rates.sort_by(f64::total_cmp);
+        println!("{label}: {:.1} GFLOP/s, {:.2} of the per-core roof", rates[7], rates[7] / peak);
     }
     g.finish();
 }

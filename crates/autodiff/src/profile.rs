@@ -77,32 +77,34 @@ impl Profile {
         self.busy_seconds += other.busy_seconds;
     }
 
-    /// The table: op, phase, calls, thread-ms, share of the busy time, GFLOP/s per thread;
-    /// slowest first.
-    pub fn table(&self) -> String {
+    /// The table: op, phase, calls, thread-ms, share of the busy time, GFLOP/s per thread and,
+    /// given the per-thread FMA roof in GFLOP/s, that rate's fraction of it; slowest first.
+    pub fn table(&self, roof_gflops: Option<f64>) -> String {
         let mut rows = self.rows.clone();
         rows.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
         let mut out = format!(
-            "{:<22} {:<9} {:>9} {:>11} {:>7} {:>9}\n",
-            "op", "phase", "calls", "thread ms", "share", "GFLOP/s"
+            "{:<22} {:<9} {:>9} {:>11} {:>7} {:>9} {:>8}\n",
+            "op", "phase", "calls", "thread ms", "share", "GFLOP/s", "of roof"
         );
         let total = self.busy_seconds.max(1e-12);
         let mut covered = 0.0;
         for r in &rows {
             covered += r.seconds;
-            let gflops = if r.flops > 0 {
-                format!("{:.1}", r.flops as f64 / r.seconds.max(1e-12) / 1e9)
-            } else {
-                "-".into()
+            let rate = (r.flops > 0).then(|| r.flops as f64 / r.seconds.max(1e-12) / 1e9);
+            let gflops = rate.map_or("-".into(), |g| format!("{g:.1}"));
+            let of_roof = match (rate, roof_gflops) {
+                (Some(g), Some(roof)) => format!("{:.0}%", 100.0 * g / roof),
+                _ => "-".into(),
             };
             out.push_str(&format!(
-                "{:<22} {:<9} {:>9} {:>11.1} {:>6.1}% {:>9}\n",
+                "{:<22} {:<9} {:>9} {:>11.1} {:>6.1}% {:>9} {:>8}\n",
                 r.name,
                 r.phase.name(),
                 r.calls,
                 r.seconds * 1e3,
                 100.0 * r.seconds / total,
-                gflops
+                gflops,
+                of_roof
             ));
         }
         let steps = self.steps.max(1) as f64;
@@ -113,6 +115,9 @@ impl Profile {
             1e3 * self.busy_seconds / steps,
             100.0 * covered / total
         ));
+        if let Some(roof) = roof_gflops {
+            out.push_str(&format!("of roof: the op's GFLOP/s per thread against one thread's measured FMA peak, {roof:.1} GFLOP/s\n"));
+        }
         out
     }
 }

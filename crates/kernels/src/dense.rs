@@ -10,27 +10,19 @@
 //! [`crate::gemm::gemm`] (whose direct paths allocate nothing, unlike matrixmultiply's packing).
 
 use crate::gemm::{gemm, Init};
+use crate::mat::{MatMut, MatRef};
 use crate::real::Real;
 use crate::simd;
 
 /// `y = x·K + c`, y overwritten.
 pub fn dense_forward<T: Real>(n: usize, n_in: usize, n_out: usize, x: &[T], k: &[T], c: &[T], y: &mut [T]) {
     assert!(x.len() == n * n_in && k.len() == n_in * n_out && c.len() == n_out && y.len() == n * n_out);
-    // SAFETY: the shapes were checked above; y does not overlap x or K.
-    unsafe {
-        gemm(
-            n,
-            n_in,
-            n_out,
-            x.as_ptr(),
-            (n_in, 1),
-            k.as_ptr(),
-            (n_out, 1),
-            Init::Bias(c),
-            y.as_mut_ptr(),
-            (n_out, 1),
-        )
-    }
+    gemm(
+        MatRef::new(x, n, n_in, (n_in, 1)),
+        MatRef::new(k, n_in, n_out, (n_out, 1)),
+        MatMut::new(y, n, n_out, (n_out, 1)),
+        Init::Bias(c),
+    );
 }
 
 /// Backward of [`dense_forward`]: adds into `dx`, `dk` and `dc`.
@@ -51,10 +43,7 @@ pub fn dense_backward<T: Real>(
     for row in dy.chunks_exact(n_out) {
         simd::add_assign(dc, row);
     }
-    // SAFETY: the shapes were checked above; outputs do not overlap inputs.
-    unsafe {
-        let (dyp, acc) = (dy.as_ptr(), Init::Accumulate);
-        gemm(n, n_out, n_in, dyp, (n_out, 1), k.as_ptr(), (1, n_out), acc, dx.as_mut_ptr(), (n_in, 1));
-        gemm(n_in, n, n_out, x.as_ptr(), (1, n_in), dyp, (n_out, 1), acc, dk.as_mut_ptr(), (n_out, 1));
-    }
+    let (dy, acc) = (MatRef::new(dy, n, n_out, (n_out, 1)), Init::Accumulate);
+    gemm(dy, MatRef::new(k, n_in, n_out, (n_out, 1)).t(), MatMut::new(dx, n, n_in, (n_in, 1)), acc);
+    gemm(MatRef::new(x, n, n_in, (n_in, 1)).t(), dy, MatMut::new(dk, n_in, n_out, (n_out, 1)), acc);
 }

@@ -11,14 +11,19 @@
 //! [`reference`](mod@reference) that tests and benches compare against. This crate knows nothing of autodiff:
 //! `pmixer-autodiff` wraps these functions as tape operations.
 
+pub mod check;
 pub mod dense;
 pub mod gelu;
 pub mod gemm;
+pub mod isa;
+pub mod mat;
 pub mod mlp;
 pub mod real;
 pub mod reference;
+pub mod roof;
 pub mod simd;
 
+pub use mat::{MatMut, MatRef};
 pub use mlp::{
     backward_workspace, hidden_len, mlp_backward, mlp_forward, output_shape, Axis, GateGrad, Hbw, MlpGrads,
     MlpWeights, Skip, Write,

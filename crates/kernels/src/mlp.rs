@@ -47,7 +47,8 @@
 //! the chunking at all: every element is one sum over the features in a fixed order. Only the
 //! weight gradients, sums over items, are grouped by chunk.)
 
-use crate::gemm::{gemm, gemm_hinted, Init};
+use crate::gemm::{gemm, Init};
+use crate::mat::{MatMut, MatRef};
 use crate::real::Real;
 use crate::simd;
 use rayon::prelude::*;
@@ -257,9 +258,30 @@ unsafe impl<T: Send> Send for SharedMut<T> {}
 unsafe impl<T: Send> Sync for SharedMut<T> {}
 
 impl<T> SharedMut<T> {
-    fn at(self, offset: usize) -> *mut T {
-        // SAFETY (for callers): offsets stay inside the buffer the pointer came from.
+    /// The address `offset` elements past the start.
+    ///
+    /// # Safety
+    /// `offset` must lie within the buffer the pointer came from (at most its length).
+    unsafe fn at(self, offset: usize) -> *mut T {
+        // SAFETY: the caller keeps offset inside the buffer.
         unsafe { self.0.add(offset) }
+    }
+
+    /// Items [i0, i0 + m) × `features` of the tensor addressed as `v`, as a writable matrix.
+    ///
+    /// # Safety
+    /// Those elements must lie in the buffer and be touched by no other task meanwhile (each
+    /// chunk owns its items).
+    unsafe fn mat<'a>(self, v: View, i0: usize, m: usize, features: usize) -> MatMut<'a, T> {
+        // SAFETY: the caller's promise.
+        unsafe { MatMut::from_raw(self.at(i0 * v.is), m, features, (v.is, v.fs)) }
+    }
+}
+
+impl View {
+    /// Items [i0, i0 + m) × `features` of `data`, addressed as this view, as a matrix.
+    fn of<T>(self, data: &[T], i0: usize, m: usize, features: usize) -> MatRef<'_, T> {
+        MatRef::new(&data[i0 * self.is..], m, features, (self.is, self.fs))
     }
 }
 
@@ -343,31 +365,24 @@ pub fn mlp_forward<T: Real>(
         // of z for writing just before it, and a's and y's tiles are requested now, to arrive
         // while Z is computed. (Inference reuses a few small buffers, already in cache, where the
         // same prefetches made batch-1000 evaluation 10% slower.)
-        if keep {
-            for_each_hidden_run(&g, i0, i1, |off, len| simd::prefetch_l2(ap.at(off), len));
-            for_each_run(&g, i0, i1, |off, len| {
-                simd::prefetch_l2(yp.at(off), len);
-                if let Some(sk) = &skip {
-                    simd::prefetch_l2(sk.h[off..].as_ptr(), len);
-                }
-            });
-        }
-        // SAFETY: chunk c reads and writes only items [i0, i1) of z, a and y; GEMM operands are
-        // inside x, the weights, and those items, as the geometry's strides guarantee.
+        // SAFETY (the block): chunk c reads and writes only items [i0, i1) of z, a and y, which
+        // no other chunk touches; every offset below is inside its tensor, as the geometry's
+        // strides guarantee.
         unsafe {
-            gemm_hinted(
-                m,
-                g.n_in,
-                g.n_out,
-                x.as_ptr().add(i0 * g.x.is),
-                (g.x.is, g.x.fs),
-                wts.k1.as_ptr(),
-                (g.n_out, 1),
-                Init::Bias(wts.c1),
-                zp.at(i0 * g.t.is),
-                (g.t.is, g.t.fs),
-                keep,
+            if keep {
+                for_each_hidden_run(&g, i0, i1, |off, len| simd::prefetch_l2(ap.at(off), len));
+                for_each_run(&g, i0, i1, |off, len| {
+                    simd::prefetch_l2(yp.at(off), len);
+                    if let Some(sk) = &skip {
+                        simd::prefetch_l2(sk.h[off..].as_ptr(), len);
+                    }
+                });
+            }
+            let (k1, k2) = (
+                MatRef::new(wts.k1, g.n_in, g.n_out, (g.n_out, 1)),
+                MatRef::new(wts.k2, g.n_out, g.n_out, (g.n_out, 1)),
             );
+            gemm(g.x.of(x, i0, m, g.n_in), k1, stored(zp.mat(g.t, i0, m, g.n_out), keep), Init::Bias(wts.c1));
             // GELU over the tile, one contiguous run at a time (rows: the whole tile, so rows
             // of 28 leave no scalar tail each; columns: one run of items per feature).
             for_each_hidden_run(&g, i0, i1, |off, len| {
@@ -379,19 +394,8 @@ pub fn mlp_forward<T: Real>(
                     simd::gelu_tile(zr, ar);
                 }
             });
-            gemm_hinted(
-                m,
-                g.n_out,
-                g.n_out,
-                ap.at(i0 * g.t.is),
-                (g.t.is, g.t.fs),
-                wts.k2.as_ptr(),
-                (g.n_out, 1),
-                Init::Bias(wts.c2),
-                yp.at(i0 * g.y.is),
-                (g.y.is, g.y.fs),
-                keep,
-            );
+            let a_tile = MatRef::from_raw(ap.at(i0 * g.t.is), m, g.n_out, (g.t.is, g.t.fs));
+            gemm(a_tile, k2, stored(yp.mat(g.y, i0, m, g.n_out), keep), Init::Bias(wts.c2));
             if let Some(sk) = &skip {
                 for_each_run(&g, i0, i1, |off, len| {
                     simd::skip_add(
@@ -403,6 +407,16 @@ pub fn mlp_forward<T: Real>(
             }
         }
     });
+}
+
+/// A forward output, marked [`MatMut::cold`] in training (`keep`), when it is stored for the
+/// backward pass.
+fn stored<T>(c: MatMut<'_, T>, keep: bool) -> MatMut<'_, T> {
+    if keep {
+        c.cold()
+    } else {
+        c
+    }
 }
 
 /// Length of the `work` buffer [`mlp_backward`] needs: K1ᵀ and K2ᵀ, then one set of weight
@@ -484,35 +498,16 @@ pub fn mlp_backward<T: Real>(
         // a, gelu'(z) and x were stored by the forward pass, long out of cache: a's tile is
         // requested now, for dK2; the others while dK2 is computed, for the products after it.
         for_each_hidden_run(&g, i0, i1, |off, len| simd::prefetch_l2(a[off..].as_ptr(), len));
-        // SAFETY: as in the forward, chunk c touches only items [i0, i1) of dz and dx.
+        let (dy_tile, k2t, k1t) =
+            (g.y.of(dy, i0, m, n), MatRef::new(k2t, n, n, (n, 1)), MatRef::new(k1t, n, n_in, (n_in, 1)));
+        for_each_run(&g, i0, i1, |off, len| bias_grad(&g, &dy[off..off + len], pc2, off));
+        gemm(g.t.of(a, i0, m, n).t(), dy_tile, MatMut::new(pk2, n, n, (n, 1)), Init::Zero);
+        for_each_hidden_run(&g, i0, i1, |off, len| simd::prefetch_l2(dgelu[off..].as_ptr(), len));
+        for_each_run_of(g.x, n_in, i0, i1, |off, len| simd::prefetch_l2(x[off..].as_ptr(), len));
+        // SAFETY (the block): as in the forward, chunk c touches only items [i0, i1) of dz and
+        // dx, which no other chunk does, at offsets inside them.
         unsafe {
-            for_each_run(&g, i0, i1, |off, len| bias_grad(&g, &dy[off..off + len], pc2, off));
-            gemm(
-                n,
-                m,
-                n,
-                a.as_ptr().add(i0 * g.t.is),
-                (g.t.fs, g.t.is),
-                dy.as_ptr().add(i0 * g.y.is),
-                (g.y.is, g.y.fs),
-                Init::Zero,
-                pk2.as_mut_ptr(),
-                (n, 1),
-            );
-            for_each_hidden_run(&g, i0, i1, |off, len| simd::prefetch_l2(dgelu[off..].as_ptr(), len));
-            for_each_run_of(g.x, n_in, i0, i1, |off, len| simd::prefetch_l2(x[off..].as_ptr(), len));
-            gemm(
-                m,
-                n,
-                n,
-                dy.as_ptr().add(i0 * g.y.is),
-                (g.y.is, g.y.fs),
-                k2t.as_ptr(),
-                (n, 1),
-                Init::Zero,
-                dzp.at(i0 * g.t.is),
-                (g.t.is, g.t.fs),
-            );
+            gemm(dy_tile, k2t, dzp.mat(g.t, i0, m, n), Init::Zero);
             // dz ⊙= gelu'(z) and dc1 += Σ dz in one pass.
             for_each_hidden_run(&g, i0, i1, |off, len| {
                 let (d, gz) = (std::slice::from_raw_parts_mut(dzp.at(off), len), &dgelu[off..off + len]);
@@ -522,33 +517,13 @@ pub fn mlp_backward<T: Real>(
                     pc1[off / g.t.fs] += simd::mul_assign_sum(d, gz);
                 }
             });
-            gemm(
-                n_in,
-                m,
-                n,
-                x.as_ptr().add(i0 * g.x.is),
-                (g.x.fs, g.x.is),
-                dzp.at(i0 * g.t.is),
-                (g.t.is, g.t.fs),
-                Init::Zero,
-                pk1.as_mut_ptr(),
-                (n, 1),
-            );
-            gemm(
-                m,
-                n,
-                n_in,
-                dzp.at(i0 * g.t.is),
-                (g.t.is, g.t.fs),
-                k1t.as_ptr(),
-                (n_in, 1),
-                match dx_write {
-                    Write::Add => Init::Accumulate,
-                    Write::Set => Init::Zero,
-                },
-                dxp.at(i0 * g.x.is),
-                (g.x.is, g.x.fs),
-            );
+            let dz_tile = MatRef::from_raw(dzp.at(i0 * g.t.is), m, n, (g.t.is, g.t.fs));
+            gemm(g.x.of(x, i0, m, n_in).t(), dz_tile, MatMut::new(pk1, n_in, n, (n, 1)), Init::Zero);
+            let dx_init = match dx_write {
+                Write::Add => Init::Accumulate,
+                Write::Set => Init::Zero,
+            };
+            gemm(dz_tile, k1t, dxp.mat(g.x, i0, m, n_in), dx_init);
         }
     });
     let MlpGrads { k1, c1, k2, c2 } = grads;

@@ -4,6 +4,7 @@
 //! that train in `f32` can be run in `f64`, where central finite differences are accurate to about
 //! 1e-10 and a gradient check can use tight tolerances.
 
+use crate::mat::{MatMut, MatRef};
 use std::fmt::Debug;
 use std::iter::Sum;
 use std::ops::{Add, AddAssign, Div, Mul, MulAssign, Neg, Sub, SubAssign};
@@ -47,30 +48,9 @@ pub trait Real:
     /// [`crate::gelu`]).
     fn cdf_pdf(z: Self) -> (Self, Self);
 
-    /// `C ← α·A·B + β·C` over strided row/column layouts, single-threaded (matrixmultiply).
-    /// `A` is m×k, `B` is k×n, `C` is m×n; every matrix is addressed as `ptr[i*rs + j*cs]`, so a
-    /// transpose is a swap of the two strides, never a copy.
-    ///
-    /// # Safety
-    /// The pointers must address every element the shapes and strides imply, and `C` must not
-    /// overlap `A` or `B`.
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn gemm(
-        m: usize,
-        k: usize,
-        n: usize,
-        alpha: Self,
-        a: *const Self,
-        rsa: isize,
-        csa: isize,
-        b: *const Self,
-        rsb: isize,
-        csb: isize,
-        beta: Self,
-        c: *mut Self,
-        rsc: isize,
-        csc: isize,
-    );
+    /// `C ← A·B + β·C` by matrixmultiply (single-threaded): the products no direct path of
+    /// [`crate::gemm::gemm`] takes, and every `f64` product.
+    fn gemm_fallback(a: MatRef<Self>, b: MatRef<Self>, beta: Self, c: MatMut<Self>);
 }
 
 /// The two implementations differ only in the names below: `exp` and Φ/φ (see [`crate::gelu`])
@@ -115,23 +95,36 @@ macro_rules! impl_real {
             fn cdf_pdf(z: Self) -> (Self, Self) {
                 $cdf_pdf(z)
             }
-            unsafe fn gemm(
-                m: usize,
-                k: usize,
-                n: usize,
-                alpha: Self,
-                a: *const Self,
-                rsa: isize,
-                csa: isize,
-                b: *const Self,
-                rsb: isize,
-                csb: isize,
-                beta: Self,
-                c: *mut Self,
-                rsc: isize,
-                csc: isize,
-            ) {
-                $gemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
+            fn gemm_fallback(a: MatRef<Self>, b: MatRef<Self>, beta: Self, mut c: MatMut<Self>) {
+                let (m, k, n) = (a.rows(), a.cols(), b.cols());
+                assert!(
+                    b.rows() == k && c.rows() == m && c.cols() == n,
+                    "gemm: {m}×{k} times {}×{n} into {}×{}",
+                    b.rows(),
+                    c.rows(),
+                    c.cols()
+                );
+                let ((rsa, csa), (rsb, csb), (rsc, csc)) = (a.strides(), b.strides(), c.strides());
+                // SAFETY: each view addresses only elements inside its buffer (checked or
+                // promised when it was made), and C, a mutable view, overlaps neither operand.
+                unsafe {
+                    $gemm(
+                        m,
+                        k,
+                        n,
+                        1.0,
+                        a.as_ptr(),
+                        rsa as isize,
+                        csa as isize,
+                        b.as_ptr(),
+                        rsb as isize,
+                        csb as isize,
+                        beta,
+                        c.as_mut_ptr(),
+                        rsc as isize,
+                        csc as isize,
+                    )
+                }
             }
         }
     };

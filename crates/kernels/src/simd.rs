@@ -14,45 +14,105 @@
 
 use crate::gelu::{gelu, gelu_and_grad};
 use crate::real::Real;
-#[cfg(target_arch = "x86_64")]
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU8, Ordering};
 
-/// The instruction-set level the elementwise loops run at.
+/// The instruction-set level the kernels run at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Level {
+    /// Portable code only: the elementwise loops as the baseline target compiles them, the
+    /// products through matrixmultiply.
     Generic,
+    /// x86-64 with AVX2 and FMA3 (8-lane registers).
     Avx2,
+    /// x86-64 with AVX-512F (16-lane registers).
     Avx512,
+    /// AArch64's Advanced SIMD (4-lane registers).
+    Neon,
 }
 
-/// The level in use: the best the CPU has, unless `PMIXER_SIMD` asks for a lower one.
-pub fn level() -> Level {
+impl Level {
+    /// The name `PMIXER_SIMD` and `pmixer` use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Generic => "generic",
+            Level::Avx2 => "avx2",
+            Level::Avx512 => "avx512",
+            Level::Neon => "neon",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Level> {
+        ALL.into_iter().find(|l| l.name() == s)
+    }
+}
+
+/// The levels this CPU can run, best first (`generic` always last).
+pub fn available() -> Vec<Level> {
+    let mut v = Vec::new();
     #[cfg(target_arch = "x86_64")]
     {
-        static LEVEL: OnceLock<Level> = OnceLock::new();
-        *LEVEL.get_or_init(|| {
-            let best = if is_x86_feature_detected!("avx512f")
-                && is_x86_feature_detected!("avx2")
-                && is_x86_feature_detected!("fma")
-            {
-                Level::Avx512
-            } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                Level::Avx2
-            } else {
-                Level::Generic
-            };
-            match std::env::var("PMIXER_SIMD").as_deref() {
-                Ok("generic") => Level::Generic,
-                Ok("avx2") if best != Level::Generic => Level::Avx2,
-                _ => best,
-            }
-        })
+        if crate::isa::Avx512::detect().is_some() && crate::isa::Avx2::detect().is_some() {
+            v.push(Level::Avx512);
+        }
+        if crate::isa::Avx2::detect().is_some() {
+            v.push(Level::Avx2);
+        }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        Level::Generic
+    #[cfg(target_arch = "aarch64")]
+    if crate::isa::Neon::detect().is_some() {
+        v.push(Level::Neon);
+    }
+    v.push(Level::Generic);
+    v
+}
+
+/// What `PMIXER_SIMD` asks for: `Ok(None)` when it is unset or empty (the best level), an error
+/// naming the problem when it names no level or one this CPU lacks.
+pub fn requested() -> Result<Option<Level>, String> {
+    let value = match std::env::var("PMIXER_SIMD") {
+        Ok(v) if !v.is_empty() => v,
+        _ => return Ok(None),
+    };
+    let Some(l) = Level::parse(&value) else {
+        return Err(format!("PMIXER_SIMD={value}: not a level (generic, avx2, avx512, neon)"));
+    };
+    if !available().contains(&l) {
+        let names: Vec<_> = available().iter().map(|l| l.name()).collect();
+        return Err(format!("PMIXER_SIMD={value}: this CPU does not have it (it has {})", names.join(", ")));
+    }
+    Ok(Some(l))
+}
+
+/// The level in use: the best the CPU has, unless `PMIXER_SIMD` asked for another it has (an
+/// invalid request is ignored here; `pmixer` reports it through [`requested`] before starting),
+/// or [`set_level`] chose one since.
+pub fn level() -> Level {
+    match LEVEL.load(Ordering::Relaxed) {
+        UNSET => {
+            let l = requested().ok().flatten().unwrap_or(available()[0]);
+            LEVEL.store(l as u8, Ordering::Relaxed);
+            l
+        }
+        v => ALL[v as usize],
     }
 }
+
+/// Switches every kernel to `level` from now on, if this CPU has it. Every level with direct
+/// kernels (AVX-512, AVX2, NEON) computes bitwise the same results, so switching between them
+/// changes only the speed; `generic` sends the products to matrixmultiply, which rounds
+/// differently. For `pmixer selftest`, which checks each level in turn, and for benchmarks.
+pub fn set_level(level: Level) -> Result<(), String> {
+    if !available().contains(&level) {
+        return Err(format!("this CPU does not have {}", level.name()));
+    }
+    LEVEL.store(level as u8, Ordering::Relaxed);
+    Ok(())
+}
+
+const ALL: [Level; 4] = [Level::Generic, Level::Avx2, Level::Avx512, Level::Neon];
+const UNSET: u8 = u8::MAX;
+static LEVEL: AtomicU8 = AtomicU8::new(UNSET);
 
 /// Defines `pub fn $name<T: Real>(…)` whose body is compiled for each [`Level`] and dispatched.
 macro_rules! multiversion {
@@ -71,7 +131,7 @@ macro_rules! multiversion {
                 match level() {
                     Level::Avx512 => return unsafe { avx512($($arg),*) },
                     Level::Avx2 => return unsafe { avx2($($arg),*) },
-                    Level::Generic => {}
+                    Level::Generic | Level::Neon => {}
                 }
             }
             body($($arg),*)

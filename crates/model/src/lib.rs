@@ -9,11 +9,13 @@
 //! is in [`model`], where the (H, B, W) layout is taken on and undone.
 
 pub mod checkpoint;
+pub mod gradcheck;
 pub mod json;
 pub mod model;
 pub mod rng;
 
 pub use checkpoint::{Checkpoint, NamedTensor};
+pub use gradcheck::gradcheck;
 pub use model::{Arch, InferBuffers, Model, SummaryRow, Task};
 pub use rng::Rng;
 

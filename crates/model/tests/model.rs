@@ -2,7 +2,6 @@
 //! the identity, every gradient (parameters and input) matches finite differences in f64, and
 //! checkpoints round-trip bitwise.
 
-use pmixer_autodiff::gradcheck::check;
 use pmixer_autodiff::{Params, Tape, Tensor};
 use pmixer_model::{Arch, Checkpoint, Model, Rng, Task};
 
@@ -98,36 +97,7 @@ fn untrained_classifier_trunk_is_the_identity() {
 
 /// Gradient check of a whole model with every gate non-zero, including d loss / d input.
 fn whole_model_gradcheck(arch: Arch) {
-    let (h, b, w) = (arch.h, 3, arch.w);
-    let (m, mut p) = Model::new::<f64>(arch);
-    m.init(&mut p, &mut Rng::seed(11));
-    let mut r = Rng::seed(12);
-    for s in p.specs().to_vec() {
-        if !s.name.ends_with(".kernel") {
-            for v in
-                p.get_mut(pmixer_autodiff::ParamId(p.specs().iter().position(|x| x.name == s.name).unwrap()))
-            {
-                *v = rand::Rng::gen_range(&mut r, -0.5..0.5);
-            }
-        }
-    }
-    // The input as an extra parameter, so the check covers the saliency gradient too.
-    let x = p.add("input", &[h, b, w]);
-    p.get_mut(x).copy_from_slice(&batch(h, b, w, 13));
-    let labels = [3, 0, 9];
-    // The autoencoder's target is the data (a constant, as in Keras's fit(x, x)); hold it fixed
-    // while the input moves.
-    let target = p.get(x).to_vec();
-    let report = check(&mut p, 1e-5, |t| {
-        let xv = t.param(x);
-        match arch.task {
-            Task::Classify => m.loss(t, xv, &labels).1,
-            Task::Autoencode => {
-                let out = m.forward(t, xv);
-                pmixer_autodiff::ops::mse(t, out, &target)
-            }
-        }
-    });
+    let report = pmixer_model::gradcheck(arch, 3, 11);
     assert!(
         report.max_err < 1e-6,
         "{arch:?}: {} (err {:e}, {} checked)",

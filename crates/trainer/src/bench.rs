@@ -2,15 +2,19 @@
 //! what a large matrix product reaches on the same threads in the same process.
 //!
 //! Output is one `key: value` per line. `gflops` counts the model's GEMM FLOPs (forward, plus
-//! backward ≈ 2 × forward when training) at the median step rate; `fraction_of_gemm` divides it
-//! by `gemm_1024_gflops`, a 1024³ sgemm (matrixmultiply, split over the same rayon threads).
+//! backward ≈ 2 × forward when training) at the median step rate. It is set against two
+//! ceilings measured in the same process after the steps: `fma_peak_gflops`, the FMA peak of the
+//! dispatched instruction set on every thread at once (`pmixer_kernels::roof`), which gives
+//! `fraction_of_peak`; and `gemm_1024_gflops`, a 1024³ sgemm (matrixmultiply, split over the same
+//! rayon threads), which gives `fraction_of_gemm`. `triad_gb_per_s` is the sustained memory
+//! bandwidth (a STREAM triad over 3 × 256 MB).
 
 use crate::cli::{default_data_dir, image_size};
 use crate::data::CLASSES;
 use crate::train::{DatasetKind, Inferer, OptimizerKind, Trainer};
 use clap::Args;
 use pmixer_autodiff::optim::AdamState;
-use pmixer_kernels::Real;
+use pmixer_kernels::{roof, MatMut, MatRef, Real};
 use pmixer_model::{Arch, Model, Rng, Task};
 use rand::RngCore;
 use rayon::prelude::*;
@@ -62,25 +66,8 @@ pub fn gemm_1024_gflops() -> f64 {
             let t = Instant::now();
             c.par_chunks_mut(rows * n).enumerate().for_each(|(i, block)| {
                 let m = block.len() / n;
-                // SAFETY: a is n×n, this block is rows i·rows .. +m of c, b is n×n.
-                unsafe {
-                    f32::gemm(
-                        m,
-                        n,
-                        n,
-                        1.0,
-                        a.as_ptr().add(i * rows * n),
-                        n as isize,
-                        1,
-                        b.as_ptr(),
-                        n as isize,
-                        1,
-                        0.0,
-                        block.as_mut_ptr(),
-                        n as isize,
-                        1,
-                    )
-                }
+                let a = MatRef::new(&a[i * rows * n..], m, n, (n, 1));
+                f32::gemm_fallback(a, MatRef::new(&b, n, n, (n, 1)), 0.0, MatMut::new(block, m, n, (n, 1)));
             });
             t.elapsed().as_secs_f64()
         })
@@ -88,6 +75,25 @@ pub fn gemm_1024_gflops() -> f64 {
         .collect();
     times.sort_by(f64::total_cmp);
     2.0 * (n * n * n) as f64 / times[times.len() / 2] / 1e9
+}
+
+/// The CPU's model name as the kernel reports it (`model name` in /proc/cpuinfo, x86), or its
+/// implementer and part numbers (Arm), or "unknown".
+pub fn cpu_model() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |key: &str| {
+        info.lines()
+            .find(|l| l.split(':').next().is_some_and(|k| k.trim() == key))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    if let Some(name) = field("model name") {
+        return name;
+    }
+    match (field("CPU implementer"), field("CPU part")) {
+        (Some(i), Some(p)) => format!("{} implementer {i} part {p}", std::env::consts::ARCH),
+        _ => format!("unknown {}", std::env::consts::ARCH),
+    }
 }
 
 /// The process's peak resident set size in MB (VmHWM), where /proc exists.
@@ -153,6 +159,12 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
     let median = rates[1];
     let flops = model.flops_per_sample() as f64 * if args.eval { 1.0 } else { 3.0 };
     let gflops = median * flops / 1e9;
+    // Read before the roofs are measured: the triad's arrays are not the model's memory.
+    let rss = peak_rss_mb();
+    let level = pmixer_kernels::simd::level();
+    let peak = roof::fma_peak_gflops(level);
+    let peak_one = roof::fma_peak_gflops_one_thread(level);
+    let triad = roof::triad_gb_per_s(1 << 26);
     let gemm = gemm_1024_gflops();
     let key = if args.eval { "eval_samples_per_s" } else { "train_samples_per_s" };
     println!(
@@ -164,16 +176,21 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         layers,
         b
     );
+    println!("cpu: {}", cpu_model());
+    println!("simd: {}", level.name());
+    println!("threads: {}", rayon::current_num_threads());
     println!("{key}: {median:.1}");
     println!("{key}_min: {:.1}", rates[0]);
     println!("{key}_max: {:.1}", rates[2]);
     println!("flops_per_sample: {flops:.0}");
     println!("gflops: {gflops:.2}");
+    println!("fma_peak_gflops: {peak:.2}");
+    println!("fma_peak_gflops_per_thread: {peak_one:.2}");
+    println!("fraction_of_peak: {:.3}", gflops / peak);
+    println!("triad_gb_per_s: {triad:.1}");
     println!("gemm_1024_gflops: {gemm:.2}");
     println!("fraction_of_gemm: {:.3}", gflops / gemm);
-    println!("threads: {}", rayon::current_num_threads());
-    println!("simd: {:?}", pmixer_kernels::simd::level());
-    if let Some(rss) = peak_rss_mb() {
+    if let Some(rss) = rss {
         println!("peak_rss_mb: {rss:.1}");
     }
     Ok(())

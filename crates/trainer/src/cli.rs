@@ -33,6 +33,9 @@ pub enum Command {
     Saliency(SaliencyArgs),
     /// Classify images: PGM/PPM files, or records of IDX/CIFAR files as FILE:INDEX.
     Predict(PredictArgs),
+    /// Check every kernel this CPU can run against its naive twin, then a gradient check and a
+    /// tiny training run: run it first on a new machine.
+    Selftest(crate::selftest::SelftestArgs),
 }
 
 #[derive(Args, Debug)]
@@ -191,6 +194,7 @@ impl Command {
             Command::Train(a) => a.threads,
             Command::Eval(a) => a.threads,
             Command::Bench(a) => a.threads,
+            Command::Selftest(a) => a.threads,
             Command::Summary(_) | Command::Saliency(_) | Command::Predict(_) => None,
         }
     }
@@ -208,6 +212,16 @@ pub fn in_pool<R: Send>(
     threads: Option<u64>,
     f: impl FnOnce() -> Result<R, String> + Send,
 ) -> Result<R, String> {
+    if threads == Some(1) {
+        // One thread: the calling thread becomes the global pool's only worker, so no thread is
+        // ever spawned and every parallel region runs here, in order. (This is how `pmixer
+        // selftest --threads 1` runs under an emulator that cannot create threads.) If the
+        // global pool exists already (a test calling this twice), a pool of one is built.
+        let one = rayon::ThreadPoolBuilder::new().num_threads(1).use_current_thread();
+        if one.build_global().is_ok() {
+            return f();
+        }
+    }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads.unwrap_or(0) as usize)
         .build()
@@ -435,7 +449,14 @@ pub fn train(args: TrainArgs) -> Result<(), String> {
     let result =
         train::run_epochs(&cfg, &mut state, &train_set, &test_set, progress, after_epoch, &mut profile);
     if let Some(p) = profile {
-        println!("profile of the training steps ({} threads):\n{}", rayon::current_num_threads(), p.table());
+        let level = pmixer_kernels::simd::level();
+        let roof = pmixer_kernels::roof::fma_peak_gflops_one_thread(level);
+        println!(
+            "profile of the training steps ({} threads, {}):\n{}",
+            rayon::current_num_threads(),
+            level.name(),
+            p.table(Some(roof))
+        );
     }
     match result {
         Ok(()) => {

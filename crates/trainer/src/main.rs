@@ -10,6 +10,10 @@ fn main() -> ExitCode {
     // No subcommand means `train` with every default.
     let command = command.or_else(|| Cli::parse_from(["pmixer", "train"]).command);
     let command = command.expect("`train` parses with defaults");
+    if let Err(e) = pmixer_kernels::simd::requested() {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     let result = cli::in_pool(command.threads(), || match command {
         Command::Train(a) => cli::train(a),
         Command::Eval(a) => cli::eval(a),
@@ -17,6 +21,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => pmixer::bench::run(a),
         Command::Saliency(a) => cli::saliency(a),
         Command::Predict(a) => cli::predict(a),
+        Command::Selftest(a) => pmixer::selftest::run(a),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

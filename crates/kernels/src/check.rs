@@ -1,0 +1,305 @@
+//! The fused kernels against their naive twins, as functions that report rather than assert, so
+//! that the test suite (`tests/kernels.rs`) and `pmixer selftest` (on a user's own CPU, level by
+//! level) run the same comparisons.
+
+use crate::gelu::{gelu, gelu_and_grad, gelu_grad};
+use crate::gemm::{gemm, Init};
+use crate::mlp::hidden_pad;
+use crate::{
+    backward_workspace, hidden_len, mlp_backward, mlp_forward, output_shape, reference, Axis, GateGrad, Hbw,
+    MatMut, MatRef, MlpGrads, MlpWeights, Real, Skip, Write,
+};
+
+/// One comparison: its name, the largest error found and the bound it must stay within.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub name: String,
+    pub err: f64,
+    pub bound: f64,
+}
+
+impl Report {
+    pub fn passed(&self) -> bool {
+        self.err <= self.bound
+    }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        if self.bound == 0.0 {
+            write!(f, "{}: {} differ (must be 0)", self.name, self.err)
+        } else {
+            write!(f, "{}: error {:.1e} (bound {:.0e})", self.name, self.err, self.bound)
+        }
+    }
+}
+
+/// A small deterministic generator (xorshift64*), so the checks need no RNG crate.
+pub struct Gen(pub u64);
+impl Gen {
+    pub fn uniform(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+    }
+    pub fn vec<T: Real>(&mut self, n: usize, scale: f64) -> Vec<T> {
+        (0..n).map(|_| T::from_f64((2.0 * self.uniform() - 1.0) * scale)).collect()
+    }
+}
+
+/// max |a − b| / max(max |b|, 1): the error relative to the tensor's scale (tensors here are O(1):
+/// inputs are, and gradient accumulators start at 1).
+pub fn rel_err<T: Real, U: Real>(a: &[T], b: &[U]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(1.0f64, |m, v| m.max(v.to_f64().abs()));
+    a.iter().zip(b).fold(0.0f64, |m, (x, y)| m.max((x.to_f64() - y.to_f64()).abs())) / scale
+}
+
+pub struct Case {
+    pub axis: Axis,
+    pub s: Hbw,
+    pub n_out: usize,
+    /// A gated residual around the MLP ([`Skip`]) with this gate.
+    pub gate: Option<f64>,
+}
+
+/// The MLP cases the tests and `pmixer selftest` check: every layout the model uses (MNIST's
+/// 28×28 and CIFAR's 32×96 at batch 64, the head's MLP(1)), odd sizes, gated and not.
+pub fn cases() -> Vec<Case> {
+    let mut v = Vec::new();
+    for &(h, b, w) in &[(5, 3, 7), (28, 64, 28), (32, 64, 96), (1, 1, 1), (4, 130, 3)] {
+        let s = Hbw { h, b, w };
+        v.push(Case { axis: Axis::Rows, s, n_out: w, gate: None });
+        v.push(Case { axis: Axis::Cols, s, n_out: h, gate: None });
+        v.push(Case { axis: Axis::Rows, s, n_out: 1, gate: None });
+        v.push(Case { axis: Axis::Cols, s, n_out: 1, gate: None });
+        v.push(Case { axis: Axis::Rows, s, n_out: w, gate: Some(0.7) });
+        v.push(Case { axis: Axis::Cols, s, n_out: h, gate: Some(-0.4) });
+    }
+    let s = Hbw { h: 5, b: 3, w: 7 };
+    v.push(Case { axis: Axis::Rows, s, n_out: 4, gate: None });
+    v.push(Case { axis: Axis::Cols, s, n_out: 9, gate: None });
+    // The classifier's untrained gate: the MLP gets no gradient, the gate does.
+    v.push(Case { axis: Axis::Rows, s, n_out: 7, gate: Some(0.0) });
+    v
+}
+
+/// Everything one MLP call reads and writes, from a seed.
+pub struct Run<T> {
+    /// gelu'(z), as a training forward leaves it.
+    pub z: Vec<T>,
+    pub a: Vec<T>,
+    pub y: Vec<T>,
+    pub dx: Vec<T>,
+    pub grads: [Vec<T>; 4],
+    /// The gate's gradient (0 for an ungated case).
+    pub dg: T,
+}
+
+fn weights<T: Real>(gen: &mut Gen, n_in: usize, n: usize) -> [Vec<T>; 4] {
+    [gen.vec(n_in * n, 0.5), gen.vec(n, 0.1), gen.vec(n * n, 0.5), gen.vec(n, 0.1)]
+}
+
+fn n_in(c: &Case) -> usize {
+    match c.axis {
+        Axis::Rows => c.s.w,
+        Axis::Cols => c.s.h,
+    }
+}
+
+pub fn fused<T: Real>(c: &Case, seed: u64) -> Run<T> {
+    // Start the accumulators from non-zero values to check that backward adds rather than sets.
+    fused_into(c, seed, T::ONE, Write::Add)
+}
+
+/// The fused forward and backward, the backward's gradient buffers filled with `start` and
+/// written as `write` says.
+pub fn fused_into<T: Real>(c: &Case, seed: u64, start: T, write: Write) -> Run<T> {
+    let mut gen = Gen(seed);
+    let (ni, n) = (n_in(c), c.n_out);
+    let w = weights::<T>(&mut gen, ni, n);
+    let x: Vec<T> = gen.vec(c.s.len(), 1.5);
+    let out = output_shape(c.axis, c.s, n).len();
+    let dy: Vec<T> = gen.vec(out, 1.0);
+    let h: Vec<T> = gen.vec(out, 1.0);
+    let wts = MlpWeights { k1: &w[0], c1: &w[1], k2: &w[2], c2: &w[3] };
+    let hid = hidden_len(c.axis, c.s, n);
+    let (mut z, mut a, mut y) = (vec![T::ZERO; hid], vec![T::ZERO; hid], vec![T::ZERO; out]);
+    let skip = c.gate.map(|g| Skip { h: &h, g: T::from_f64(g) });
+    mlp_forward(c.axis, c.s, n, wts, &x, &mut z, &mut a, &mut y, true, skip);
+    let mut dz = vec![T::ZERO; hid];
+    let mut dx: Vec<T> = vec![start; x.len()];
+    let mut g = [vec![start; ni * n], vec![start; n], vec![start; n * n], vec![start; n]];
+    let [g0, g1, g2, g3] = &mut g;
+    let grads = MlpGrads { k1: g0, c1: g1, k2: g2, c2: g3 };
+    // A workspace full of garbage: the kernel must not depend on its contents.
+    let mut work = vec![T::from_f64(7.0); backward_workspace(c.axis, c.s, n)];
+    // The gate's gradient is always added to (a scalar, never handed over fresh).
+    let mut dg = if c.gate.is_some() { T::ONE } else { T::ZERO };
+    let gate = c.gate.map(|g| GateGrad { g: T::from_f64(g), dg: &mut dg });
+    mlp_backward(
+        c.axis, c.s, n, wts, &x, &z, &a, &dy, &mut dz, &mut work, &mut dx, write, grads, write, gate,
+    );
+    let (z, a) = (unpad(c, &z), unpad(c, &a));
+    Run { z, a, y, dx, grads: g, dg }
+}
+
+/// A hidden tensor ([`hidden_len`]) in the output's layout: the column MLP's runs of items
+/// without the pad after each.
+fn unpad<T: Real>(c: &Case, v: &[T]) -> Vec<T> {
+    match c.axis {
+        Axis::Rows => v.to_vec(),
+        Axis::Cols => {
+            let items = c.s.b * c.s.w;
+            let run = items + hidden_pad(items);
+            assert_eq!(v.len(), c.n_out * run);
+            v.chunks_exact(run).flat_map(|r| r[..items].to_vec()).collect()
+        }
+    }
+}
+
+/// The reference on the same inputs as `fused::<T>`, evaluated in f64: the exact answer up to
+/// f64 rounding, so a comparison measures only the fused kernel's own error.
+pub fn naive<T: Real>(c: &Case, seed: u64) -> Run<f64> {
+    let mut gen = Gen(seed);
+    let (ni, n) = (n_in(c), c.n_out);
+    let up = |v: Vec<T>| v.into_iter().map(|x| x.to_f64()).collect::<Vec<f64>>();
+    let w = weights::<T>(&mut gen, ni, n).map(up);
+    let x = up(gen.vec::<T>(c.s.len(), 1.5));
+    let out = output_shape(c.axis, c.s, n).len();
+    let dy = up(gen.vec::<T>(out, 1.0));
+    let h = up(gen.vec::<T>(out, 1.0));
+    let wts = MlpWeights { k1: &w[0], c1: &w[1], k2: &w[2], c2: &w[3] };
+    let (z, a, y) = match c.gate {
+        Some(g) => reference::gated_mlp_forward(c.axis, c.s, n, wts, &x, &h, g),
+        None => reference::mlp_forward(c.axis, c.s, n, wts, &x),
+    };
+    // A training forward leaves gelu'(z) where z was.
+    let z = z.into_iter().map(gelu_grad).collect();
+    let mut dx = vec![1.0; x.len()];
+    let mut g = [vec![1.0; ni * n], vec![1.0; n], vec![1.0; n * n], vec![1.0; n]];
+    let [g0, g1, g2, g3] = &mut g;
+    let grads = MlpGrads { k1: g0, c1: g1, k2: g2, c2: g3 };
+    let mut dg = 0.0;
+    match c.gate {
+        Some(gv) => {
+            dg = 1.0;
+            reference::gated_mlp_backward(c.axis, c.s, n, wts, &x, gv, &dy, &mut dx, grads, &mut dg);
+        }
+        None => reference::mlp_backward(c.axis, c.s, n, wts, &x, &dy, &mut dx, grads),
+    }
+    Run { z, a, y, dx, grads: g, dg }
+}
+
+/// The fused MLP against the f64 reference on case `c` (inputs from `seed`): z (as gelu′), a, y,
+/// dx, dg and the four weight gradients, each within `tol` of the reference relative to the
+/// tensor's scale ([`rel_err`]).
+pub fn mlp<T: Real>(c: &Case, seed: u64, tol: f64) -> Vec<Report> {
+    let (f, r) = (fused::<T>(c, seed), naive::<T>(c, seed));
+    let gate = c.gate.map_or(String::new(), |g| format!(", gate {g}"));
+    let label =
+        format!("mlp {:?} {}×{}×{} → {}{gate}, forward and backward", c.axis, c.s.h, c.s.b, c.s.w, c.n_out);
+    let mut errs = vec![("z", rel_err(&f.z, &r.z)), ("a", rel_err(&f.a, &r.a)), ("y", rel_err(&f.y, &r.y))];
+    errs.push(("dx", rel_err(&f.dx, &r.dx)));
+    errs.push(("dg", rel_err(&[f.dg], &[r.dg])));
+    for (name, (gf, gr)) in ["dK1", "dc1", "dK2", "dc2"].iter().zip(f.grads.iter().zip(&r.grads)) {
+        errs.push((name, rel_err(gf, gr)));
+    }
+    errs.into_iter().map(|(name, err)| Report { name: format!("{label}: {name}"), err, bound: tol }).collect()
+}
+
+/// Every path of [`gemm`] (direct with narrow and wide C, transposed, transposed with a packed
+/// panel, dot products, k past one sweep, the fallback) with every [`Init`], in `f32`, against a
+/// product summed in f64: one report per shape and layout, the worst over the three inits,
+/// relative to 1e-5·4√k. `large` adds the shapes of real chunks (inference's 1750 items, k of
+/// 256 and 300), which take a while under an emulator.
+pub fn gemm_paths(large: bool) -> Vec<Report> {
+    let mut gen = Gen(77);
+    let mut shapes =
+        vec![(1, 1, 1), (3, 5, 7), (8, 28, 28), (13, 33, 17), (40, 96, 96), (9, 130, 31), (2, 16, 48)];
+    shapes.extend([(256, 32, 40), (20, 24, 256)]); // B's rows 1 KB apart: the packed panel
+    if large {
+        shapes.extend([(128, 28, 28), (1750, 28, 28), (28, 256, 28), (20, 300, 30)]);
+    }
+    let mut out = Vec::new();
+    for &(m, k, n) in &shapes {
+        let a: Vec<f32> = gen.vec(m * k, 1.0);
+        let b: Vec<f32> = gen.vec(k * n, 1.0);
+        let c0: Vec<f32> = gen.vec(m * n, 1.0);
+        let bias: Vec<f32> = gen.vec(n, 1.0);
+        // Layouts as (rs, cs) for A (m×k), B (k×n), C (m×n), each row- or column-major.
+        let layouts = [
+            ("direct", (k, 1), (n, 1), (n, 1)),
+            ("transposed", (1, m), (n, 1), (1, m)),
+            ("dot", (k, 1), (1, k), (n, 1)),
+            ("fallback", (1, m), (1, k), (n, 1)),
+        ];
+        for (path, la, lb, lc) in layouts {
+            let mut err = 0f64;
+            for init in [Init::Zero, Init::Accumulate, Init::Bias(&bias)] {
+                let mut c = vec![0f32; m * n];
+                for i in 0..m {
+                    for j in 0..n {
+                        c[i * lc.0 + j * lc.1] = c0[i * n + j];
+                    }
+                }
+                gemm(
+                    MatRef::new(&a, m, k, la),
+                    MatRef::new(&b, k, n, lb),
+                    MatMut::new(&mut c, m, n, lc),
+                    init,
+                );
+                for i in 0..m {
+                    for j in 0..n {
+                        let mut want = match init {
+                            Init::Zero => 0.0,
+                            Init::Accumulate => c0[i * n + j] as f64,
+                            Init::Bias(v) => v[j] as f64,
+                        };
+                        for p in 0..k {
+                            want += a[i * la.0 + p * la.1] as f64 * b[p * lb.0 + j * lb.1] as f64;
+                        }
+                        err = err.max((c[i * lc.0 + j * lc.1] as f64 - want).abs());
+                    }
+                }
+            }
+            let bound = 1e-5 * (k as f64).sqrt().max(1.0) * 4.0;
+            out.push(Report { name: format!("gemm {path} {m}×{k}×{n}"), err, bound });
+        }
+    }
+    out
+}
+
+/// The GELU tiles ([`crate::simd::gelu_keep_tile`], [`crate::simd::gelu_tile`]) on the level in
+/// use against the scalar functions compiled for the baseline target, on `n` arguments spread
+/// over every exponent and 200,000 more in [−10, 10]: the number of arguments whose bits differ
+/// (bound 0), named by the first one.
+pub fn gelu_bits(n: u32) -> Report {
+    let mut z: Vec<f32> = (0..n)
+        .map(|i| f32::from_bits(i.wrapping_mul(2_654_435_761)))
+        .filter(|v| v.is_finite() && v.abs() < 100.0)
+        .collect();
+    z.extend((0..200_000).map(|i| (i as f32 - 100_000.0) / 10_000.0));
+    let mut kept = z.clone();
+    let (mut a, mut a_only) = (vec![0f32; z.len()], vec![0f32; z.len()]);
+    crate::simd::gelu_keep_tile(&mut kept, &mut a);
+    crate::simd::gelu_tile(&z, &mut a_only);
+    let mut first = None;
+    let mut wrong = 0;
+    for (i, &x) in z.iter().enumerate() {
+        let (g, dg) = gelu_and_grad(x);
+        if a[i].to_bits() != g.to_bits()
+            || a_only[i].to_bits() != gelu(x).to_bits()
+            || kept[i].to_bits() != dg.to_bits()
+        {
+            wrong += 1;
+            first.get_or_insert(x);
+        }
+    }
+    let name = match first {
+        Some(x) => format!("gelu tiles, bits of {} arguments (first wrong: {x:e})", z.len()),
+        None => format!("gelu tiles, bits of {} arguments", z.len()),
+    };
+    Report { name, err: wrong as f64, bound: 0.0 }
+}
