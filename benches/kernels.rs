@@ -4,8 +4,8 @@
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use pmixer_kernels::{
-    backward_workspace, hidden_len, mlp_backward, mlp_forward, output_shape, reference, Axis, Hbw, MatMut,
-    MatRef, MlpGrads, MlpWeights, Write,
+    backward_workspace, hidden_len, mlp_backward, mlp_forward, output_shape, reference, Axis, BackwardIo,
+    ForwardIo, Hbw, MatMut, MatRef, MlpGrads, MlpWeights, Saved, Write,
 };
 
 struct Setup {
@@ -61,32 +61,17 @@ impl Backward {
     fn fused(&mut self, st: &Setup, z: &[f32], a: &[f32], write: Write) {
         let wts = MlpWeights { k1: &st.w[0], c1: &st.w[1], k2: &st.w[2], c2: &st.w[3] };
         let [k1, c1, k2, c2] = &mut self.grads;
-        let grads = MlpGrads { k1, c1, k2, c2 };
+        let grads = MlpGrads { k1, c1, k2, c2, write };
         let (dz, work, dx) = (&mut self.dz, &mut self.work, &mut self.dx);
-        mlp_backward(
-            st.axis,
-            st.s,
-            st.n,
-            wts,
-            &st.x,
-            z,
-            a,
-            &st.dy,
-            dz,
-            work,
-            dx,
-            Write::Add,
-            grads,
-            write,
-            None,
-        )
+        let io = BackwardIo { dy: &st.dy, dx, dx_write: Write::Add, dz, work };
+        mlp_backward(st.axis, st.s, wts, Saved { x: &st.x, dgelu: z, a }, io, grads, None)
     }
 
     /// The reference backward (adding into dx and the weight gradients).
     fn reference(&mut self, st: &Setup) {
         let wts = MlpWeights { k1: &st.w[0], c1: &st.w[1], k2: &st.w[2], c2: &st.w[3] };
         let [k1, c1, k2, c2] = &mut self.grads;
-        let grads = MlpGrads { k1, c1, k2, c2 };
+        let grads = MlpGrads { k1, c1, k2, c2, write: Write::Add };
         reference::mlp_backward(st.axis, st.s, st.n, wts, &st.x, &st.dy, &mut self.dx, grads)
     }
 }
@@ -106,7 +91,16 @@ fn bench(c: &mut Criterion) {
             let mut g = c.benchmark_group("mlp_forward");
             g.throughput(Throughput::Elements(fwd_flops as u64));
             g.bench_function(BenchmarkId::new("fused", &name), |b| {
-                b.iter(|| mlp_forward(st.axis, st.s, st.n, wts, &st.x, &mut z, &mut a, &mut y, true, None))
+                b.iter(|| {
+                    mlp_forward(
+                        st.axis,
+                        st.s,
+                        wts,
+                        ForwardIo { x: &st.x, gz: &mut z, a: &mut a, y: &mut y },
+                        true,
+                        None,
+                    )
+                })
             });
             g.bench_function(BenchmarkId::new("reference", &name), |b| {
                 b.iter(|| reference::mlp_forward(st.axis, st.s, st.n, wts, &st.x))
@@ -144,7 +138,14 @@ fn one_shard(c: &mut Criterion) {
             g.bench_function(format!("forward/{label}/{axis:?}"), |b| {
                 pool.install(|| {
                     b.iter(|| {
-                        mlp_forward(st.axis, st.s, st.n, wts, &st.x, &mut z, &mut a, &mut y, true, None)
+                        mlp_forward(
+                            st.axis,
+                            st.s,
+                            wts,
+                            ForwardIo { x: &st.x, gz: &mut z, a: &mut a, y: &mut y },
+                            true,
+                            None,
+                        )
                     })
                 })
             });

@@ -6,8 +6,8 @@ use crate::gelu::{gelu, gelu_and_grad, gelu_grad};
 use crate::gemm::{gemm, Init};
 use crate::mlp::hidden_pad;
 use crate::{
-    backward_workspace, hidden_len, mlp_backward, mlp_forward, output_shape, reference, Axis, GateGrad, Hbw,
-    MatMut, MatRef, MlpGrads, MlpWeights, Real, Skip, Write,
+    backward_workspace, hidden_len, mlp_backward, mlp_forward, output_shape, reference, Axis, BackwardIo,
+    ForwardIo, GateGrad, Hbw, MatMut, MatRef, MlpGrads, MlpWeights, Real, Saved, Skip, Write,
 };
 
 /// One comparison: its name, the largest error found and the bound it must stay within.
@@ -127,20 +127,20 @@ pub fn fused_into<T: Real>(c: &Case, seed: u64, start: T, write: Write) -> Run<T
     let hid = hidden_len(c.axis, c.s, n);
     let (mut z, mut a, mut y) = (vec![T::ZERO; hid], vec![T::ZERO; hid], vec![T::ZERO; out]);
     let skip = c.gate.map(|g| Skip { h: &h, g: T::from_f64(g) });
-    mlp_forward(c.axis, c.s, n, wts, &x, &mut z, &mut a, &mut y, true, skip);
+    mlp_forward(c.axis, c.s, wts, ForwardIo { x: &x, gz: &mut z, a: &mut a, y: &mut y }, true, skip);
     let mut dz = vec![T::ZERO; hid];
     let mut dx: Vec<T> = vec![start; x.len()];
     let mut g = [vec![start; ni * n], vec![start; n], vec![start; n * n], vec![start; n]];
     let [g0, g1, g2, g3] = &mut g;
-    let grads = MlpGrads { k1: g0, c1: g1, k2: g2, c2: g3 };
+    let grads = MlpGrads { k1: g0, c1: g1, k2: g2, c2: g3, write };
     // A workspace full of garbage: the kernel must not depend on its contents.
     let mut work = vec![T::from_f64(7.0); backward_workspace(c.axis, c.s, n)];
     // The gate's gradient is always added to (a scalar, never handed over fresh).
     let mut dg = if c.gate.is_some() { T::ONE } else { T::ZERO };
     let gate = c.gate.map(|g| GateGrad { g: T::from_f64(g), dg: &mut dg });
-    mlp_backward(
-        c.axis, c.s, n, wts, &x, &z, &a, &dy, &mut dz, &mut work, &mut dx, write, grads, write, gate,
-    );
+    let saved = Saved { x: &x, dgelu: &z, a: &a };
+    let io = BackwardIo { dy: &dy, dx: &mut dx, dx_write: write, dz: &mut dz, work: &mut work };
+    mlp_backward(c.axis, c.s, wts, saved, io, grads, gate);
     let (z, a) = (unpad(c, &z), unpad(c, &a));
     Run { z, a, y, dx, grads: g, dg }
 }
@@ -180,7 +180,7 @@ pub fn naive<T: Real>(c: &Case, seed: u64) -> Run<f64> {
     let mut dx = vec![1.0; x.len()];
     let mut g = [vec![1.0; ni * n], vec![1.0; n], vec![1.0; n * n], vec![1.0; n]];
     let [g0, g1, g2, g3] = &mut g;
-    let grads = MlpGrads { k1: g0, c1: g1, k2: g2, c2: g3 };
+    let grads = MlpGrads { k1: g0, c1: g1, k2: g2, c2: g3, write: Write::Add };
     let mut dg = 0.0;
     match c.gate {
         Some(gv) => {

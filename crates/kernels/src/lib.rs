@@ -25,7 +25,7 @@ pub mod simd;
 
 pub use mat::{MatMut, MatRef};
 pub use mlp::{
-    backward_workspace, hidden_len, mlp_backward, mlp_forward, output_shape, Axis, GateGrad, Hbw, MlpGrads,
-    MlpWeights, Skip, Write,
+    backward_workspace, hidden_len, mlp_backward, mlp_forward, output_shape, Axis, BackwardIo, ForwardIo,
+    GateGrad, Hbw, MlpGrads, MlpWeights, Saved, Skip, Write,
 };
 pub use real::Real;

@@ -102,12 +102,48 @@ pub enum Write {
 }
 
 /// Gradient buffers matching [`MlpWeights`]; the backward pass adds into them or sets them, as
-/// its [`Write`] argument says.
+/// `write` says (all four the same way).
 pub struct MlpGrads<'a, T> {
     pub k1: &'a mut [T],
     pub c1: &'a mut [T],
     pub k2: &'a mut [T],
     pub c2: &'a mut [T],
+    pub write: Write,
+}
+
+/// The tensors of one [`mlp_forward`] call.
+pub struct ForwardIo<'a, T> {
+    /// The input, (H, B, W).
+    pub x: &'a [T],
+    /// z = x·K1 + c1, left as gelu'(z) by a training forward; of [`hidden_len`].
+    pub gz: &'a mut [T],
+    /// a = gelu(z); of [`hidden_len`].
+    pub a: &'a mut [T],
+    /// y = a·K2 + c2 (plus the [`Skip`]); of [`output_shape`].
+    pub y: &'a mut [T],
+}
+
+/// What the backward pass reads of a training forward: its input and hidden tensors.
+#[derive(Clone, Copy)]
+pub struct Saved<'a, T> {
+    pub x: &'a [T],
+    /// gelu'(z), as a training forward leaves `gz`.
+    pub dgelu: &'a [T],
+    /// a = gelu(z).
+    pub a: &'a [T],
+}
+
+/// The gradients one [`mlp_backward`] call takes and gives, and its scratch.
+pub struct BackwardIo<'a, T> {
+    /// The output's gradient.
+    pub dy: &'a [T],
+    /// The input's gradient, set or added to as `dx_write` says.
+    pub dx: &'a mut [T],
+    pub dx_write: Write,
+    /// Scratch for dz, of [`hidden_len`].
+    pub dz: &'a mut [T],
+    /// Scratch of [`backward_workspace`]: K1ᵀ, K2ᵀ and the chunks' weight-gradient partials.
+    pub work: &'a mut [T],
 }
 
 /// The classifier's gated residual around an MLP: the forward's output is `h + g·MLP(x)`
@@ -319,28 +355,23 @@ fn bias_grad<T: Real>(g: &Geometry, d: &[T], db: &mut [T], offset: usize) {
     }
 }
 
-/// Forward of `MLP(n_out)` along `axis`. Writes the output `y` ([`output_shape`]) and the hidden
-/// activation `a`; `gz` is scratch for the pre-activation z (both `a` and `gz` of [`hidden_len`]),
-/// and when `keep` (training) it is left holding gelu'(z), which with `a` is what the backward
-/// pass needs.
+/// Forward of `MLP(n_out)` along `axis` (n_out the length of c1): the tensors of [`ForwardIo`];
+/// when `keep` (training) `gz` is left holding gelu'(z), which with `a` is what the backward pass
+/// needs ([`Saved`]).
 ///
 /// Per chunk of items: `Z = c1 + X·K1` (one GEMM, X read through the axis' strides, the bias
 /// loaded into its accumulators), then in one pass over the tile `a = gelu(z)` (and
 /// `gz = gelu'(z)`, sharing Φ); `Y = c2 + A·K2`; with a [`Skip`], `y ← h + g·y` over the tile
 /// while it is in cache.
-#[allow(clippy::too_many_arguments)]
 pub fn mlp_forward<T: Real>(
     axis: Axis,
     x_shape: Hbw,
-    n_out: usize,
     wts: MlpWeights<T>,
-    x: &[T],
-    gz: &mut [T],
-    a: &mut [T],
-    y: &mut [T],
+    io: ForwardIo<T>,
     keep: bool,
     skip: Option<Skip<T>>,
 ) {
+    let (ForwardIo { x, gz, a, y }, n_out) = (io, wts.c1.len());
     let z = gz;
     let g = Geometry::new(axis, x_shape, n_out);
     let (out_len, hid_len) = (output_shape(axis, x_shape, n_out).len(), hidden_len(axis, x_shape, n_out));
@@ -426,34 +457,26 @@ pub fn backward_workspace(axis: Axis, x_shape: Hbw, n_out: usize) -> usize {
     g.n_in * g.n_out + g.n_out * g.n_out + backward_chunks(g.x.items) * g.params()
 }
 
-/// Backward of [`mlp_forward`]: given `dy`, puts the input gradient into `dx` and the weight
-/// gradients into `grads`, adding or setting as `dx_write` and `grads_write` say. `x` is the
-/// forward's input, `dgelu` and `a` what a `keep` forward left (gelu'(z) and gelu(z)); `dz` is
-/// scratch of [`hidden_len`] and `work` of [`backward_workspace`]'s.
+/// Backward of [`mlp_forward`]: given `io.dy`, puts the input gradient into `io.dx` and the
+/// weight gradients into `grads`, adding or setting as `io.dx_write` and `grads.write` say, from
+/// what the forward [`Saved`].
 ///
 /// Per chunk: `dc2 = Σ dy`, `dK2 = Aᵀ·dY` (A read with swapped strides), `dZ = dY·K2ᵀ` (K2 read with
 /// swapped strides), `dz *= gelu'(z)` in the same pass, `dc1 = Σ dz`, `dK1 = Xᵀ·dZ`, `dX += dZ·K1ᵀ`.
 /// The per-chunk weight gradients go to a partials buffer, summed in chunk order and then
 /// added into `grads`. With a [`GateGrad`] (the backward of a [`Skip`] forward), g is folded into
 /// K2ᵀ and into the sums of dK2 and dc2, and dg comes from those sums, as [`GateGrad`] derives.
-#[allow(clippy::too_many_arguments)]
 pub fn mlp_backward<T: Real>(
     axis: Axis,
     x_shape: Hbw,
-    n_out: usize,
     wts: MlpWeights<T>,
-    x: &[T],
-    dgelu: &[T],
-    a: &[T],
-    dy: &[T],
-    dz: &mut [T],
-    work: &mut [T],
-    dx: &mut [T],
-    dx_write: Write,
+    saved: Saved<T>,
+    io: BackwardIo<T>,
     grads: MlpGrads<T>,
-    grads_write: Write,
     gate: Option<GateGrad<T>>,
 ) {
+    let (Saved { x, dgelu, a }, n_out) = (saved, wts.c1.len());
+    let BackwardIo { dy, dx, dx_write, dz, work } = io;
     let g = Geometry::new(axis, x_shape, n_out);
     let (out_len, hid_len) = (output_shape(axis, x_shape, n_out).len(), hidden_len(axis, x_shape, n_out));
     check_weights(&g, &wts);
@@ -526,7 +549,7 @@ pub fn mlp_backward<T: Real>(
             gemm(dz_tile, k1t, dxp.mat(g.x, i0, m, n_in), dx_init);
         }
     });
-    let MlpGrads { k1, c1, k2, c2 } = grads;
+    let MlpGrads { k1, c1, k2, c2, write: grads_write } = grads;
     assert!(
         k1.len() == n_in * n && c1.len() == n && k2.len() == n * n && c2.len() == n,
         "mlp_backward: gradient buffer shapes"

@@ -287,7 +287,7 @@ impl Model {
     /// layout; returns logits [B, classes] or the reconstruction (H, B, W).
     pub fn infer<T: Real>(&self, params: &Params<T>, x: &[T], b: usize, buf: &mut InferBuffers<T>) -> Vec<T> {
         use pmixer_kernels::dense::dense_forward;
-        use pmixer_kernels::{hidden_len, mlp_forward, output_shape, Hbw, MlpWeights, Skip};
+        use pmixer_kernels::{hidden_len, mlp_forward, output_shape, ForwardIo, Hbw, MlpWeights, Skip};
         let (h, w) = (self.arch.h, self.arch.w);
         let s = Hbw { h, b, w };
         assert_eq!(x.len(), s.len(), "infer: input is not {h}×{b}×{w}");
@@ -301,66 +301,26 @@ impl Model {
         act.clear();
         act.extend_from_slice(x);
         let n = s.len();
+        // MLP(n_out) along `axis` of `x` into `out`, through the shared hidden buffers.
+        let mut mlp = |axis: Axis, m: &MlpIds, x: &[T], out: &mut [T], skip: Option<Skip<T>>| {
+            let n_out = params.get(m.c1).len();
+            let hid = hidden_len(axis, s, n_out);
+            let io = ForwardIo { x, gz: sized(z, hid), a: sized(a, hid), y: out };
+            mlp_forward(axis, s, weights(m), io, false, skip);
+        };
         for mx in &self.mixers {
-            // Columns into `mixed`, rows into `y`.
-            mlp_forward(
-                Axis::Cols,
-                s,
-                h,
-                weights(&mx.col),
-                act,
-                sized(z, hidden_len(Axis::Cols, s, h)),
-                sized(a, hidden_len(Axis::Cols, s, h)),
-                sized(mixed, n),
-                false,
-                None,
-            );
-            // Rows into `y` (plus the gated residual, act + g·rows, for the classifier), which
-            // becomes the next layer's input.
+            // Columns into `mixed`; rows into `y` (plus the gated residual, act + g·rows, for
+            // the classifier), which becomes the next layer's input.
+            mlp(Axis::Cols, &mx.col, act, sized(mixed, n), None);
             let skip = mx.gate.map(|g| Skip { h: &act[..n], g: params.get(g)[0] });
-            mlp_forward(
-                Axis::Rows,
-                s,
-                w,
-                weights(&mx.row),
-                mixed,
-                sized(z, hidden_len(Axis::Rows, s, w)),
-                sized(a, hidden_len(Axis::Rows, s, w)),
-                sized(y, n),
-                false,
-                skip,
-            );
+            mlp(Axis::Rows, &mx.row, mixed, sized(y, n), skip);
             std::mem::swap(act, y);
         }
         let Some(hd) = &self.head else { return act[..n].to_vec() };
-        let rows_len = output_shape(Axis::Rows, s, 1).len();
-        let cols_len = output_shape(Axis::Cols, s, 1).len();
-        let mut rows = vec![T::ZERO; rows_len];
-        mlp_forward(
-            Axis::Rows,
-            s,
-            1,
-            weights(&hd.rows),
-            act,
-            sized(z, hidden_len(Axis::Rows, s, 1)),
-            sized(a, hidden_len(Axis::Rows, s, 1)),
-            &mut rows,
-            false,
-            None,
-        );
-        let mut cols = vec![T::ZERO; cols_len];
-        mlp_forward(
-            Axis::Cols,
-            s,
-            1,
-            weights(&hd.cols),
-            act,
-            sized(z, hidden_len(Axis::Cols, s, 1)),
-            sized(a, hidden_len(Axis::Cols, s, 1)),
-            &mut cols,
-            false,
-            None,
-        );
+        let mut rows = vec![T::ZERO; output_shape(Axis::Rows, s, 1).len()];
+        mlp(Axis::Rows, &hd.rows, act, &mut rows, None);
+        let mut cols = vec![T::ZERO; output_shape(Axis::Cols, s, 1).len()];
+        mlp(Axis::Cols, &hd.cols, act, &mut cols, None);
         // [rows (H, B) transposed to (B, H) | cols (B, W)], as the head's concatenation.
         let mut features = vec![T::ZERO; b * (h + w)];
         for (bi, f) in features.chunks_exact_mut(h + w).enumerate() {

@@ -6,8 +6,8 @@
 use crate::tape::{Backward, Grad, Inputs, Pool, Tape, Tensor, Var};
 use pmixer_kernels::dense::{dense_backward, dense_forward};
 use pmixer_kernels::{
-    backward_workspace, hidden_len, mlp_backward, mlp_forward, output_shape, Axis, GateGrad, Hbw, MlpGrads,
-    MlpWeights, Real, Skip, Write,
+    backward_workspace, hidden_len, mlp_backward, mlp_forward, output_shape, Axis, BackwardIo, ForwardIo,
+    GateGrad, Hbw, MlpGrads, MlpWeights, Real, Saved, Skip, Write,
 };
 
 /// The first N inputs' gradient buffers: the tape's where it asked for one, fresh scratch from
@@ -91,7 +91,7 @@ fn mlp_op<T: Real>(t: &mut Tape<T>, x: Var, axis: Axis, w: MlpVars, skip: Option
     let keep = t.records(&inputs[..5]) || skip.is_some_and(|(h, g)| t.records(&[h, g]));
     let wts = MlpWeights { k1: t.value(w.k1), c1: t.value(w.c1), k2: t.value(w.k2), c2: t.value(w.c2) };
     let sk = skip.map(|(h, g)| Skip { h: t.value(h), g: t.value(g)[0] });
-    mlp_forward(axis, s, n, wts, t.value(x), &mut gz, &mut a, &mut y, keep, sk);
+    mlp_forward(axis, s, wts, ForwardIo { x: t.value(x), gz: &mut gz, a: &mut a, y: &mut y }, keep, sk);
     let y = Tensor::new(&[os.h, os.b, os.w], y);
     let op = AxisMlp { axis, s, n, gated: skip.is_some() };
     if keep {
@@ -154,7 +154,7 @@ impl<T: Real> Backward<T> for AxisMlp {
         };
         let dx_write = dx.write();
         let [k1, c1, k2, c2] = w.map(Grad::into_data);
-        let grads = MlpGrads { k1, c1, k2, c2 };
+        let grads = MlpGrads { k1, c1, k2, c2, write: grads_write };
         let (x, dx) = (&inputs[0], dx.into_data());
         // Gated: h's gradient is the tape's (pass-through); dg goes to the gate's buffer, or
         // nowhere when the gate needs none.
@@ -166,23 +166,9 @@ impl<T: Real> Backward<T> for AxisMlp {
                 None => &mut dg_unused,
             },
         });
-        mlp_backward(
-            self.axis,
-            self.s,
-            self.n,
-            wts,
-            x,
-            dgelu,
-            a,
-            dy,
-            &mut dz,
-            &mut work,
-            dx,
-            dx_write,
-            grads,
-            grads_write,
-            gate,
-        );
+        let saved = Saved { x, dgelu, a };
+        let io = BackwardIo { dy, dx, dx_write, dz: &mut dz, work: &mut work };
+        mlp_backward(self.axis, self.s, wts, saved, io, grads, gate);
         for v in scratch.into_iter().map(|(v, _)| v).chain([dz, work]) {
             pool.give(v);
         }
