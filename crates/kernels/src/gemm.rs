@@ -194,34 +194,30 @@ impl Path {
         #[cfg(target_arch = "x86_64")]
         {
             use crate::isa::{Avx2, Avx512};
-            #[target_feature(enable = "avx512f")]
-            unsafe fn avx512(s: Avx512, path: &Path) {
-                // SAFETY: the caller's promise, passed on.
-                unsafe {
-                    match path {
-                        Path::Rows(d) if d.n > 32 => direct::<_, 4, 6>(s, d),
-                        Path::Rows(d) => direct::<_, 8, 2>(s, d),
-                        Path::Transposed(d) => direct::<_, 4, 4>(s, d),
-                        Path::Dot(d) => dot(s, d),
-                    }
-                }
-            }
-            #[target_feature(enable = "avx2,fma")]
-            unsafe fn avx2(s: Avx2, path: &Path) {
-                // SAFETY: the caller's promise, passed on.
-                unsafe {
-                    match path {
-                        Path::Rows(d) => direct::<_, 6, 2>(s, d),
-                        Path::Transposed(d) => direct::<_, 4, 3>(s, d),
-                        Path::Dot(d) => dot(s, d),
-                    }
-                }
-            }
             // SAFETY: a token exists only where the CPU has its instructions; the rest is the
-            // caller's promise.
-            match level() {
-                Level::Avx512 => return unsafe { avx512(Avx512::detect().expect("AVX-512 level"), self) },
-                Level::Avx2 => return unsafe { avx2(Avx2::detect().expect("AVX2 level"), self) },
+            // caller's promise, passed on.
+            match (level(), self) {
+                (Level::Avx512, path) => {
+                    let s = Avx512::detect().expect("AVX-512 level");
+                    return unsafe {
+                        match path {
+                            Path::Rows(d) if d.n > 32 => avx512::direct::<4, 6>(s, d),
+                            Path::Rows(d) => avx512::direct::<8, 2>(s, d),
+                            Path::Transposed(d) => avx512::direct::<4, 4>(s, d),
+                            Path::Dot(d) => avx512::dot(s, d),
+                        }
+                    };
+                }
+                (Level::Avx2, path) => {
+                    let s = Avx2::detect().expect("AVX2 level");
+                    return unsafe {
+                        match path {
+                            Path::Rows(d) => avx2::direct::<6, 2>(s, d),
+                            Path::Transposed(d) => avx2::direct::<4, 3>(s, d),
+                            Path::Dot(d) => avx2::dot(s, d),
+                        }
+                    };
+                }
                 _ => {}
             }
         }
@@ -231,9 +227,9 @@ impl Path {
             // SAFETY: the caller's promise, passed on.
             unsafe {
                 match self {
-                    Path::Rows(d) => direct::<_, 6, 4>(s, d),
-                    Path::Transposed(d) => direct::<_, 4, 4>(s, d),
-                    Path::Dot(d) => dot(s, d),
+                    Path::Rows(d) => neon::direct::<6, 4>(s, d),
+                    Path::Transposed(d) => neon::direct::<4, 4>(s, d),
+                    Path::Dot(d) => neon::dot(s, d),
                 }
             }
             return;
@@ -241,6 +237,41 @@ impl Path {
         unreachable!("Path::of returns a path only on a level with direct kernels")
     }
 }
+
+/// The entry points of one instruction set: [`direct`] and [`dot`] compiled with its features
+/// enabled, each tile shape a function of its own. (Inlined together into one function, the
+/// shapes defeated LLVM's scalar replacement: it kept a stack copy of the 4 × 6 accumulators and
+/// stored each after every FMA, a store per FMA, which ran the 96-wide products at a third of
+/// the roof.)
+macro_rules! entry_points {
+    ($module:ident, $token:ty $(, $feature:literal)?) => {
+        mod $module {
+            use super::{Direct, Dot};
+            $(#[target_feature(enable = $feature)])?
+            #[inline(never)]
+            /// # Safety
+            /// As [`super::Path::run`].
+            pub(super) unsafe fn direct<const MR: usize, const NV: usize>(s: $token, d: &Direct) {
+                // SAFETY: the caller's promise; the token proves the instructions.
+                unsafe { super::direct::<_, MR, NV>(s, d) }
+            }
+            $(#[target_feature(enable = $feature)])?
+            #[inline(never)]
+            /// # Safety
+            /// As [`super::Path::run`].
+            pub(super) unsafe fn dot(s: $token, d: &Dot) {
+                // SAFETY: as above.
+                unsafe { super::dot(s, d) }
+            }
+        }
+    };
+}
+#[cfg(target_arch = "x86_64")]
+entry_points!(avx512, crate::isa::Avx512, "avx512f");
+#[cfg(target_arch = "x86_64")]
+entry_points!(avx2, crate::isa::Avx2, "avx2,fma");
+#[cfg(target_arch = "aarch64")]
+entry_points!(neon, crate::isa::Neon);
 
 /// A 32 KB L1 data cache, in floats.
 const L1_FLOATS: usize = 8192;
@@ -339,11 +370,12 @@ unsafe fn direct<S: Simd, const MR: usize, const NV: usize>(s: S, d: &Direct) {
                 let tile = Tile { k: kb, a: ai, b: bj, c: cij, rsc: d.rsc, start };
                 // SAFETY: rows [i, i + rows) and the panel's w columns are inside A, B and C.
                 unsafe {
-                    match rows {
-                        r if r == MR => block::<S, MR, NV>(s, &tile, &masks),
-                        4 => block::<S, 4, NV>(s, &tile, &masks),
-                        2 => block::<S, 2, NV>(s, &tile, &masks),
-                        _ => block::<S, 1, NV>(s, &tile, &masks),
+                    match (rows, w == nr) {
+                        (r, true) if r == MR => block::<S, MR, NV, true>(s, &tile, &masks),
+                        (r, false) if r == MR => block::<S, MR, NV, false>(s, &tile, &masks),
+                        (4, full) => block_rows::<S, 4, NV>(s, &tile, &masks, full),
+                        (2, full) => block_rows::<S, 2, NV>(s, &tile, &masks, full),
+                        (_, full) => block_rows::<S, 1, NV>(s, &tile, &masks, full),
                     }
                 }
                 i += rows;
@@ -386,6 +418,7 @@ fn each_line(p: *const f32, len: usize, mut f: impl FnMut(*const f32)) {
 }
 
 /// One block of a direct product: R rows of C from `c`, k steps.
+#[derive(Clone, Copy)]
 struct Tile {
     k: usize,
     a: Src,
@@ -396,46 +429,100 @@ struct Tile {
 }
 
 /// One R × V-vector block of C: the accumulators start as `t.start` says, then for p in 0..k,
-/// acc[r] += A[r, p] · B[p, ..] (broadcast, FMA). Vector v covers the lanes in `masks[v]`.
+/// acc[r] += A[r, p] · B[p, ..] (broadcast, FMA). With `FULL` every vector is whole (plain loads
+/// and stores, no mask in the loop: every panel but a last, narrower one); otherwise vector v
+/// covers the lanes in `masks[v]`.
+///
+/// Its shape is the one LLVM turns into registers reliably: the tile's fields copied to locals,
+/// B's vectors built fresh each step by `array::from_fn` over a plain function, iterator loops
+/// for the FMAs. (Variants with the B vectors in an array living across the k loop, or a loading
+/// closure, kept the accumulators in a stack copy stored after every FMA on some shapes: a third
+/// to a half of the FMA roof.)
 ///
 /// # Safety
 /// Rows 0..R of the tile's A and C, and the lanes in `masks` of B's k rows, must be inside their
 /// buffers; `s`'s instructions must be enabled in the caller.
 #[inline(always)]
-unsafe fn block<S: Simd, const R: usize, const V: usize>(s: S, t: &Tile, masks: &[S::Mask; V]) {
-    // No closures in here or in [`dot`]: a closure is a function of its own, without the
-    // caller's target features, so the intrinsics inside it would be calls, not instructions.
-    let lane = |v: usize| S::LANES * v;
+unsafe fn block<S: Simd, const R: usize, const V: usize, const FULL: bool>(
+    s: S,
+    t: &Tile,
+    masks: &[S::Mask; V],
+) {
+    let Tile { k, a, b, c, rsc, start } = *t;
     let mut acc = [[s.zero(); V]; R];
     // SAFETY (every access below): inside the tile, as the caller promises; partial vectors
     // touch only their masks' lanes.
     for (r, row) in acc.iter_mut().enumerate() {
         for (v, x) in row.iter_mut().enumerate() {
-            *x = match t.start {
+            *x = match start {
                 Start::Zero => s.zero(),
-                Start::C => unsafe { s.load_part(masks[v], t.c.wrapping_add(r * t.rsc + lane(v))) },
-                Start::ColBias(bias) => unsafe { s.load_part(masks[v], bias.wrapping_add(lane(v))) },
+                Start::C => unsafe { load::<S, FULL>(s, masks[v], c.wrapping_add(r * rsc + S::LANES * v)) },
+                Start::ColBias(bias) => unsafe {
+                    load::<S, FULL>(s, masks[v], bias.wrapping_add(S::LANES * v))
+                },
                 Start::RowBias(bias) => s.splat(unsafe { *bias.add(r) }),
             };
         }
     }
-    let mut bv = [s.zero(); V];
-    for p in 0..t.k {
-        let bp = t.b.p.wrapping_add(p * t.b.rs);
-        for (v, b) in bv.iter_mut().enumerate() {
-            *b = unsafe { s.load_part(masks[v], bp.wrapping_add(lane(v))) };
-        }
-        let ap = t.a.p.wrapping_add(p * t.a.cs);
+    for p in 0..k {
+        let bp = b.p.wrapping_add(p * b.rs);
+        let bv: [S::V; V] =
+            std::array::from_fn(|v| unsafe { load::<S, FULL>(s, masks[v], bp.wrapping_add(S::LANES * v)) });
+        let ap = a.p.wrapping_add(p * a.cs);
         for (r, row) in acc.iter_mut().enumerate() {
-            let av = s.splat(unsafe { *ap.add(r * t.a.rs) });
-            for (x, &b) in row.iter_mut().zip(&bv) {
-                *x = s.fma(av, b, *x);
+            let av = s.splat(unsafe { *ap.add(r * a.rs) });
+            for (x, &bv) in row.iter_mut().zip(&bv) {
+                *x = s.fma(av, bv, *x);
             }
         }
     }
     for (r, row) in acc.iter().enumerate() {
         for (v, &x) in row.iter().enumerate() {
-            unsafe { s.store_part(masks[v], t.c.wrapping_add(r * t.rsc + lane(v)), x) };
+            let dst = c.wrapping_add(r * rsc + S::LANES * v);
+            unsafe {
+                if FULL {
+                    s.store(dst, x)
+                } else {
+                    s.store_part(masks[v], dst, x)
+                }
+            }
+        }
+    }
+}
+
+/// A whole vector (`FULL`) or the lanes in `m`.
+///
+/// # Safety
+/// As [`Simd::load`] or [`Simd::load_part`].
+#[inline(always)]
+unsafe fn load<S: Simd, const FULL: bool>(s: S, m: S::Mask, p: *const f32) -> S::V {
+    // SAFETY: the caller's promise.
+    unsafe {
+        if FULL {
+            s.load(p)
+        } else {
+            s.load_part(m, p)
+        }
+    }
+}
+
+/// [`block`] for the last few rows of C, with full or masked vectors.
+///
+/// # Safety
+/// As [`block`].
+#[inline(always)]
+unsafe fn block_rows<S: Simd, const R: usize, const V: usize>(
+    s: S,
+    t: &Tile,
+    masks: &[S::Mask; V],
+    full: bool,
+) {
+    // SAFETY: the caller's promise.
+    unsafe {
+        if full {
+            block::<S, R, V, true>(s, t, masks)
+        } else {
+            block::<S, R, V, false>(s, t, masks)
         }
     }
 }
