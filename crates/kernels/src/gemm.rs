@@ -180,12 +180,15 @@ impl Path {
     /// | level  | rows, n > 32 | rows, n ≤ 32 | transposed | registers |
     /// | ---    | ---          | ---          | ---        | ---       |
     /// | AVX-512 (16 lanes) | 4 × 6 vectors | 8 × 2 | 4 × 4 | 32 |
-    /// | AVX2 (8 lanes)     | 6 × 2         | 6 × 2 | 4 × 3 | 16 |
+    /// | AVX2 (8 lanes)     | 6 × 2         | 6 × 2 | 6 × 2 | 16 |
     /// | NEON (4 lanes)     | 6 × 4         | 6 × 4 | 4 × 4 | 32 |
     ///
     /// Rows × vectors accumulators, plus a vector of B per column vector and one broadcast:
     /// each shape keeps at least 8 independent FMA chains in flight (latency 4 × 2 pipes) within
-    /// the register file. Why AVX-512's three shapes differ is in [`direct`]'s docs.
+    /// the register file. Why AVX-512's three shapes differ is in [`direct`]'s docs. AVX2's
+    /// transposed products measured (one thread, in cache, this Zen 4, GFLOP/s for CIFAR's and
+    /// MNIST's column products): 4 × 3 (all 16 registers) 40 and 32, 4 × 2 47 and 72, 6 × 2 51
+    /// and 59–89. The dot products take blocks of 4 × 4 on AVX-512 and 2 × 2 elsewhere.
     ///
     /// # Safety
     /// The problem's pointers must address every element its shapes and strides imply, and C
@@ -204,7 +207,7 @@ impl Path {
                             Path::Rows(d) if d.n > 32 => avx512::direct::<4, 6>(s, d),
                             Path::Rows(d) => avx512::direct::<8, 2>(s, d),
                             Path::Transposed(d) => avx512::direct::<4, 4>(s, d),
-                            Path::Dot(d) => avx512::dot(s, d),
+                            Path::Dot(d) => avx512::dot::<4>(s, d),
                         }
                     };
                 }
@@ -213,8 +216,8 @@ impl Path {
                     return unsafe {
                         match path {
                             Path::Rows(d) => avx2::direct::<6, 2>(s, d),
-                            Path::Transposed(d) => avx2::direct::<4, 3>(s, d),
-                            Path::Dot(d) => avx2::dot(s, d),
+                            Path::Transposed(d) => avx2::direct::<6, 2>(s, d),
+                            Path::Dot(d) => avx2::dot::<2>(s, d),
                         }
                     };
                 }
@@ -229,7 +232,7 @@ impl Path {
                 match self {
                     Path::Rows(d) => neon::direct::<6, 4>(s, d),
                     Path::Transposed(d) => neon::direct::<4, 4>(s, d),
-                    Path::Dot(d) => neon::dot(s, d),
+                    Path::Dot(d) => neon::dot::<2>(s, d),
                 }
             }
             return;
@@ -259,9 +262,9 @@ macro_rules! entry_points {
             #[inline(never)]
             /// # Safety
             /// As [`super::Path::run`].
-            pub(super) unsafe fn dot(s: $token, d: &Dot) {
+            pub(super) unsafe fn dot<const D: usize>(s: $token, d: &Dot) {
                 // SAFETY: as above.
-                unsafe { super::dot(s, d) }
+                unsafe { super::dot::<_, D>(s, d) }
             }
         }
     };
@@ -527,16 +530,16 @@ unsafe fn block_rows<S: Simd, const R: usize, const V: usize>(
     }
 }
 
-/// The dot-product path: C's elements in 4 × 4 blocks, each a dot product of A's row i and B's
-/// column j kept as 16-lane partial sums ([`Simd::W`]) and reduced once at the end, all sixteen
-/// together ([`Simd::sum16_block`]). A block past C's last row or column repeats that row or
+/// The dot-product path: C's elements in D × D blocks, each a dot product of A's row i and B's
+/// column j kept as 16-lane partial sums ([`Simd::W`]) and reduced once at the end ([`sum_block`]).
+/// D is 4 for AVX-512 (16 accumulators of one register each) and 2 for AVX2 and NEON, whose
+/// 16 lanes take 2 and 4 registers. A block past C's last row or column repeats that row or
 /// column (in bounds; the extra sums are discarded).
 ///
 /// # Safety
 /// As [`Path::run`]; and `s`'s instructions must be enabled in the caller.
 #[inline(always)]
-unsafe fn dot<S: Simd>(s: S, d: &Dot) {
-    const D: usize = 4;
+unsafe fn dot<S: Simd, const D: usize>(s: S, d: &Dot) {
     let mut i = 0;
     while i < d.m {
         let ri = (d.m - i).min(D);
@@ -565,11 +568,10 @@ unsafe fn dot<S: Simd>(s: S, d: &Dot) {
                 // SAFETY: the k − kv floats from kv are inside them.
                 unsafe { dot_step(s, &mut acc, &rows, &cols, kv, d.k - kv) };
             }
-            let sums = s.sum16_block(&acc);
-            for ii in 0..ri {
-                for jj in 0..rj {
+            let sums = sum_block(s, &acc);
+            for (ii, row) in sums.iter().enumerate().take(ri) {
+                for (jj, &v) in row.iter().enumerate().take(rj) {
                     let dst = d.c.wrapping_add((i + ii) * d.rsc + (j + jj) * d.csc);
-                    let v = sums[jj * D + ii];
                     // SAFETY: (i + ii, j + jj) is inside C.
                     unsafe { *dst = if d.accumulate { *dst + v } else { v } };
                 }
@@ -578,6 +580,30 @@ unsafe fn dot<S: Simd>(s: S, d: &Dot) {
         }
         i += D;
     }
+}
+
+/// The lane sums of a D × D block of 16-lane partial sums, in [`Simd::sum16`]'s order: by
+/// [`Simd::sum16_block`]'s tree for 4 × 4 blocks, one by one otherwise.
+#[inline(always)]
+fn sum_block<S: Simd, const D: usize>(s: S, acc: &[[S::W; D]; D]) -> [[f32; D]; D] {
+    let mut sums = [[0f32; D]; D];
+    if D == 4 {
+        // SAFETY: with D = 4 the two array types are the same type.
+        let block = unsafe { &*(acc as *const [[S::W; D]; D] as *const [[S::W; 4]; 4]) };
+        let t = s.sum16_block(block);
+        for (ii, row) in sums.iter_mut().enumerate() {
+            for (jj, v) in row.iter_mut().enumerate() {
+                *v = t[jj * 4 + ii];
+            }
+        }
+    } else {
+        for (row, a) in sums.iter_mut().zip(acc) {
+            for (v, &w) in row.iter_mut().zip(a) {
+                *v = s.sum16(w);
+            }
+        }
+    }
+    sums
 }
 
 /// `acc[r][c] += A's row r · B's column c` over `lanes` (≤ 16) floats from p, as 16-lane
