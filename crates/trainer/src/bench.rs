@@ -77,8 +77,8 @@ pub fn gemm_1024_gflops() -> f64 {
     2.0 * (n * n * n) as f64 / times[times.len() / 2] / 1e9
 }
 
-/// The CPU's model name as the kernel reports it (`model name` in /proc/cpuinfo, x86), or its
-/// implementer and part numbers (Arm), or "unknown".
+/// The CPU's model name, family and model as the kernel reports them (/proc/cpuinfo, x86), or
+/// its implementer and part numbers (Arm), or "unknown".
 pub fn cpu_model() -> String {
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let field = |key: &str| {
@@ -88,7 +88,12 @@ pub fn cpu_model() -> String {
             .map(|(_, v)| v.trim().to_string())
     };
     if let Some(name) = field("model name") {
-        return name;
+        // The family and model numbers tell cores apart that a VM names alike (AMD's Zen 4 is
+        // family 25, Zen 5 family 26).
+        return match (field("cpu family"), field("model")) {
+            (Some(f), Some(m)) => format!("{name} (family {f}, model {m})"),
+            _ => name,
+        };
     }
     match (field("CPU implementer"), field("CPU part")) {
         (Some(i), Some(p)) => format!("{} implementer {i} part {p}", std::env::consts::ARCH),
