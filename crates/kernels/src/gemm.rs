@@ -46,14 +46,7 @@ pub enum Init<'a, T> {
 /// layout and the CPU allow (see the module docs), otherwise [`Real::gemm_fallback`]. A `c`
 /// marked [`MatMut::cold`] has its rows prefetched for writing just before each block of them.
 pub fn gemm<T: Real>(a: MatRef<T>, b: MatRef<T>, mut c: MatMut<T>, init: Init<T>) {
-    let (m, k, n) = (a.rows(), a.cols(), b.cols());
-    assert!(
-        b.rows() == k && c.rows() == m && c.cols() == n,
-        "gemm: {m}×{k} times {}×{n} into {}×{}",
-        b.rows(),
-        c.rows(),
-        c.cols()
-    );
+    let (m, _, n) = crate::mat::product_shape(&a, &b, &c);
     if let Init::Bias(bias) = init {
         assert_eq!(bias.len(), n, "gemm: one bias per column of C");
     }

@@ -47,16 +47,30 @@ fn extent(rows: usize, cols: usize, (rs, cs): (usize, usize)) -> usize {
     }
 }
 
+/// Panics unless a buffer of `len` elements holds the `rows × cols` view with `strides`.
+fn check_extent(len: usize, rows: usize, cols: usize, strides: (usize, usize)) {
+    let need = extent(rows, cols, strides);
+    assert!(need <= len, "a {rows}×{cols} view with strides {strides:?} needs {need} elements, has {len}");
+}
+
+/// (m, k, n) of the product C (m×n) = A (m×k) · B (k×n); panics if the shapes do not fit.
+pub fn product_shape<T>(a: &MatRef<T>, b: &MatRef<T>, c: &MatMut<T>) -> (usize, usize, usize) {
+    let (m, k, n) = (a.rows(), a.cols(), b.cols());
+    assert!(
+        b.rows() == k && c.rows() == m && c.cols() == n,
+        "gemm: {m}×{k} times {}×{n} into {}×{}",
+        b.rows(),
+        c.rows(),
+        c.cols()
+    );
+    (m, k, n)
+}
+
 impl<'a, T> MatRef<'a, T> {
     /// The `rows × cols` matrix at the start of `data`, element (i, j) at `data[i·rs + j·cs]`.
     /// Panics if that runs past the end of `data`.
     pub fn new(data: &'a [T], rows: usize, cols: usize, strides: (usize, usize)) -> Self {
-        let need = extent(rows, cols, strides);
-        assert!(
-            need <= data.len(),
-            "a {rows}×{cols} view with strides {strides:?} needs {need} elements, has {}",
-            data.len()
-        );
+        check_extent(data.len(), rows, cols, strides);
         // SAFETY: just checked that every element lies in `data`, which outlives 'a.
         unsafe { Self::from_raw(data.as_ptr(), rows, cols, strides) }
     }
@@ -92,12 +106,7 @@ impl<'a, T> MatMut<'a, T> {
     /// The `rows × cols` matrix at the start of `data`, element (i, j) at `data[i·rs + j·cs]`.
     /// Panics if that runs past the end of `data`.
     pub fn new(data: &'a mut [T], rows: usize, cols: usize, strides: (usize, usize)) -> Self {
-        let need = extent(rows, cols, strides);
-        assert!(
-            need <= data.len(),
-            "a {rows}×{cols} view with strides {strides:?} needs {need} elements, has {}",
-            data.len()
-        );
+        check_extent(data.len(), rows, cols, strides);
         // SAFETY: every element lies in `data`, borrowed mutably (so exclusively) for 'a.
         unsafe { Self::from_raw(data.as_mut_ptr(), rows, cols, strides) }
     }

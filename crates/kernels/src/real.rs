@@ -96,14 +96,7 @@ macro_rules! impl_real {
                 $cdf_pdf(z)
             }
             fn gemm_fallback(a: MatRef<Self>, b: MatRef<Self>, beta: Self, mut c: MatMut<Self>) {
-                let (m, k, n) = (a.rows(), a.cols(), b.cols());
-                assert!(
-                    b.rows() == k && c.rows() == m && c.cols() == n,
-                    "gemm: {m}×{k} times {}×{n} into {}×{}",
-                    b.rows(),
-                    c.rows(),
-                    c.cols()
-                );
+                let (m, k, n) = crate::mat::product_shape(&a, &b, &c);
                 let ((rsa, csa), (rsb, csb), (rsc, csc)) = (a.strides(), b.strides(), c.strides());
                 // SAFETY: each view addresses only elements inside its buffer (checked or
                 // promised when it was made), and C, a mutable view, overlaps neither operand.
