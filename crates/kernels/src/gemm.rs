@@ -235,10 +235,7 @@ impl Path {
 }
 
 /// The entry points of one instruction set: [`direct`] and [`dot`] compiled with its features
-/// enabled, each tile shape a function of its own. (Inlined together into one function, the
-/// shapes defeated LLVM's scalar replacement: it kept a stack copy of the 4 × 6 accumulators and
-/// stored each after every FMA, a store per FMA, which ran the 96-wide products at a third of
-/// the roof.)
+/// enabled (which the intrinsics inlined into them need), each tile shape a function of its own.
 macro_rules! entry_points {
     ($module:ident, $token:ty $(, $feature:literal)?) => {
         mod $module {

@@ -119,11 +119,11 @@ impl<'a, T> MatMut<'a, T> {
         MatMut { ptr, rows, cols, rs, cs, cold: false, _data: PhantomData }
     }
 
-    /// Marks the matrix as memory not touched for a long time and about to be overwritten (a
-    /// training forward's stored activations), so that a product writing it may prefetch its
-    /// rows for writing ([`crate::gemm::gemm`]). A hint only: results do not change.
-    pub fn cold(self) -> Self {
-        MatMut { cold: true, ..self }
+    /// With `cold`, marks the matrix as memory not touched for a long time and about to be
+    /// overwritten (a training forward's stored activations), so that a product writing it may
+    /// prefetch its rows for writing ([`crate::gemm::gemm`]). A hint only: results do not change.
+    pub fn cold(self, cold: bool) -> Self {
+        MatMut { cold, ..self }
     }
 
     pub fn rows(&self) -> usize {

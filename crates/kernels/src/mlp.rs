@@ -413,7 +413,7 @@ pub fn mlp_forward<T: Real>(
                 MatRef::new(wts.k1, g.n_in, g.n_out, (g.n_out, 1)),
                 MatRef::new(wts.k2, g.n_out, g.n_out, (g.n_out, 1)),
             );
-            gemm(g.x.of(x, i0, m, g.n_in), k1, stored(zp.mat(g.t, i0, m, g.n_out), keep), Init::Bias(wts.c1));
+            gemm(g.x.of(x, i0, m, g.n_in), k1, zp.mat(g.t, i0, m, g.n_out).cold(keep), Init::Bias(wts.c1));
             // GELU over the tile, one contiguous run at a time (rows: the whole tile, so rows
             // of 28 leave no scalar tail each; columns: one run of items per feature).
             for_each_hidden_run(&g, i0, i1, |off, len| {
@@ -426,7 +426,7 @@ pub fn mlp_forward<T: Real>(
                 }
             });
             let a_tile = MatRef::from_raw(ap.at(i0 * g.t.is), m, g.n_out, (g.t.is, g.t.fs));
-            gemm(a_tile, k2, stored(yp.mat(g.y, i0, m, g.n_out), keep), Init::Bias(wts.c2));
+            gemm(a_tile, k2, yp.mat(g.y, i0, m, g.n_out).cold(keep), Init::Bias(wts.c2));
             if let Some(sk) = &skip {
                 for_each_run(&g, i0, i1, |off, len| {
                     simd::skip_add(
@@ -438,16 +438,6 @@ pub fn mlp_forward<T: Real>(
             }
         }
     });
-}
-
-/// A forward output, marked [`MatMut::cold`] in training (`keep`), when it is stored for the
-/// backward pass.
-fn stored<T>(c: MatMut<'_, T>, keep: bool) -> MatMut<'_, T> {
-    if keep {
-        c.cold()
-    } else {
-        c
-    }
 }
 
 /// Length of the `work` buffer [`mlp_backward`] needs: K1ᵀ and K2ᵀ, then one set of weight

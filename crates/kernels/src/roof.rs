@@ -4,7 +4,7 @@
 //! Nothing here is looked up in a table. Whether a core retires one or two 512-bit FMAs a cycle
 //! (Zen 4 splits each into two 256-bit halves; Zen 5 and some Intel server cores have two full
 //! units, others one), and how fast it clocks today, only a measurement says. The FMA loop keeps
-//! [`chains`] independent accumulators in registers, more than latency × pipes (4 × 2 on the
+//! 16–24 independent accumulators in registers, more than latency × pipes (4 × 2 on the
 //! cores above), and touches no memory, so the only limit is the FMA units.
 
 use crate::isa::Simd;
@@ -12,17 +12,16 @@ use crate::simd::Level;
 use rayon::prelude::*;
 use std::time::Instant;
 
-/// Independent accumulator chains the FMA loop keeps in flight for `level`: enough to cover a
-/// 4-cycle latency on 2–4 pipes, and few enough to stay in the set's registers (32 zmm, 16 ymm,
-/// 32 NEON q).
-pub fn chains(level: Level) -> usize {
-    match level {
-        Level::Avx512 => 16,
-        Level::Avx2 => 12,
-        Level::Neon => 24,
-        Level::Generic => 8,
-    }
-}
+// Independent accumulator chains the FMA loop keeps in flight at each level: enough to cover a
+// 4-cycle latency on 2–4 pipes, and few enough to stay in the set's registers (32 zmm, 16 ymm,
+// 32 NEON q; the generic loop's 8 chains of 4 lanes fill 8 SSE registers).
+#[cfg(target_arch = "x86_64")]
+const AVX512_CHAINS: usize = 16;
+#[cfg(target_arch = "x86_64")]
+const AVX2_CHAINS: usize = 12;
+#[cfg(target_arch = "aarch64")]
+const NEON_CHAINS: usize = 24;
+const GENERIC_CHAINS: usize = 8;
 
 /// `rounds` rounds of `N` independent `acc ← acc·a + b` chains (each an FMA on `S::LANES`
 /// lanes), returning one lane of their sum so that nothing is optimised away.
@@ -45,7 +44,7 @@ fn fma_chains<S: Simd, const N: usize>(s: S, rounds: usize, seed: f32) -> f32 {
 /// The generic level's loop: the same chains on 4-lane arrays with a separate multiply and add
 /// (which baseline x86-64 vectorises to SSE `mulps`/`addps`; 2 FLOPs a lane, like an FMA).
 fn mul_add_chains(rounds: usize, seed: f32) -> f32 {
-    let mut acc = [[seed; 4]; 8];
+    let mut acc = [[seed; 4]; GENERIC_CHAINS];
     for _ in 0..rounds {
         for v in acc.iter_mut() {
             for x in v.iter_mut() {
@@ -59,38 +58,39 @@ fn mul_add_chains(rounds: usize, seed: f32) -> f32 {
 /// Runs `rounds` rounds of the FMA loop of `level` on this thread; returns the FLOPs done.
 fn fma_loop(level: Level, rounds: usize) -> f64 {
     let seed = std::hint::black_box(1.0f32);
+    // The loop's result, and the lanes it multiplies per round (lanes × chains).
     let (result, lanes) = match level {
         #[cfg(target_arch = "x86_64")]
         Level::Avx512 => {
             use crate::isa::Avx512;
             #[target_feature(enable = "avx512f")]
             fn run(s: Avx512, rounds: usize, seed: f32) -> f32 {
-                fma_chains::<_, 16>(s, rounds, seed)
+                fma_chains::<_, AVX512_CHAINS>(s, rounds, seed)
             }
             let s = Avx512::detect().expect("level() reports AVX-512 only where the CPU has it");
             // SAFETY: the token proves the CPU has AVX-512F.
-            (unsafe { run(s, rounds, seed) }, 16)
+            (unsafe { run(s, rounds, seed) }, 16 * AVX512_CHAINS)
         }
         #[cfg(target_arch = "x86_64")]
         Level::Avx2 => {
             use crate::isa::Avx2;
             #[target_feature(enable = "avx2,fma")]
             fn run(s: Avx2, rounds: usize, seed: f32) -> f32 {
-                fma_chains::<_, 12>(s, rounds, seed)
+                fma_chains::<_, AVX2_CHAINS>(s, rounds, seed)
             }
             let s = Avx2::detect().expect("level() reports AVX2 only where the CPU has it");
             // SAFETY: the token proves the CPU has AVX2 and FMA.
-            (unsafe { run(s, rounds, seed) }, 8)
+            (unsafe { run(s, rounds, seed) }, 8 * AVX2_CHAINS)
         }
         #[cfg(target_arch = "aarch64")]
         Level::Neon => {
             let s = crate::isa::Neon::detect().expect("level() reports NEON only where the CPU has it");
-            (fma_chains::<_, 24>(s, rounds, seed), 4)
+            (fma_chains::<_, NEON_CHAINS>(s, rounds, seed), 4 * NEON_CHAINS)
         }
-        _ => (mul_add_chains(rounds, seed), 4),
+        _ => (mul_add_chains(rounds, seed), 4 * GENERIC_CHAINS),
     };
     std::hint::black_box(result);
-    (rounds * chains(level) * lanes * 2) as f64
+    (rounds * lanes * 2) as f64
 }
 
 /// GFLOP/s of `level`'s FMA loop on every thread of the current rayon pool at once (each thread

@@ -1,8 +1,11 @@
-//! Elementwise loops over one output tile, compiled three times and chosen at run time.
+//! The instruction-set level the kernels run at ([`level`]), and the elementwise loops over one
+//! output tile, compiled once per x86 level and chosen at run time.
 //!
-//! The release binary targets baseline x86-64 (SSE2), so it runs on any x86-64; each function here
-//! is also compiled with AVX2+FMA and with AVX-512 enabled, and the widest the CPU supports is
-//! picked on first use (`PMIXER_SIMD=generic|avx2|avx512` overrides, for tests and profiling). The
+//! The release binary targets the baseline (SSE2 on x86-64, NEON on AArch64), so it runs on any
+//! CPU of its architecture; on x86-64 each function here is also compiled with AVX2+FMA and with
+//! AVX-512 enabled, and the widest the CPU supports is picked on first use (`PMIXER_SIMD=generic|
+//! avx2|avx512|neon` asks for another, [`set_level`] switches). The products are dispatched on the
+//! same level in [`crate::gemm`]. The
 //! bodies are the same source and use the same IEEE operations in the same order (Rust never
 //! contracts `a*b+c` into an FMA on its own; the GELU's fused multiply-adds are written as
 //! `mul_add`, one rounding on every level: an FMA instruction with AVX2/AVX-512, the correctly
