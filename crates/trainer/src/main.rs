@@ -6,6 +6,7 @@ use pmixer::cli::{self, Cli, Command};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    pmixer::signal::default_sigpipe();
     let command = Cli::parse().command;
     // No subcommand means `train` with every default.
     let command = command.or_else(|| Cli::parse_from(["pmixer", "train"]).command);
