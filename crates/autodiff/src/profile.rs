@@ -29,6 +29,8 @@ pub struct ProfileRow {
     pub calls: u64,
     pub seconds: f64,
     pub flops: u64,
+    /// Bytes moved to or from memory at the least ([`crate::Backward::bytes`]).
+    pub bytes: u64,
 }
 
 /// A profile: rows in the order they were first seen, and the steps they add up to.
@@ -47,17 +49,18 @@ pub struct Profile {
 }
 
 impl Profile {
-    pub fn record(&mut self, name: &'static str, phase: Phase, seconds: f64, flops: u64) {
+    pub fn record(&mut self, name: &'static str, phase: Phase, seconds: f64, flops: u64, bytes: u64) {
         let row = match self.rows.iter().position(|r| r.name == name && r.phase == phase) {
             Some(i) => &mut self.rows[i],
             None => {
-                self.rows.push(ProfileRow { name, phase, calls: 0, seconds: 0.0, flops: 0 });
+                self.rows.push(ProfileRow { name, phase, calls: 0, seconds: 0.0, flops: 0, bytes: 0 });
                 self.rows.last_mut().expect("just pushed")
             }
         };
         row.calls += 1;
         row.seconds += seconds;
         row.flops += flops;
+        row.bytes += bytes;
     }
 
     /// Adds another thread's profile of the same steps: rows by name and phase, busy time.
@@ -66,13 +69,14 @@ impl Profile {
             let i = match self.rows.iter().position(|s| s.name == r.name && s.phase == r.phase) {
                 Some(i) => i,
                 None => {
-                    self.rows.push(ProfileRow { calls: 0, seconds: 0.0, flops: 0, ..r });
+                    self.rows.push(ProfileRow { calls: 0, seconds: 0.0, flops: 0, bytes: 0, ..r });
                     self.rows.len() - 1
                 }
             };
             self.rows[i].calls += r.calls;
             self.rows[i].seconds += r.seconds;
             self.rows[i].flops += r.flops;
+            self.rows[i].bytes += r.bytes;
         }
         self.busy_seconds += other.busy_seconds;
     }

@@ -285,6 +285,13 @@ pub trait Backward<T: Real>: AsAny + Send + Sync {
         (0, 0)
     }
 
+    /// Bytes the forward and the backward must move to or from memory at the least: every
+    /// tensor they read or write that outlives the call, once (scratch that stays in cache not
+    /// counted). With [`Backward::flops`] it places the op on a roofline (0 where negligible).
+    fn bytes(&self) -> (u64, u64) {
+        (0, 0)
+    }
+
     /// The input, if any, whose gradient is the output's gradient unchanged (the skip of a
     /// residual `y = h + …`: dh += dy). The tape routes it itself: an input with no gradient yet
     /// takes over dy's buffer (no copy), otherwise dy is added in. The op receives no buffer for
@@ -450,7 +457,7 @@ impl<'p, T: Real> Tape<'p, T> {
         assert!(inputs.len() <= MAX_INPUTS, "an op with {} inputs (at most {MAX_INPUTS})", inputs.len());
         if let Some((p, last)) = &mut self.profile {
             let now = Instant::now();
-            p.record(op.name(), Phase::Forward, (now - *last).as_secs_f64(), op.flops().0);
+            p.record(op.name(), Phase::Forward, (now - *last).as_secs_f64(), op.flops().0, op.bytes().0);
             *last = now;
         }
         let needs_grad = inputs.iter().any(|v| self.rec.needs_grad[v.0]);
@@ -547,7 +554,13 @@ impl<'p, T: Real> Tape<'p, T> {
                 let start = self.profile.is_some().then(Instant::now);
                 op.backward(&inputs, &dy, &mut dins[..vars.len()], &mut self.pool);
                 if let (Some((p, _)), Some(start)) = (&mut self.profile, start) {
-                    p.record(op.name(), Phase::Backward, start.elapsed().as_secs_f64(), op.flops().1);
+                    p.record(
+                        op.name(),
+                        Phase::Backward,
+                        start.elapsed().as_secs_f64(),
+                        op.flops().1,
+                        op.bytes().1,
+                    );
                 }
             }
             for (i, (v, buf)) in vars.iter().zip(bufs.drain(..)).enumerate() {

@@ -11,9 +11,11 @@
 
 use crate::cli::{default_data_dir, image_size};
 use crate::data::CLASSES;
+use crate::roofline;
 use crate::train::{DatasetKind, Inferer, OptimizerKind, Trainer};
 use clap::Args;
 use pmixer_autodiff::optim::AdamState;
+use pmixer_autodiff::profile::Profile;
 use pmixer_kernels::{roof, MatMut, MatRef, Real};
 use pmixer_model::{Arch, Model, Rng, Task};
 use rand::RngCore;
@@ -50,6 +52,11 @@ pub struct BenchArgs {
     /// Directory with the dataset's files (default data/mnist or data/cifar10).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// After the timed windows, profile as many steps again and write the step's roofline (each
+    /// op's FLOPs per byte and GFLOP/s against both measured roofs) to this SVG file; the table
+    /// is printed too.
+    #[arg(long)]
+    pub roofline: Option<PathBuf>,
 }
 
 /// GFLOP/s of a 1024³ sgemm, each rayon thread taking a block of rows: the median of 5 runs.
@@ -112,6 +119,11 @@ pub fn peak_rss_mb() -> Option<f64> {
 pub fn run(args: BenchArgs) -> Result<(), String> {
     if !(args.seconds.is_finite() && args.seconds > 0.0) {
         return Err(format!("--seconds must be a positive number, not {}", args.seconds));
+    }
+    if args.eval && args.roofline.is_some() {
+        return Err(
+            "--roofline profiles training steps; inference (--eval) runs without a tape to profile".into()
+        );
     }
     let b = args.batch_size as usize;
     let data = if args.synthetic {
@@ -197,6 +209,28 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
     println!("fraction_of_gemm: {:.3}", gflops / gemm);
     if let Some(rss) = rss {
         println!("peak_rss_mb: {rss:.1}");
+    }
+    if let Some(path) = &args.roofline {
+        trainer.set_profile(Some(Profile::default()));
+        let t = Instant::now();
+        while t.elapsed().as_secs_f64() < args.seconds / 3.0 {
+            trainer.step(&data, &next_batch(), &mut params, &mut adam)?;
+        }
+        let profile = trainer.take_profile().expect("profiling was switched on");
+        let bandwidth = triad / rayon::current_num_threads() as f64;
+        let points = roofline::points(&profile);
+        print!("{}", roofline::table(&points, peak_one, bandwidth));
+        let title = format!(
+            "{} {} step, {} threads, {} ({})",
+            args.dataset.name(),
+            args.task.name(),
+            rayon::current_num_threads(),
+            level.name(),
+            cpu_model()
+        );
+        let svg = roofline::svg(&title, &points, peak_one, bandwidth);
+        std::fs::write(path, svg).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        println!("roofline: {}", path.display());
     }
     Ok(())
 }

@@ -11,6 +11,7 @@ pub mod bench;
 pub mod cli;
 pub mod data;
 pub mod png;
+pub mod roofline;
 pub mod selftest;
 pub mod signal;
 pub mod svg;

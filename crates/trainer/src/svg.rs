@@ -113,6 +113,6 @@ pub fn curves(task: Task, title: &str, history: &[EpochRecord]) -> String {
     out
 }
 
-fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }

@@ -249,7 +249,7 @@ impl Shard {
         let mut x = tape.take(h * n * w); // fill_batch writes every element
         data.fill_batch(idx, &mut x, &mut self.labels);
         if let (Some(p), Some(t)) = (&mut self.profile, start) {
-            p.record("batch (u8 -> f32, permute)", Phase::Other, t.elapsed().as_secs_f64(), 0);
+            p.record("batch (u8 -> f32, permute)", Phase::Other, t.elapsed().as_secs_f64(), 0, 0);
             tape.enable_profile(std::mem::take(p));
         }
         let x = tape.input(Tensor::new(&[h, n, w], x), false);
@@ -381,7 +381,7 @@ impl Trainer {
                 OptimizerKind::Sgd => "sum shards, sgd",
             };
             let serial = t.elapsed().as_secs_f64();
-            p.record(name, Phase::Other, serial, 0);
+            p.record(name, Phase::Other, serial, 0, 0);
             p.busy_seconds += serial;
             p.steps += 1;
             p.step_seconds += s.elapsed().as_secs_f64();

@@ -112,6 +112,16 @@ struct AxisMlp {
     gated: bool,
 }
 
+impl AxisMlp {
+    /// (items, input features) along the op's axis.
+    fn items(&self) -> (usize, usize) {
+        match self.axis {
+            Axis::Rows => (self.s.h * self.s.b, self.s.w),
+            Axis::Cols => (self.s.b * self.s.w, self.s.h),
+        }
+    }
+}
+
 impl<T: Real> Backward<T> for AxisMlp {
     fn name(&self) -> &'static str {
         match (self.axis, self.gated) {
@@ -124,12 +134,20 @@ impl<T: Real> Backward<T> for AxisMlp {
 
     /// Forward: two dense layers over every item, 2·items·(n_in·n + n²); backward twice that.
     fn flops(&self) -> (u64, u64) {
-        let (items, n_in) = match self.axis {
-            Axis::Rows => (self.s.h * self.s.b, self.s.w),
-            Axis::Cols => (self.s.b * self.s.w, self.s.h),
-        };
+        let (items, n_in) = self.items();
         let f = 2 * (items * (n_in * self.n + self.n * self.n)) as u64;
         (f, 2 * f)
+    }
+
+    /// Forward: reads x (items·n_in) and the weights, writes gelu'(z), a and y (items·n each),
+    /// and reads h when gated. Backward: reads x, gelu'(z), a, dy and the weights, writes dx and
+    /// the weight gradients. (dz stays in cache: each chunk's is at most 64 KB.)
+    fn bytes(&self) -> (u64, u64) {
+        let (items, n_in) = self.items();
+        let (x, hidden, w) = (items * n_in, items * self.n, n_in * self.n + self.n * self.n + 2 * self.n);
+        let h = if self.gated { hidden } else { 0 };
+        let size = std::mem::size_of::<T>();
+        (((x + 3 * hidden + h + w) * size) as u64, ((2 * x + 3 * hidden + 2 * w) * size) as u64)
     }
 
     fn pass_through(&self) -> Option<usize> {
@@ -199,6 +217,13 @@ impl<T: Real> Backward<T> for Dense {
     fn flops(&self) -> (u64, u64) {
         let f = 2 * (self.n * self.n_in * self.n_out) as u64;
         (f, 2 * f)
+    }
+
+    /// Forward: reads x and K, writes y. Backward: reads x, K and dy, adds into dx, dK and dc.
+    fn bytes(&self) -> (u64, u64) {
+        let (x, k, y) = (self.n * self.n_in, self.n_in * self.n_out, self.n * self.n_out);
+        let size = std::mem::size_of::<T>();
+        (((x + k + y) * size) as u64, ((3 * x + 3 * k + y) * size) as u64)
     }
 
     fn backward(&self, inputs: &Inputs<T>, dy: &[T], d: &mut [Option<Grad<T>>], pool: &mut Pool<T>) {
