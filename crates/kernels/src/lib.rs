@@ -18,6 +18,7 @@ pub mod gemm;
 pub mod isa;
 pub mod mat;
 pub mod mlp;
+pub mod par;
 pub mod real;
 pub mod reference;
 pub mod roof;

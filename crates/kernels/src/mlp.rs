@@ -50,7 +50,7 @@
 use crate::gemm::{gemm, Init};
 use crate::mat::{MatMut, MatRef};
 use crate::real::Real;
-use crate::simd;
+use crate::{par, simd};
 use rayon::prelude::*;
 
 /// Which axis of each H×W image an MLP mixes along.
@@ -385,58 +385,66 @@ pub fn mlp_forward<T: Real>(
     let (zp, ap, yp) = (SharedMut(z.as_mut_ptr()), SharedMut(a.as_mut_ptr()), SharedMut(y.as_mut_ptr()));
     let items = g.x.items;
     let chunks = forward_chunks(items);
-    (0..chunks).into_par_iter().for_each(|c| {
-        let (i0, i1) = chunk_range(items, chunks, c);
-        let m = i1 - i0;
-        if m == 0 {
-            return;
-        }
-        // In training, z, a and y are stored for the backward pass: memory the rest of the
-        // step's activations have pushed out of every cache. Then Z's GEMM prefetches each block
-        // of z for writing just before it, and a's and y's tiles are requested now, to arrive
-        // while Z is computed. (Inference reuses a few small buffers, already in cache, where the
-        // same prefetches made batch-1000 evaluation 10% slower.)
-        // SAFETY (the block): chunk c reads and writes only items [i0, i1) of z, a and y, which
-        // no other chunk touches; every offset below is inside its tensor, as the geometry's
-        // strides guarantee.
-        unsafe {
-            if keep {
-                for_each_hidden_run(&g, i0, i1, |off, len| simd::prefetch_l2(ap.at(off), len));
-                for_each_run(&g, i0, i1, |off, len| {
-                    simd::prefetch_l2(yp.at(off), len);
-                    if let Some(sk) = &skip {
-                        simd::prefetch_l2(sk.h[off..].as_ptr(), len);
+    par::region(|reg| {
+        (0..chunks).into_par_iter().for_each(|c| {
+            let _task = reg.task();
+            let (i0, i1) = chunk_range(items, chunks, c);
+            let m = i1 - i0;
+            if m == 0 {
+                return;
+            }
+            // In training, z, a and y are stored for the backward pass: memory the rest of the
+            // step's activations have pushed out of every cache. Then Z's GEMM prefetches each block
+            // of z for writing just before it, and a's and y's tiles are requested now, to arrive
+            // while Z is computed. (Inference reuses a few small buffers, already in cache, where the
+            // same prefetches made batch-1000 evaluation 10% slower.)
+            // SAFETY (the block): chunk c reads and writes only items [i0, i1) of z, a and y, which
+            // no other chunk touches; every offset below is inside its tensor, as the geometry's
+            // strides guarantee.
+            unsafe {
+                if keep {
+                    for_each_hidden_run(&g, i0, i1, |off, len| simd::prefetch_l2(ap.at(off), len));
+                    for_each_run(&g, i0, i1, |off, len| {
+                        simd::prefetch_l2(yp.at(off), len);
+                        if let Some(sk) = &skip {
+                            simd::prefetch_l2(sk.h[off..].as_ptr(), len);
+                        }
+                    });
+                }
+                let (k1, k2) = (
+                    MatRef::new(wts.k1, g.n_in, g.n_out, (g.n_out, 1)),
+                    MatRef::new(wts.k2, g.n_out, g.n_out, (g.n_out, 1)),
+                );
+                gemm(
+                    g.x.of(x, i0, m, g.n_in),
+                    k1,
+                    zp.mat(g.t, i0, m, g.n_out).cold(keep),
+                    Init::Bias(wts.c1),
+                );
+                // GELU over the tile, one contiguous run at a time (rows: the whole tile, so rows
+                // of 28 leave no scalar tail each; columns: one run of items per feature).
+                for_each_hidden_run(&g, i0, i1, |off, len| {
+                    let zr = std::slice::from_raw_parts_mut(zp.at(off), len);
+                    let ar = std::slice::from_raw_parts_mut(ap.at(off), len);
+                    if keep {
+                        simd::gelu_keep_tile(zr, ar);
+                    } else {
+                        simd::gelu_tile(zr, ar);
                     }
                 });
-            }
-            let (k1, k2) = (
-                MatRef::new(wts.k1, g.n_in, g.n_out, (g.n_out, 1)),
-                MatRef::new(wts.k2, g.n_out, g.n_out, (g.n_out, 1)),
-            );
-            gemm(g.x.of(x, i0, m, g.n_in), k1, zp.mat(g.t, i0, m, g.n_out).cold(keep), Init::Bias(wts.c1));
-            // GELU over the tile, one contiguous run at a time (rows: the whole tile, so rows
-            // of 28 leave no scalar tail each; columns: one run of items per feature).
-            for_each_hidden_run(&g, i0, i1, |off, len| {
-                let zr = std::slice::from_raw_parts_mut(zp.at(off), len);
-                let ar = std::slice::from_raw_parts_mut(ap.at(off), len);
-                if keep {
-                    simd::gelu_keep_tile(zr, ar);
-                } else {
-                    simd::gelu_tile(zr, ar);
+                let a_tile = MatRef::from_raw(ap.at(i0 * g.t.is), m, g.n_out, (g.t.is, g.t.fs));
+                gemm(a_tile, k2, yp.mat(g.y, i0, m, g.n_out).cold(keep), Init::Bias(wts.c2));
+                if let Some(sk) = &skip {
+                    for_each_run(&g, i0, i1, |off, len| {
+                        simd::skip_add(
+                            std::slice::from_raw_parts_mut(yp.at(off), len),
+                            &sk.h[off..off + len],
+                            sk.g,
+                        );
+                    });
                 }
-            });
-            let a_tile = MatRef::from_raw(ap.at(i0 * g.t.is), m, g.n_out, (g.t.is, g.t.fs));
-            gemm(a_tile, k2, yp.mat(g.y, i0, m, g.n_out).cold(keep), Init::Bias(wts.c2));
-            if let Some(sk) = &skip {
-                for_each_run(&g, i0, i1, |off, len| {
-                    simd::skip_add(
-                        std::slice::from_raw_parts_mut(yp.at(off), len),
-                        &sk.h[off..off + len],
-                        sk.g,
-                    );
-                });
             }
-        }
+        })
     });
 }
 
@@ -498,46 +506,49 @@ pub fn mlp_backward<T: Real>(
         }
     }
     let (k1t, k2t) = (&*k1t, &*k2t);
-    partials.par_chunks_mut(g.params()).enumerate().for_each(|(c, part)| {
-        part.fill(T::ZERO);
-        let (i0, i1) = chunk_range(items, chunks, c);
-        let m = i1 - i0;
-        if m == 0 {
-            return;
-        }
-        let (pk1, rest) = part.split_at_mut(n_in * n);
-        let (pc1, rest) = rest.split_at_mut(n);
-        let (pk2, pc2) = rest.split_at_mut(n * n);
-        // a, gelu'(z) and x were stored by the forward pass, long out of cache: a's tile is
-        // requested now, for dK2; the others while dK2 is computed, for the products after it.
-        for_each_hidden_run(&g, i0, i1, |off, len| simd::prefetch_l2(a[off..].as_ptr(), len));
-        let (dy_tile, k2t, k1t) =
-            (g.y.of(dy, i0, m, n), MatRef::new(k2t, n, n, (n, 1)), MatRef::new(k1t, n, n_in, (n_in, 1)));
-        for_each_run(&g, i0, i1, |off, len| bias_grad(&g, &dy[off..off + len], pc2, off));
-        gemm(g.t.of(a, i0, m, n).t(), dy_tile, MatMut::new(pk2, n, n, (n, 1)), Init::Zero);
-        for_each_hidden_run(&g, i0, i1, |off, len| simd::prefetch_l2(dgelu[off..].as_ptr(), len));
-        for_each_run_of(g.x, n_in, i0, i1, |off, len| simd::prefetch_l2(x[off..].as_ptr(), len));
-        // SAFETY (the block): as in the forward, chunk c touches only items [i0, i1) of dz and
-        // dx, which no other chunk does, at offsets inside them.
-        unsafe {
-            gemm(dy_tile, k2t, dzp.mat(g.t, i0, m, n), Init::Zero);
-            // dz ⊙= gelu'(z) and dc1 += Σ dz in one pass.
-            for_each_hidden_run(&g, i0, i1, |off, len| {
-                let (d, gz) = (std::slice::from_raw_parts_mut(dzp.at(off), len), &dgelu[off..off + len]);
-                if g.t.fs == 1 {
-                    simd::mul_assign_add_rows(d, gz, pc1);
-                } else {
-                    pc1[off / g.t.fs] += simd::mul_assign_sum(d, gz);
-                }
-            });
-            let dz_tile = MatRef::from_raw(dzp.at(i0 * g.t.is), m, n, (g.t.is, g.t.fs));
-            gemm(g.x.of(x, i0, m, n_in).t(), dz_tile, MatMut::new(pk1, n_in, n, (n, 1)), Init::Zero);
-            let dx_init = match dx_write {
-                Write::Add => Init::Accumulate,
-                Write::Set => Init::Zero,
-            };
-            gemm(dz_tile, k1t, dxp.mat(g.x, i0, m, n_in), dx_init);
-        }
+    par::region(|reg| {
+        partials.par_chunks_mut(g.params()).enumerate().for_each(|(c, part)| {
+            let _task = reg.task();
+            part.fill(T::ZERO);
+            let (i0, i1) = chunk_range(items, chunks, c);
+            let m = i1 - i0;
+            if m == 0 {
+                return;
+            }
+            let (pk1, rest) = part.split_at_mut(n_in * n);
+            let (pc1, rest) = rest.split_at_mut(n);
+            let (pk2, pc2) = rest.split_at_mut(n * n);
+            // a, gelu'(z) and x were stored by the forward pass, long out of cache: a's tile is
+            // requested now, for dK2; the others while dK2 is computed, for the products after it.
+            for_each_hidden_run(&g, i0, i1, |off, len| simd::prefetch_l2(a[off..].as_ptr(), len));
+            let (dy_tile, k2t, k1t) =
+                (g.y.of(dy, i0, m, n), MatRef::new(k2t, n, n, (n, 1)), MatRef::new(k1t, n, n_in, (n_in, 1)));
+            for_each_run(&g, i0, i1, |off, len| bias_grad(&g, &dy[off..off + len], pc2, off));
+            gemm(g.t.of(a, i0, m, n).t(), dy_tile, MatMut::new(pk2, n, n, (n, 1)), Init::Zero);
+            for_each_hidden_run(&g, i0, i1, |off, len| simd::prefetch_l2(dgelu[off..].as_ptr(), len));
+            for_each_run_of(g.x, n_in, i0, i1, |off, len| simd::prefetch_l2(x[off..].as_ptr(), len));
+            // SAFETY (the block): as in the forward, chunk c touches only items [i0, i1) of dz and
+            // dx, which no other chunk does, at offsets inside them.
+            unsafe {
+                gemm(dy_tile, k2t, dzp.mat(g.t, i0, m, n), Init::Zero);
+                // dz ⊙= gelu'(z) and dc1 += Σ dz in one pass.
+                for_each_hidden_run(&g, i0, i1, |off, len| {
+                    let (d, gz) = (std::slice::from_raw_parts_mut(dzp.at(off), len), &dgelu[off..off + len]);
+                    if g.t.fs == 1 {
+                        simd::mul_assign_add_rows(d, gz, pc1);
+                    } else {
+                        pc1[off / g.t.fs] += simd::mul_assign_sum(d, gz);
+                    }
+                });
+                let dz_tile = MatRef::from_raw(dzp.at(i0 * g.t.is), m, n, (g.t.is, g.t.fs));
+                gemm(g.x.of(x, i0, m, n_in).t(), dz_tile, MatMut::new(pk1, n_in, n, (n, 1)), Init::Zero);
+                let dx_init = match dx_write {
+                    Write::Add => Init::Accumulate,
+                    Write::Set => Init::Zero,
+                };
+                gemm(dz_tile, k1t, dxp.mat(g.x, i0, m, n_in), dx_init);
+            }
+        })
     });
     let MlpGrads { k1, c1, k2, c2, write: grads_write } = grads;
     assert!(

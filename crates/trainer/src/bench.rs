@@ -16,6 +16,7 @@ use crate::train::{DatasetKind, Inferer, OptimizerKind, Trainer};
 use clap::Args;
 use pmixer_autodiff::optim::AdamState;
 use pmixer_autodiff::profile::Profile;
+use pmixer_kernels::par;
 use pmixer_kernels::{roof, MatMut, MatRef, Real};
 use pmixer_model::{Arch, Model, Rng, Task};
 use rand::RngCore;
@@ -57,6 +58,10 @@ pub struct BenchArgs {
     /// is printed too.
     #[arg(long)]
     pub roofline: Option<PathBuf>,
+    /// After the timed windows, time every parallel task of as many steps again and print the
+    /// step's work, span and parallelism, and the speedups they bound on 4 to 64 cores.
+    #[arg(long)]
+    pub span: bool,
 }
 
 /// GFLOP/s of a 1024³ sgemm, each rayon thread taking a block of rows: the median of 5 runs.
@@ -108,6 +113,32 @@ pub fn cpu_model() -> String {
     }
 }
 
+/// The `--span` lines: per step, the work (every task's time, summed), the span (the longest
+/// chain: each parallel region's longest task, serial parts whole) and their ratio, and what
+/// Brent's bound T_p ≤ work/p + span predicts for p cores: a speedup over one core of at least
+/// work / (work/p + span), and the samples per second that gives. Predictions, not measurements:
+/// they assume tasks as long on p cores as here, and memory that keeps up.
+fn span_report(total: par::WorkSpan, steps: usize, batch: usize) -> String {
+    let n = steps.max(1) as f64;
+    let (work, span, wall) = (total.work / n, total.span / n, total.wall / n);
+    let mut out = format!(
+        "span_steps: {steps}\nwall_ms: {:.3}\nwork_ms: {:.3}\nspan_ms: {:.3}\nparallelism: {:.2}\n",
+        wall * 1e3,
+        work * 1e3,
+        span * 1e3,
+        work / span.max(1e-12)
+    );
+    for p in [4, 8, 16, 32, 64] {
+        let t = work / p as f64 + span;
+        out.push_str(&format!(
+            "predicted_speedup_{p}_cores: {:.2}\npredicted_samples_per_s_{p}_cores: {:.0}\n",
+            work / t,
+            batch as f64 / t
+        ));
+    }
+    out
+}
+
 /// The process's peak resident set size in MB (VmHWM), where /proc exists.
 pub fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -124,6 +155,9 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         return Err(
             "--roofline profiles training steps; inference (--eval) runs without a tape to profile".into()
         );
+    }
+    if args.eval && args.span {
+        return Err("--span measures training steps, not inference (--eval)".into());
     }
     let b = args.batch_size as usize;
     let data = if args.synthetic {
@@ -231,6 +265,20 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         let svg = roofline::svg(&title, &points, peak_one, bandwidth);
         std::fs::write(path, svg).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         println!("roofline: {}", path.display());
+    }
+    if args.span {
+        let (mut total, mut steps) = (par::WorkSpan::default(), 0usize);
+        par::set_enabled(true);
+        let t = Instant::now();
+        while t.elapsed().as_secs_f64() < args.seconds / 3.0 {
+            let (r, ws) = par::measure(|| trainer.step(&data, &next_batch(), &mut params, &mut adam));
+            r?;
+            (total.work, total.span, total.wall) =
+                (total.work + ws.work, total.span + ws.span, total.wall + ws.wall);
+            steps += 1;
+        }
+        par::set_enabled(false);
+        print!("{}", span_report(total, steps, b));
     }
     Ok(())
 }

@@ -17,7 +17,7 @@ use crate::data::{self, DataError, Dataset};
 use pmixer_autodiff::optim::{Adam, AdamState, Sgd};
 use pmixer_autodiff::profile::{Phase, Profile};
 use pmixer_autodiff::{Params, Pool, Tape, Tensor};
-use pmixer_kernels::simd;
+use pmixer_kernels::{par, simd};
 use pmixer_model::{Arch, Checkpoint, Model, NamedTensor, Rng, Task};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
@@ -220,7 +220,12 @@ fn run_sharded<'a, S: Default + Send>(
         shards.resize_with(count, S::default);
     }
     let used = &mut shards[..count];
-    used.par_iter_mut().zip(idx.par_chunks(SHARD)).for_each(|(s, part)| f(s, part));
+    par::region(|reg| {
+        used.par_iter_mut().zip(idx.par_chunks(SHARD)).for_each(|(s, part)| {
+            let _task = reg.task();
+            f(s, part)
+        })
+    });
     used
 }
 
@@ -356,25 +361,34 @@ impl Trainer {
         // The shards' gradients added in shard order, then the update, both elementwise and so
         // split over the threads in fixed slices of the flat buffers (the same sums and updates
         // whichever thread does them).
-        first.grads.par_chunks_mut(UPDATE_SLICE).enumerate().for_each(|(c, g)| {
-            for s in rest.iter() {
-                simd::add_assign(g, &s.grads[c * UPDATE_SLICE..c * UPDATE_SLICE + g.len()]);
-            }
+        par::region(|reg| {
+            first.grads.par_chunks_mut(UPDATE_SLICE).enumerate().for_each(|(c, g)| {
+                let _task = reg.task();
+                for s in rest.iter() {
+                    simd::add_assign(g, &s.grads[c * UPDATE_SLICE..c * UPDATE_SLICE + g.len()]);
+                }
+            })
         });
         let grads = &first.grads;
         if let Some(i) = first_non_finite(grads) {
             return Err(format!("the gradient of {} is {}", param_name(params, i), grads[i]));
         }
         let slices = params.data.par_chunks_mut(UPDATE_SLICE).zip(grads.par_chunks(UPDATE_SLICE));
-        match self.opt {
+        par::region(|reg| match self.opt {
             OptimizerKind::Adam => {
                 adam.t += 1;
                 let moments = adam.m.par_chunks_mut(UPDATE_SLICE).zip(adam.v.par_chunks_mut(UPDATE_SLICE));
                 let t = adam.t;
-                slices.zip(moments).for_each(|((p, g), (m, v))| self.adam.update(t, p, g, m, v));
+                slices.zip(moments).for_each(|((p, g), (m, v))| {
+                    let _task = reg.task();
+                    self.adam.update(t, p, g, m, v)
+                });
             }
-            OptimizerKind::Sgd => slices.for_each(|(p, g)| self.sgd.step(p, g)),
-        }
+            OptimizerKind::Sgd => slices.for_each(|(p, g)| {
+                let _task = reg.task();
+                self.sgd.step(p, g)
+            }),
+        });
         if let (Some(p), Some(t), Some(s)) = (&mut self.profile, reduce_start, step_start) {
             let name = match self.opt {
                 OptimizerKind::Adam => "sum shards, adam",
@@ -396,7 +410,12 @@ impl Trainer {
 /// The first index of `v` holding an infinity or a NaN, looked for in parallel slices.
 fn first_non_finite(v: &[f32]) -> Option<usize> {
     let finite = |s: &[f32]| s.iter().fold(true, |ok, x| ok & x.is_finite()); // vectorisable: no early exit
-    let c = v.par_chunks(UPDATE_SLICE).position_first(|s| !finite(s))?;
+    let c = par::region(|reg| {
+        v.par_chunks(UPDATE_SLICE).position_first(|s| {
+            let _task = reg.task();
+            !finite(s)
+        })
+    })?;
     v[c * UPDATE_SLICE..].iter().position(|x| !x.is_finite()).map(|i| c * UPDATE_SLICE + i)
 }
 
