@@ -10,6 +10,9 @@
 //! differences in `f64`. The heavy lifting (the fused axis-MLP) is delegated to
 //! `pmixer-kernels`; this crate adds bookkeeping, not arithmetic.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod gradcheck;
 pub mod ops;
 pub mod optim;

@@ -10,6 +10,9 @@
 //! path. Each input runs under `catch_unwind`; a panic is a finding, saved to disk with the
 //! message. Run with `cargo run --release -p pmixer-fuzz -- <target> --seconds N`.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 use flate2::write::GzEncoder;
 use pmixer::data::{self, Dataset};
 use pmixer::testdata::{cifar_batch, idx_images, idx_labels, synthetic};

@@ -190,11 +190,11 @@ impl Path {
         #[cfg(target_arch = "x86_64")]
         {
             use crate::isa::{Avx2, Avx512};
-            // SAFETY: a token exists only where the CPU has its instructions; the rest is the
-            // caller's promise, passed on.
             match (level(), self) {
                 (Level::Avx512, path) => {
                     let s = Avx512::detect().expect("AVX-512 level");
+                    // SAFETY: the token proves the instructions; the rest is the caller's
+                    // promise, passed on.
                     return unsafe {
                         match path {
                             Path::Rows(d) if d.n > 32 => avx512::direct::<4, 6>(s, d),
@@ -206,6 +206,7 @@ impl Path {
                 }
                 (Level::Avx2, path) => {
                     let s = Avx2::detect().expect("AVX2 level");
+                    // SAFETY: as above.
                     return unsafe {
                         match path {
                             Path::Rows(d) => avx2::direct::<6, 2>(s, d),
@@ -443,26 +444,31 @@ unsafe fn block<S: Simd, const R: usize, const V: usize, const FULL: bool>(
 ) {
     let Tile { k, a, b, c, rsc, start } = *t;
     let mut acc = [[s.zero(); V]; R];
-    // SAFETY (every access below): inside the tile, as the caller promises; partial vectors
-    // touch only their masks' lanes.
+    // Every access below is inside the tile, as the caller promises; partial vectors touch only
+    // their masks' lanes.
     for (r, row) in acc.iter_mut().enumerate() {
         for (v, x) in row.iter_mut().enumerate() {
             *x = match start {
                 Start::Zero => s.zero(),
+                // SAFETY: vector v of C's row r, inside the tile.
                 Start::C => unsafe { load::<S, FULL>(s, masks[v], c.wrapping_add(r * rsc + S::LANES * v)) },
+                // SAFETY: vector v of the bias, one per column of the tile.
                 Start::ColBias(bias) => unsafe {
                     load::<S, FULL>(s, masks[v], bias.wrapping_add(S::LANES * v))
                 },
+                // SAFETY: the bias of row r, one per row of the tile.
                 Start::RowBias(bias) => s.splat(unsafe { *bias.add(r) }),
             };
         }
     }
     for p in 0..k {
         let bp = b.p.wrapping_add(p * b.rs);
+        // SAFETY: vector v of B's row p, inside the panel.
         let bv: [S::V; V] =
             std::array::from_fn(|v| unsafe { load::<S, FULL>(s, masks[v], bp.wrapping_add(S::LANES * v)) });
         let ap = a.p.wrapping_add(p * a.cs);
         for (r, row) in acc.iter_mut().enumerate() {
+            // SAFETY: A's element (r, p), inside the tile.
             let av = s.splat(unsafe { *ap.add(r * a.rs) });
             for (x, &bv) in row.iter_mut().zip(&bv) {
                 *x = s.fma(av, bv, *x);
@@ -472,6 +478,7 @@ unsafe fn block<S: Simd, const R: usize, const V: usize, const FULL: bool>(
     for (r, row) in acc.iter().enumerate() {
         for (v, &x) in row.iter().enumerate() {
             let dst = c.wrapping_add(r * rsc + S::LANES * v);
+            // SAFETY: vector v of C's row r, inside the tile (partial ones by their mask).
             unsafe {
                 if FULL {
                     s.store(dst, x)

@@ -117,7 +117,7 @@ mod x86 {
 
         #[inline(always)]
         fn zero(self) -> __m512 {
-            // SAFETY (this and every intrinsic below on registers only): the token exists only
+            // SAFETY: (this and every intrinsic below on registers only) the token exists only
             // where the CPU has AVX-512F.
             unsafe { _mm512_setzero_ps() }
         }
@@ -261,7 +261,7 @@ mod x86 {
 
         #[inline(always)]
         fn zero(self) -> __m256 {
-            // SAFETY (this and every intrinsic below on registers only): the token exists only
+            // SAFETY: (this and every intrinsic below on registers only) the token exists only
             // where the CPU has AVX2 and FMA.
             unsafe { _mm256_setzero_ps() }
         }
@@ -393,7 +393,7 @@ mod arm {
 
         #[inline(always)]
         fn zero(self) -> float32x4_t {
-            // SAFETY (this and every intrinsic below on registers only): the token exists only
+            // SAFETY: (this and every intrinsic below on registers only) the token exists only
             // where the CPU has NEON.
             unsafe { vdupq_n_f32(0.0) }
         }

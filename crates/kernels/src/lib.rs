@@ -11,6 +11,9 @@
 //! [`reference`](mod@reference) that tests and benches compare against. This crate knows nothing of autodiff:
 //! `pmixer-autodiff` wraps these functions as tape operations.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod check;
 pub mod dense;
 pub mod gelu;

@@ -290,7 +290,11 @@ fn chunk_range(items: usize, chunks: usize, c: usize) -> (usize, usize) {
 /// it (its own chunk of items), which is what makes the sharing sound.
 #[derive(Clone, Copy)]
 struct SharedMut<T>(*mut T);
+// SAFETY: the pointer is only dereferenced through `at` and `mat`, whose callers promise that
+// each task touches only its own elements; sending it to another thread sends no access to any
+// element another task uses.
 unsafe impl<T: Send> Send for SharedMut<T> {}
+// SAFETY: as for Send: shared between tasks, it gives each one access to disjoint elements only.
 unsafe impl<T: Send> Sync for SharedMut<T> {}
 
 impl<T> SharedMut<T> {
@@ -398,7 +402,7 @@ pub fn mlp_forward<T: Real>(
             // of z for writing just before it, and a's and y's tiles are requested now, to arrive
             // while Z is computed. (Inference reuses a few small buffers, already in cache, where the
             // same prefetches made batch-1000 evaluation 10% slower.)
-            // SAFETY (the block): chunk c reads and writes only items [i0, i1) of z, a and y, which
+            // SAFETY: (the whole block) chunk c reads and writes only items [i0, i1) of z, a and y, which
             // no other chunk touches; every offset below is inside its tensor, as the geometry's
             // strides guarantee.
             unsafe {
@@ -527,7 +531,7 @@ pub fn mlp_backward<T: Real>(
             gemm(g.t.of(a, i0, m, n).t(), dy_tile, MatMut::new(pk2, n, n, (n, 1)), Init::Zero);
             for_each_hidden_run(&g, i0, i1, |off, len| simd::prefetch_l2(dgelu[off..].as_ptr(), len));
             for_each_run_of(g.x, n_in, i0, i1, |off, len| simd::prefetch_l2(x[off..].as_ptr(), len));
-            // SAFETY (the block): as in the forward, chunk c touches only items [i0, i1) of dz and
+            // SAFETY: (the whole block) as in the forward, chunk c touches only items [i0, i1) of dz and
             // dx, which no other chunk does, at offsets inside them.
             unsafe {
                 gemm(dy_tile, k2t, dzp.mat(g.t, i0, m, n), Init::Zero);

@@ -130,9 +130,10 @@ macro_rules! multiversion {
                 unsafe fn avx512<T: Real>($($arg: $ty),*) $(-> $ret)? { body($($arg),*) }
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn avx2<T: Real>($($arg: $ty),*) $(-> $ret)? { body($($arg),*) }
-                // SAFETY: `level()` only reports features the CPU has.
                 match level() {
+                    // SAFETY: `level()` only reports features the CPU has.
                     Level::Avx512 => return unsafe { avx512($($arg),*) },
+                    // SAFETY: as above.
                     Level::Avx2 => return unsafe { avx2($($arg),*) },
                     Level::Generic | Level::Neon => {}
                 }

@@ -8,6 +8,9 @@
 //! atomically and read back with every header field checked against the file. The forward pass
 //! is in [`model`], where the (H, B, W) layout is taken on and undone.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod checkpoint;
 pub mod gradcheck;
 pub mod json;

@@ -7,6 +7,9 @@
 //! run can resume exactly, and a benchmark that relates the step rate to a large GEMM measured
 //! in the same process. `train::Trainer::step` is the place to start reading one step.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod bench;
 pub mod cli;
 pub mod data;
