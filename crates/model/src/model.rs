@@ -54,6 +54,19 @@ pub struct Arch {
     pub layers: usize,
 }
 
+/// In a person's words: "a classifier of 32 layers on 32×96 images, 10 classes".
+impl std::fmt::Display for Arch {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let (h, w, layers) = (self.h, self.w, self.layers);
+        match self.task {
+            Task::Classify => {
+                write!(f, "a classifier of {layers} layers on {h}×{w} images, {} classes", self.classes)
+            }
+            Task::Autoencode => write!(f, "an autoencoder of {layers} layers on {h}×{w} images"),
+        }
+    }
+}
+
 impl Arch {
     /// The number of parameters this architecture has, or `None` if it overflows: computed before
     /// anything is allocated, so that a claimed architecture can be checked against a file.

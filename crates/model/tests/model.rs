@@ -233,3 +233,9 @@ fn tape_free_inference_equals_the_tape_forward_bitwise() {
         assert_eq!(direct.len(), if arch.task == Task::Classify { 30 } else { arch.h * 3 * arch.w });
     }
 }
+
+#[test]
+fn architectures_are_described_in_words() {
+    assert_eq!(classifier(32, 96, 32).to_string(), "a classifier of 32 layers on 32×96 images, 10 classes");
+    assert_eq!(autoencoder(28, 28, 2).to_string(), "an autoencoder of 2 layers on 28×28 images");
+}

@@ -355,7 +355,7 @@ pub fn train(args: TrainArgs) -> Result<(), String> {
         Some(s) => {
             if s.model.arch != arch {
                 return Err(format!(
-                    "the checkpoint's model {:?} does not fit the data's {:?}",
+                    "the checkpoint's model, {}, does not fit the data, which needs {}",
                     s.model.arch, arch
                 ));
             }

@@ -531,7 +531,7 @@ pub fn fresh_state(cfg: &TrainConfig, arch: Arch, init: Option<&Checkpoint>) -> 
             let (model, params) = Model::from_checkpoint(ck)?;
             if model.arch != arch {
                 return Err(format!(
-                    "the --init checkpoint is a {:?}, the data and flags need {:?}",
+                    "the --init checkpoint is {}, the data and flags need {}",
                     model.arch, arch
                 ));
             }
