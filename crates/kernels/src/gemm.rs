@@ -178,10 +178,9 @@ impl Path {
     ///
     /// Rows × vectors accumulators, plus a vector of B per column vector and one broadcast:
     /// each shape keeps at least 8 independent FMA chains in flight (latency 4 × 2 pipes) within
-    /// the register file. Why AVX-512's three shapes differ is in [`direct`]'s docs. AVX2's
-    /// transposed products measured (one thread, in cache, this Zen 4, GFLOP/s for CIFAR's and
-    /// MNIST's column products): 4 × 3 (all 16 registers) 40 and 32, 4 × 2 47 and 72, 6 × 2 51
-    /// and 59–89. The dot products take blocks of 4 × 4 on AVX-512 and 2 × 2 elsewhere.
+    /// the register file. Why AVX-512's three shapes differ is in [`direct`]'s docs; AVX2's 4 × 3
+    /// left no register free. The dot products take blocks of 4 × 4 on AVX-512 and 2 × 2
+    /// elsewhere (`dot`). The measurements behind each choice: `docs/performance.md`.
     ///
     /// # Safety
     /// The problem's pointers must address every element its shapes and strides imply, and C
@@ -275,9 +274,8 @@ const L1_FLOATS: usize = 8192;
 /// n masked off), rows MR at a time (the last few in blocks of 4, 2 and 1): MR × NV
 /// accumulators.
 ///
-/// Tile shapes give the same sums in the same order (so the same bits); AVX-512's were measured
-/// on the CIFAR and MNIST training steps with the shapes alternating in 0.7-second windows in
-/// one process:
+/// Tile shapes give the same sums in the same order (so the same bits); AVX-512's, chosen by
+/// measuring the training steps (`docs/performance.md`):
 /// * 4 rows × 4 vectors for the column MLPs' transposed products, whose C rows (features) are
 ///   B·W floats apart, 12 KB at CIFAR's shard of 32: a multiple of 4 KB, so every row of a block
 ///   falls in the same L1 set and 8 rows fill all its ways. 4 rows puts 4 lines in each set and
@@ -429,9 +427,9 @@ struct Tile {
 ///
 /// Its shape is the one LLVM turns into registers reliably: the tile's fields copied to locals,
 /// B's vectors built fresh each step by `array::from_fn` over a plain function, iterator loops
-/// for the FMAs. (Variants with the B vectors in an array living across the k loop, or a loading
-/// closure, kept the accumulators in a stack copy stored after every FMA on some shapes: a third
-/// to a half of the FMA roof.)
+/// for the FMAs. Variants with the B vectors in an array living across the k loop, or a loading
+/// closure, made LLVM keep the accumulators in a stack copy stored after every FMA
+/// (`docs/performance.md`).
 ///
 /// # Safety
 /// Rows 0..R of the tile's A and C, and the lanes in `masks` of B's k rows, must be inside their

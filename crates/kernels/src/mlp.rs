@@ -17,12 +17,10 @@
 //! (B·W)×H×H product, and the permute costs nothing. The layout is chosen once, when a batch is
 //! converted from `u8` to `f32`, and undone once, in the classifier head.
 //!
-//! Measured (`cargo bench -p patchless-mixer --bench kernels -- layout`, one column dense, B=64,
-//! 2 threads, criterion medians): at 28×28 the one product takes 16.6 µs against 34.2 µs for 64
-//! per-image GEMMs; at 32×96 it takes 75.0 µs against 77.9 µs (it took 77.5 against 72.8 before
-//! the column products' 4 × 4 tiles). What holds CIFAR's back is its column stride (B·W floats,
-//! a multiple of 1 KB, which [`crate::gemm`] works around by copying each panel of B, and which
-//! the MLP's own hidden tensors avoid by a padded layout: [`hidden_len`]).
+//! One product instead of B is at least as fast at both image sizes, twice as fast at 28×28
+//! (measurements in `docs/performance.md`). CIFAR's column stride (B·W floats, a multiple of
+//! 1 KB) is the layout's cost: [`crate::gemm`] works around it by copying each panel of B, and the
+//! MLP's own hidden tensors avoid it by a padded layout ([`hidden_len`]).
 //!
 //! # Math, per item x ∈ ℝ^{n_in} (row vectors; K kept Keras-style as (in, out))
 //! ```text
@@ -241,14 +239,11 @@ pub fn hidden_pad(items: usize) -> usize {
 ///
 /// The pad is for runs whose length is a multiple of 1 KB, such as a CIFAR shard's (32·96
 /// floats, 12 KB): unpadded, the same item of every feature falls in the same L1 set, and the
-/// column products, which read or write 4–8 features at a time, evict their own lines. (A shard of 33
-/// instead of 32 ran the column backward 29% faster per sample on one thread in cache.) Padding
-/// the hidden tensors, the ones whose layout is free, measured 1.015 and 1.014 times the CIFAR
-/// step rate without (windows alternating in one process, 20 and 30 rounds). MNIST's runs
-/// (28·32 floats, 3.5 KB) stay unpadded: nothing to gain there in the same measurement
-/// (1.008), and whole builds with the pad ran the MNIST autoencoder 7% slower, its hidden
-/// buffers then no longer the output's length and so not shared with them by the tape's pool.
-/// The output, which the next op reads, keeps the plain layout.
+/// column products, which read or write 4–8 features at a time, evict their own lines. Only the
+/// hidden tensors, whose layout is free, are padded; the output, which the next op reads, keeps
+/// the plain layout. MNIST's runs (28·32 floats, 3.5 KB) stay unpadded: they do not alias, and
+/// padded buffers would no longer have the output's length, which the tape's pool shares buffers
+/// by. (The measurements behind each choice: `docs/performance.md`.)
 pub fn hidden_len(axis: Axis, x: Hbw, n_out: usize) -> usize {
     let items = x.b * x.w;
     match axis {
@@ -275,9 +270,8 @@ pub fn forward_chunks(items: usize) -> usize {
 /// Number of chunks the backward pass splits the items into: about 512 items each, at most 16. A
 /// function of the item count alone, which is what makes the weight gradients independent of the
 /// thread count. Longer than the forward's because each chunk computes its own weight-gradient
-/// partials, products over its items (k = items per chunk): fewer, longer ones cost less. Measured
-/// with one thread on one (H, B, W) = (32, 32, 96) shard, backward GFLOP/s at 128 → 512 items per
-/// chunk: rows 96.6 → 99.4, columns 67.0 → 75.5 (MNIST's 28×28 columns 74.7 → 87.8).
+/// partials, products over its items (k = items per chunk): fewer, longer ones cost less
+/// (`docs/performance.md`).
 pub fn backward_chunks(items: usize) -> usize {
     (items / 512).clamp(1, 16)
 }
@@ -401,7 +395,7 @@ pub fn mlp_forward<T: Real>(
             // step's activations have pushed out of every cache. Then Z's GEMM prefetches each block
             // of z for writing just before it, and a's and y's tiles are requested now, to arrive
             // while Z is computed. (Inference reuses a few small buffers, already in cache, where the
-            // same prefetches made batch-1000 evaluation 10% slower.)
+            // same prefetches slowed evaluation down: `docs/performance.md`.)
             // SAFETY: (the whole block) chunk c reads and writes only items [i0, i1) of z, a and y, which
             // no other chunk touches; every offset below is inside its tensor, as the geometry's
             // strides guarantee.

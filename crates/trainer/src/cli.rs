@@ -206,8 +206,7 @@ impl Command {
 /// rayon, and a parallel region forked from a thread outside the pool is injected into it and
 /// waited for with a lock, two context switches each time (about 150 regions per MNIST training
 /// step). Forked from a worker, the same region is pushed onto that worker's own queue, which the
-/// other workers steal from. Measured with `pmixer bench --synthetic` (MNIST classifier, 2
-/// threads): outside the pool 6,100–6,600 samples/s, inside 8,200–9,100 on the same machine.
+/// other workers steal from (measured: `docs/performance.md`).
 pub fn in_pool<R: Send>(
     threads: Option<u64>,
     f: impl FnOnce() -> Result<R, String> + Send,
