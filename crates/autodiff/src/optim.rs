@@ -37,13 +37,19 @@ impl<T: Real> AdamState<T> {
     pub fn new(n: usize) -> Self {
         AdamState { m: vec![T::ZERO; n], v: vec![T::ZERO; n], t: 0 }
     }
+
+    /// `t ← t + 1`, the step about to be taken (counted from 1): the one place the count moves.
+    pub fn advance(&mut self) -> u64 {
+        self.t += 1;
+        self.t
+    }
 }
 
 impl Adam {
     /// One step: `t ← t + 1`, then [`Adam::update`] of every parameter.
     pub fn step<T: Real>(&self, params: &mut [T], grads: &[T], s: &mut AdamState<T>) {
-        s.t += 1;
-        self.update(s.t, params, grads, &mut s.m, &mut s.v);
+        let t = s.advance();
+        self.update(t, params, grads, &mut s.m, &mut s.v);
     }
 
     /// The update of step `t` (counted from 1) for any slice of the parameters and the matching

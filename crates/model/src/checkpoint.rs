@@ -32,6 +32,26 @@ pub struct Checkpoint {
 /// The largest header accepted: far above any real one (a CIFAR model's is ~40 KB).
 const MAX_HEADER: u64 = 100 << 20;
 
+/// Writes `bytes` to `path` atomically: to a temp file beside it, flushed to disk, then renamed
+/// over `path`, and the directory synced so the rename itself survives a crash. A reader sees
+/// the old file or the new one, never a part; every file a run writes goes through here.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = temp_path(path);
+    {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        // Where the platform allows opening a directory.
+        if let Ok(d) = fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
 impl Checkpoint {
     pub fn tensor(&self, name: &str) -> Option<&NamedTensor> {
         self.tensors.iter().find(|t| t.name == name)
@@ -152,22 +172,9 @@ impl Checkpoint {
         Ok(ck)
     }
 
-    /// Writes `path` atomically (temp file, flush, rename).
+    /// Writes `path` atomically ([`write_atomic`]).
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        let tmp = temp_path(path);
-        {
-            let mut f = fs::File::create(&tmp)?;
-            f.write_all(&self.to_bytes())?;
-            f.sync_all()?;
-        }
-        fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            // Make the rename itself durable where the platform allows opening a directory.
-            if let Ok(d) = fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        Ok(())
+        write_atomic(path, &self.to_bytes())
     }
 
     /// Reads and validates `path`; errors name the file.

@@ -293,11 +293,10 @@ fn append(path: &Path, bytes: &[u8]) -> Result<(), String> {
         .map_err(|e| format!("{}: cannot write: {e}", path.display()))
 }
 
-/// Writes `bytes` to `path` atomically (temp file, then rename).
+/// Writes `bytes` to `path` atomically ([`pmixer_model::checkpoint::write_atomic`]), the error
+/// naming the file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let tmp = pmixer_model::checkpoint::temp_path(path);
-    std::fs::write(&tmp, bytes)
-        .and_then(|_| std::fs::rename(&tmp, path))
+    pmixer_model::checkpoint::write_atomic(path, bytes)
         .map_err(|e| format!("{}: cannot write: {e}", path.display()))
 }
 

@@ -14,6 +14,7 @@
 //!    one loop over the sum.
 
 use crate::data::{self, DataError, Dataset};
+use pmixer_autodiff::ops::softmax_row;
 use pmixer_autodiff::optim::{Adam, AdamState, Sgd};
 use pmixer_autodiff::profile::{Phase, Profile};
 use pmixer_autodiff::{Params, Pool, Tape, Tensor};
@@ -376,9 +377,8 @@ impl Trainer {
         let slices = params.data.par_chunks_mut(UPDATE_SLICE).zip(grads.par_chunks(UPDATE_SLICE));
         par::region(|reg| match self.opt {
             OptimizerKind::Adam => {
-                adam.t += 1;
+                let t = adam.advance();
                 let moments = adam.m.par_chunks_mut(UPDATE_SLICE).zip(adam.v.par_chunks_mut(UPDATE_SLICE));
-                let t = adam.t;
                 slices.zip(moments).for_each(|((p, g), (m, v))| {
                     let _task = reg.task();
                     self.adam.update(t, p, g, m, v)
@@ -442,6 +442,8 @@ struct InferShard {
     /// Per sample of the shard: its loss; and how many it classified correctly.
     losses: Vec<f64>,
     correct: usize,
+    /// One row of logits in f64, for its loss.
+    row: Vec<f64>,
 }
 
 impl InferShard {
@@ -455,10 +457,11 @@ impl InferShard {
         match model.arch.task {
             Task::Classify => {
                 let c = model.arch.classes;
+                // The loss in f64, from the f32 logits.
                 for (row, &y) in out.chunks_exact(c).zip(&self.labels) {
-                    let m = row.iter().fold(f64::MIN, |m, &v| m.max(v as f64));
-                    let lse = m + row.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln();
-                    self.losses.push(lse - row[y] as f64);
+                    self.row.clear();
+                    self.row.extend(row.iter().map(|&v| v as f64));
+                    self.losses.push(softmax_row(&mut self.row) - row[y] as f64);
                 }
                 self.correct = count_correct(&out, c, &self.labels);
             }

@@ -14,12 +14,11 @@ pub fn forward_one(model: &Model, params: &Params<f32>, image: &[u8]) -> Vec<f32
     model.infer(params, &x, 1, &mut pmixer_model::InferBuffers::default())
 }
 
-/// Softmax probabilities of logits.
+/// Softmax probabilities of logits ([`pmixer_autodiff::ops::softmax_row`]).
 pub fn softmax(logits: &[f32]) -> Vec<f32> {
-    let m = logits.iter().fold(f32::MIN, |a, &b| a.max(b));
-    let e: Vec<f32> = logits.iter().map(|&l| (l - m).exp()).collect();
-    let z: f32 = e.iter().sum();
-    e.iter().map(|v| v / z).collect()
+    let mut p = logits.to_vec();
+    pmixer_autodiff::ops::softmax_row(&mut p);
+    p
 }
 
 /// Five test inputs (top row) above their reconstructions (bottom row), each pixel 3×3.

@@ -60,6 +60,23 @@ impl<T: Real> Backward<T> for Mse {
     }
 }
 
+/// Replaces a row of logits l by softmax(l) and returns log Σ_c e^{l_c}: with m = max l,
+/// `softmax(l)_c = e^{l_c − m} / z` and `log Σ e^{l_c} = ln z + m` for z = Σ_c e^{l_c − m} (the
+/// maximum subtracted so that no exponential overflows). The one softmax of the workspace: the
+/// training loss, evaluation's loss (in f64) and `predict`'s probabilities all use it.
+pub fn softmax_row<T: Real>(row: &mut [T]) -> T {
+    let m = row.iter().fold(row[0], |m, &v| m.max(v));
+    let mut z = T::ZERO;
+    for v in row.iter_mut() {
+        *v = (*v - m).exp();
+        z += *v;
+    }
+    for v in row.iter_mut() {
+        *v = *v / z;
+    }
+    z.ln() + m
+}
+
 /// Softmax cross-entropy from logits [N, C] and integer labels, averaged over the batch:
 /// `L = (1/N)·Σ_n (log Σ_c e^{l_nc} − l_{n,y_n})`, with the max subtracted before exponentiating.
 /// Backward: `dl_nc += dL·(softmax(l_n)_c − [c = y_n])/N`; the forward keeps
@@ -72,17 +89,8 @@ pub fn softmax_cross_entropy<T: Real>(t: &mut Tape<T>, logits: Var, labels: &[us
     let mut total = T::ZERO;
     for (row, &y) in probs.chunks_exact_mut(c).zip(labels) {
         assert!(y < c, "cross-entropy: label {y} out of range for {c} classes");
-        let m = row.iter().fold(row[0], |m, &v| m.max(v));
         let ly = row[y];
-        let mut z = T::ZERO;
-        for v in row.iter_mut() {
-            *v = (*v - m).exp();
-            z += *v;
-        }
-        for v in row.iter_mut() {
-            *v = *v / z;
-        }
-        total += z.ln() + m - ly;
+        total += softmax_row(row) - ly;
         row[y] -= T::ONE;
     }
     let mut loss = t.zeros(1);
