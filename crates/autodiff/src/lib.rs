@@ -13,12 +13,18 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod grad;
 pub mod gradcheck;
 pub mod ops;
 pub mod optim;
 pub mod params;
+pub mod pool;
 pub mod profile;
 pub mod tape;
+pub mod tensor;
 
+pub use grad::Grad;
 pub use params::{ParamId, ParamSpec, Params};
-pub use tape::{Backward, Grad, Inputs, Pool, Shape, Tape, Tensor, Var};
+pub use pool::Pool;
+pub use tape::{slots, Backward, Inputs, Tape, Var};
+pub use tensor::{Shape, Tensor};

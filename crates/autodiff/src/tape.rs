@@ -4,29 +4,22 @@
 //! An op is a forward function (computes its output, pushes it with [`Tape::push`]) and a type
 //! implementing [`Backward`]; the tape never needs to know which ops exist. [`Tape::backward`]
 //! walks the nodes in reverse, and each node sends its inputs' gradients into their buffers, one
-//! per value, taken from the pool the first time a gradient reaches it: that first op *writes*
-//! the buffer (it comes unzeroed), later ones *add* into it ([`Grad`]).
+//! per value: the first op to reach a value *writes* its buffer, later ones *add* into it
+//! ([`Grad`], in `grad.rs`).
 //!
-//! Every batch-sized buffer (values, what ops keep for their backward, gradients, scratch) comes
-//! from a [`Pool`] and goes back to it when the tape is finished ([`Tape::into_pool`]), and so does
-//! the tape's own bookkeeping: its lists of values, nodes and gradients (emptied, their capacity
-//! kept) and the boxes of its ops, which the next tape refills with the same ops in the same
-//! order. A training loop hands the pool from one step's tape to the next, so after the first
-//! step a step allocates nothing at all and faults in no fresh page.
+//! Buffers come from a [`Pool`] (`pool.rs`) and go back to it when the tape is finished
+//! ([`Tape::into_pool`]), with the tape's own bookkeeping; profiling hooks in at two places
+//! ([`Tape::push`] and [`Tape::backward_from`]). Neither changes a value.
 
+use crate::grad::Grad;
 use crate::params::{ParamId, Params};
+use crate::pool::Pool;
 use crate::profile::{Phase, Profile};
-use pmixer_kernels::{simd, Real, Write};
+use crate::tensor::Tensor;
+use pmixer_kernels::{simd, Real};
 use std::any::Any;
-use std::collections::HashMap;
-use std::ops::{Deref, Index, Range};
+use std::ops::{Index, Range};
 use std::time::Instant;
-
-/// Free buffers, by length, for reuse; and the last tape's emptied bookkeeping.
-pub struct Pool<T> {
-    free: HashMap<usize, Vec<Vec<T>>>,
-    spare: Spare<T>,
-}
 
 /// What a tape records: per value its data (or parameter), whether it needs a gradient and the
 /// gradient so far; per node its inputs, output and op.
@@ -53,8 +46,9 @@ impl<T> Default for Record<T> {
 }
 
 /// A finished tape's record, emptied with its capacity kept, its op boxes (last op first) and
-/// the backward pass's list of gradient slots, for the next tape to reuse.
-struct Spare<T> {
+/// the backward pass's list of gradient slots, for the next tape to reuse (carried by the
+/// [`Pool`]).
+pub(crate) struct Spare<T> {
     record: Record<T>,
     boxes: Vec<Box<dyn Backward<T>>>,
     bufs: Vec<Option<(Vec<T>, bool)>>,
@@ -66,179 +60,9 @@ impl<T> Default for Spare<T> {
     }
 }
 
-impl<T: Real> Default for Pool<T> {
-    fn default() -> Self {
-        Pool::new()
-    }
-}
-
-/// At most this many free buffers of one length are kept (a step uses far fewer).
-const POOL_PER_LEN: usize = 4096;
-
-impl<T: Real> Pool<T> {
-    pub fn new() -> Self {
-        Pool { free: HashMap::new(), spare: Spare::default() }
-    }
-
-    /// A zero-filled buffer of `len`, reused when one of that length is free.
-    pub fn zeros(&mut self, len: usize) -> Vec<T> {
-        match self.free.get_mut(&len).and_then(Vec::pop) {
-            Some(mut v) => {
-                v.fill(T::ZERO);
-                v
-            }
-            None => vec![T::ZERO; len],
-        }
-    }
-
-    /// A buffer of `len` whose contents are unspecified (left from an earlier use), for outputs
-    /// that are overwritten in full.
-    pub fn take(&mut self, len: usize) -> Vec<T> {
-        self.free.get_mut(&len).and_then(Vec::pop).unwrap_or_else(|| vec![T::ZERO; len])
-    }
-
-    /// Returns a buffer for reuse.
-    pub fn give(&mut self, v: Vec<T>) {
-        if v.is_empty() {
-            return;
-        }
-        let bucket = self.free.entry(v.len()).or_default();
-        if bucket.len() < POOL_PER_LEN {
-            bucket.push(v);
-        }
-    }
-}
-
-/// The most dimensions a tensor has here ((H, B, W) activations).
-pub const MAX_RANK: usize = 4;
-
-/// A tensor's dimensions, kept inline (making a tensor allocates nothing but its data).
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Shape {
-    dims: [usize; MAX_RANK],
-    rank: usize,
-}
-
-impl Shape {
-    pub fn new(dims: &[usize]) -> Self {
-        assert!(dims.len() <= MAX_RANK, "a shape of rank {} (at most {MAX_RANK})", dims.len());
-        let mut d = [0; MAX_RANK];
-        d[..dims.len()].copy_from_slice(dims);
-        Shape { dims: d, rank: dims.len() }
-    }
-}
-
-impl Deref for Shape {
-    type Target = [usize];
-    fn deref(&self) -> &[usize] {
-        &self.dims[..self.rank]
-    }
-}
-
-impl std::fmt::Debug for Shape {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        (**self).fmt(f)
-    }
-}
-
-/// A contiguous, row-major tensor.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Tensor<T> {
-    pub shape: Shape,
-    pub data: Vec<T>,
-}
-
-impl<T: Real> Tensor<T> {
-    pub fn new(shape: &[usize], data: Vec<T>) -> Self {
-        assert_eq!(
-            shape.iter().product::<usize>(),
-            data.len(),
-            "tensor shape {shape:?} vs {} values",
-            data.len()
-        );
-        Tensor { shape: Shape::new(shape), data }
-    }
-
-    pub fn zeros(shape: &[usize]) -> Self {
-        Tensor::new(shape, vec![T::ZERO; shape.iter().product()])
-    }
-}
-
 /// A value on the tape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Var(usize);
-
-/// An input's gradient buffer, as an op's backward receives it.
-///
-/// The first op to send a gradient to a value gets its buffer *fresh*: taken from the pool as it
-/// is, unzeroed, and to be overwritten in full; later ops add into what is there. An op that can
-/// write its result directly (a product stored instead of accumulated, a copy instead of an add)
-/// asks [`Grad::write`]; the others add into [`Grad::acc`], which zero-fills a fresh buffer
-/// first. Skipping the zero fill spares a pass over every activation-sized gradient (three per
-/// mixer layer) and changes no value: 0 + x = x (up to the sign of a zero).
-pub struct Grad<'a, T> {
-    data: &'a mut [T],
-    /// Cleared by whatever hands the buffer out for writing; the tape zero-fills a buffer whose
-    /// flag is still set after the op (one it never wrote).
-    fresh: &'a mut bool,
-}
-
-impl<'a, T: Real> Grad<'a, T> {
-    /// A gradient buffer that is `*fresh` (unspecified contents) or holds a gradient to add to.
-    pub fn new(data: &'a mut [T], fresh: &'a mut bool) -> Self {
-        Grad { data, fresh }
-    }
-
-    /// How the op must write: [`Write::Set`] (every element) when fresh, else [`Write::Add`].
-    pub fn write(&self) -> Write {
-        if *self.fresh {
-            Write::Set
-        } else {
-            Write::Add
-        }
-    }
-
-    /// The buffer itself, for an op that writes it as [`Grad::write`] says.
-    pub fn data(&mut self) -> &mut [T] {
-        *self.fresh = false;
-        self.data
-    }
-
-    /// [`Grad::data`] for the rest of `'a`.
-    pub fn into_data(self) -> &'a mut [T] {
-        *self.fresh = false;
-        self.data
-    }
-
-    /// The buffer to add into (zero-filled first if it was fresh).
-    pub fn acc(&mut self) -> &mut [T] {
-        if *self.fresh {
-            self.data.fill(T::ZERO);
-        }
-        self.data()
-    }
-
-    /// The same buffer and flag, borrowed for a shorter time.
-    pub fn reborrow(&mut self) -> Grad<'_, T> {
-        Grad { data: self.data, fresh: self.fresh }
-    }
-
-    /// `g ← g + v`, or `g ← v` when fresh.
-    pub fn add(&mut self, v: &[T]) {
-        match self.write() {
-            Write::Set => self.data().copy_from_slice(v),
-            Write::Add => simd::add_assign(self.data(), v),
-        }
-    }
-
-    /// `g ← g + a·v`, or `g ← a·v` when fresh.
-    pub fn add_scaled(&mut self, a: T, v: &[T]) {
-        match self.write() {
-            Write::Set => self.data().iter_mut().zip(v).for_each(|(g, &v)| *g = a * v),
-            Write::Add => simd::axpy(self.data(), a, v),
-        }
-    }
-}
 
 /// The most inputs an op takes (the gated axis MLP: x, four weights, the two tensors it keeps,
 /// the residual and the gate).
@@ -259,6 +83,24 @@ impl<T: Real> Inputs<'_, T> {
     pub fn is_empty(&self) -> bool {
         self.vars.is_empty()
     }
+}
+
+impl<'a, T: Real> Inputs<'a, T> {
+    /// The inputs' data, to be named by destructuring: `let [x, g] = inputs.array();` (N is the
+    /// node's number of inputs).
+    pub fn array<const N: usize>(&self) -> [&'a [T]; N] {
+        assert_eq!(self.vars.len(), N, "a node with {} inputs read as {N}", self.vars.len());
+        std::array::from_fn(|i| data(self.values, self.params, self.vars[i]))
+    }
+}
+
+/// An op's gradient slots, to be named by destructuring: `let [dx, dg] = slots(d);` (N is the
+/// node's number of inputs).
+pub fn slots<'s, 'a, T, const N: usize>(
+    d: &'s mut [Option<Grad<'a, T>>],
+) -> &'s mut [Option<Grad<'a, T>>; N] {
+    let n = d.len();
+    d.try_into().unwrap_or_else(|_| panic!("a node with {n} inputs read as {N}"))
 }
 
 impl<T: Real> Index<usize> for Inputs<'_, T> {
@@ -513,83 +355,119 @@ impl<'p, T: Real> Tape<'p, T> {
     /// The sweep for a loss that enters a larger total as `weight · loss`: it starts from
     /// d total / d loss = `weight`, so every gradient is the total's. (The trainer's shards: the
     /// batch's mean loss is Σ_s (n_s/B)·L_s.)
+    ///
+    /// For each node, last first: take its output's gradient dy (skip the node if none reached
+    /// it), lend the op its inputs' gradient buffers, let it send its gradients, take the
+    /// buffers back, and hand dy to the input it passes through unchanged, if any.
     pub fn backward_from(&mut self, loss: Var, weight: T) {
         assert_eq!(self.value(loss).len(), 1, "backward needs a scalar loss");
         let mut seed = self.pool.zeros(1);
         seed[0] = weight;
         self.rec.grads[loss.0] = seed;
         let mut bufs = std::mem::take(&mut self.pool.spare.bufs);
-        for (node, op) in self.rec.nodes.iter().zip(&self.rec.ops).rev() {
+        for i in (0..self.rec.nodes.len()).rev() {
+            let node = &self.rec.nodes[i];
             let dy = std::mem::take(&mut self.rec.grads[node.output.0]);
             if dy.is_empty() {
                 continue;
             }
-            let vars = &self.rec.node_inputs[node.inputs.clone()];
-            let inputs = Inputs { values: &self.rec.values, params: self.params, vars };
-            // Take each input's gradient buffer out of the tape for the duration of the call
-            // (fresh, unzeroed, if no gradient has reached it yet); an input that appears twice
-            // (x + x) gets a fresh scratch buffer for its second appearance.
-            bufs.clear();
-            let through = op.pass_through();
-            // Whether an earlier input slot already holds v's gradient buffer.
-            let taken = |i: usize| (0..i).any(|j| vars[j] == vars[i] && through != Some(j));
-            for (i, v) in vars.iter().enumerate() {
-                if !self.rec.needs_grad[v.0] || through == Some(i) {
-                    bufs.push(None);
-                } else if taken(i) {
-                    bufs.push(Some((self.pool.take(inputs[i].len()), true)));
-                } else {
-                    let g = std::mem::take(&mut self.rec.grads[v.0]);
-                    bufs.push(Some(match g.is_empty() {
-                        true => (self.pool.take(inputs[i].len()), true),
-                        false => (g, false),
-                    }));
-                }
-            }
-            {
-                let mut dins: [Option<Grad<T>>; MAX_INPUTS] = Default::default();
-                for (d, b) in dins.iter_mut().zip(bufs.iter_mut()) {
-                    *d = b.as_mut().map(|(g, fresh)| Grad::new(g, fresh));
-                }
-                let start = self.profile.is_some().then(Instant::now);
-                op.backward(&inputs, &dy, &mut dins[..vars.len()], &mut self.pool);
-                if let (Some((p, _)), Some(start)) = (&mut self.profile, start) {
-                    p.record(
-                        op.name(),
-                        Phase::Backward,
-                        start.elapsed().as_secs_f64(),
-                        op.flops().1,
-                        op.bytes().1,
-                    );
-                }
-            }
-            for (i, (v, buf)) in vars.iter().zip(bufs.drain(..)).enumerate() {
-                if let Some((mut buf, fresh)) = buf {
-                    if fresh {
-                        // A fresh buffer the op never wrote: it sent no gradient there.
-                        buf.fill(T::ZERO);
-                    }
-                    if taken(i) {
-                        self.rec.grads[v.0].iter_mut().zip(&buf).for_each(|(g, d)| *g += *d);
-                        self.pool.give(buf);
-                    } else {
-                        self.rec.grads[v.0] = buf;
-                    }
-                }
-            }
-            // This value's gradient is complete and now consumed: it becomes the pass-through
-            // input's gradient, or its buffer is recycled (so a backward pass holds only the
-            // gradients still to be propagated).
-            match through.map(|i| vars[i]).filter(|v| self.rec.needs_grad[v.0]) {
-                Some(v) if self.rec.grads[v.0].is_empty() => self.rec.grads[v.0] = dy,
-                Some(v) => {
-                    simd::add_assign(&mut self.rec.grads[v.0], &dy);
-                    self.pool.give(dy);
-                }
-                None => self.pool.give(dy),
-            }
+            let (inputs, through) = (node.inputs.clone(), self.rec.ops[i].pass_through());
+            self.lend_grads(inputs.clone(), through, &mut bufs);
+            self.run_backward(i, &dy, &mut bufs);
+            self.return_grads(inputs.clone(), through, &mut bufs);
+            self.pass_through(inputs, through, dy);
         }
         self.pool.spare.bufs = bufs;
+    }
+
+    /// Whether input slot `i` of the node whose inputs are `vars` repeats an earlier slot's value
+    /// (x + x), so that the earlier slot holds the value's gradient buffer.
+    fn repeats(vars: &[Var], through: Option<usize>, i: usize) -> bool {
+        (0..i).any(|j| vars[j] == vars[i] && through != Some(j))
+    }
+
+    /// Takes each input's gradient buffer out of the tape into `bufs` for the op's call: `None`
+    /// where the input needs no gradient or is passed through; otherwise the gradient so far, or
+    /// a fresh (unzeroed) buffer if none has reached it yet, or for a repeated input's second
+    /// slot.
+    fn lend_grads(
+        &mut self,
+        inputs: Range<usize>,
+        through: Option<usize>,
+        bufs: &mut Vec<Option<(Vec<T>, bool)>>,
+    ) {
+        bufs.clear();
+        let vars = &self.rec.node_inputs[inputs];
+        for (i, v) in vars.iter().enumerate() {
+            let len = data(&self.rec.values, self.params, *v).len();
+            bufs.push(if !self.rec.needs_grad[v.0] || through == Some(i) {
+                None
+            } else if Self::repeats(vars, through, i) {
+                Some((self.pool.take(len), true))
+            } else {
+                let g = std::mem::take(&mut self.rec.grads[v.0]);
+                Some(match g.is_empty() {
+                    true => (self.pool.take(len), true),
+                    false => (g, false),
+                })
+            });
+        }
+    }
+
+    /// Node `i`'s backward on the lent buffers (timed when profiling).
+    fn run_backward(&mut self, i: usize, dy: &[T], bufs: &mut [Option<(Vec<T>, bool)>]) {
+        let (node, op) = (&self.rec.nodes[i], &self.rec.ops[i]);
+        let vars = &self.rec.node_inputs[node.inputs.clone()];
+        let inputs = Inputs { values: &self.rec.values, params: self.params, vars };
+        let mut dins: [Option<Grad<T>>; MAX_INPUTS] = Default::default();
+        for (d, b) in dins.iter_mut().zip(bufs.iter_mut()) {
+            *d = b.as_mut().map(|(g, fresh)| Grad::new(g, fresh));
+        }
+        let start = self.profile.is_some().then(Instant::now);
+        op.backward(&inputs, dy, &mut dins[..vars.len()], &mut self.pool);
+        if let (Some((p, _)), Some(start)) = (&mut self.profile, start) {
+            let seconds = start.elapsed().as_secs_f64();
+            p.record(op.name(), Phase::Backward, seconds, op.flops().1, op.bytes().1);
+        }
+    }
+
+    /// Puts the lent buffers back as their inputs' gradients: a fresh buffer the op never wrote
+    /// is zero-filled (it sent no gradient there), and a repeated input's buffer is added into
+    /// the first slot's.
+    fn return_grads(
+        &mut self,
+        inputs: Range<usize>,
+        through: Option<usize>,
+        bufs: &mut Vec<Option<(Vec<T>, bool)>>,
+    ) {
+        let vars = &self.rec.node_inputs[inputs];
+        for (i, (v, buf)) in vars.iter().zip(bufs.drain(..)).enumerate() {
+            let Some((mut buf, fresh)) = buf else { continue };
+            if fresh {
+                buf.fill(T::ZERO);
+            }
+            if Self::repeats(vars, through, i) {
+                simd::add_assign(&mut self.rec.grads[v.0], &buf);
+                self.pool.give(buf);
+            } else {
+                self.rec.grads[v.0] = buf;
+            }
+        }
+    }
+
+    /// The node's output gradient dy is complete and consumed: it becomes the pass-through
+    /// input's gradient (taking over the buffer when that input has none yet), or its buffer is
+    /// recycled, so that a backward pass holds only the gradients still to be propagated.
+    fn pass_through(&mut self, inputs: Range<usize>, through: Option<usize>, dy: Vec<T>) {
+        let vars = &self.rec.node_inputs[inputs];
+        match through.map(|i| vars[i]).filter(|v| self.rec.needs_grad[v.0]) {
+            Some(v) if self.rec.grads[v.0].is_empty() => self.rec.grads[v.0] = dy,
+            Some(v) => {
+                simd::add_assign(&mut self.rec.grads[v.0], &dy);
+                self.pool.give(dy);
+            }
+            None => self.pool.give(dy),
+        }
     }
 
     /// Adds every parameter leaf's gradient into `flat`, laid out like `Params::data`.

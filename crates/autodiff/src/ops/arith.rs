@@ -1,7 +1,7 @@
 //! Elementwise arithmetic: a sum and a scaling by a learnable scalar. (The classifier's gated
 //! residual `h + g·m` is fused into the MLP that computes m: `layers::gated_axis_mlp`.)
 
-use crate::tape::{Backward, Grad, Inputs, Pool, Shape, Tape, Tensor, Var};
+use crate::{slots, Backward, Grad, Inputs, Pool, Shape, Tape, Tensor, Var};
 use pmixer_kernels::{simd, Real};
 
 /// `y = a + b` (same shapes).
@@ -24,7 +24,8 @@ impl<T: Real> Backward<T> for Add {
     }
 
     fn backward(&self, _: &Inputs<T>, dy: &[T], d: &mut [Option<Grad<T>>], _: &mut Pool<T>) {
-        if let Some(db) = &mut d[1] {
+        let [_, db] = slots(d);
+        if let Some(db) = db {
             db.add(dy);
         }
     }
@@ -54,11 +55,12 @@ impl<T: Real> Backward<T> for Scale {
     }
 
     fn backward(&self, inputs: &Inputs<T>, dy: &[T], d: &mut [Option<Grad<T>>], _: &mut Pool<T>) {
-        let (x, g) = (&inputs[0], inputs[1][0]);
-        if let Some(dx) = &mut d[0] {
-            dx.add_scaled(g, dy);
+        let [x, g] = inputs.array();
+        let [dx, dg] = slots(d);
+        if let Some(dx) = dx {
+            dx.add_scaled(g[0], dy);
         }
-        if let Some(dg) = &mut d[1] {
+        if let Some(dg) = dg {
             dg.acc()[0] += simd::dot(x, dy);
         }
     }

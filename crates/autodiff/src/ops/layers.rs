@@ -3,7 +3,7 @@
 //! plain dense layer. Both call `pmixer-kernels`, where the math and the stride tricks are
 //! written out.
 
-use crate::tape::{Backward, Grad, Inputs, Pool, Tape, Tensor, Var};
+use crate::{Backward, Grad, Inputs, Pool, Tape, Tensor, Var};
 use pmixer_kernels::dense::{dense_backward, dense_forward};
 use pmixer_kernels::{
     backward_workspace, hidden_len, mlp_backward, mlp_forward, output_shape, Axis, BackwardIo, ForwardIo,
@@ -55,7 +55,7 @@ fn hbw(shape: &[usize]) -> Hbw {
 /// Forward: [`pmixer_kernels::mlp_forward`] (z = x·K1 + c1, a = gelu(z), y = a·K2 + c2 per item).
 /// Backward: [`pmixer_kernels::mlp_backward`] (dK2 = aᵀdy, dz = dy·K2ᵀ ⊙ gelu'(z), dK1 = xᵀdz,
 /// dx = dz·K1ᵀ, bias gradients the item sums), using the gelu'(z) and a this forward kept on
-/// the tape (as the node's sixth and seventh inputs).
+/// the tape (the node's inputs `slot::DGELU` and `slot::A`).
 pub fn axis_mlp<T: Real>(t: &mut Tape<T>, x: Var, axis: Axis, w: MlpVars) -> Var {
     mlp_op(t, x, axis, w, None)
 }
@@ -71,8 +71,19 @@ pub fn gated_axis_mlp<T: Real>(t: &mut Tape<T>, h: Var, g: Var, x: Var, axis: Ax
     mlp_op(t, x, axis, w, Some((h, g)))
 }
 
-/// Index of the residual h among a gated node's inputs (the gate g is the next).
-const SKIP_H: usize = 7;
+/// The positions of an axis-MLP node's inputs on the tape: x, the four weights, the two tensors
+/// the forward keeps for the backward, and (gated) the residual h and the gate g.
+mod slot {
+    pub const X: usize = 0;
+    pub const K1: usize = 1;
+    pub const C1: usize = 2;
+    pub const K2: usize = 3;
+    pub const C2: usize = 4;
+    pub const DGELU: usize = 5;
+    pub const A: usize = 6;
+    pub const H: usize = 7;
+    pub const G: usize = 8;
+}
 
 fn mlp_op<T: Real>(t: &mut Tape<T>, x: Var, axis: Axis, w: MlpVars, skip: Option<(Var, Var)>) -> Var {
     let s = hbw(t.shape(x));
@@ -80,35 +91,35 @@ fn mlp_op<T: Real>(t: &mut Tape<T>, x: Var, axis: Axis, w: MlpVars, skip: Option
     let os = output_shape(axis, s, n);
     let hid = hidden_len(axis, s, n);
     let (mut gz, mut a, mut y) = (t.take(hid), t.take(hid), t.take(os.len()));
-    // Node inputs: x, the four weights, then (when recorded) gelu'(z) and a, then h and g.
-    let mut inputs = [x, w.k1, w.c1, w.k2, w.c2, x, x, x, x];
-    let mut len = 5;
+    let mut inputs = [x; slot::G + 1];
+    (inputs[slot::K1], inputs[slot::C1], inputs[slot::K2], inputs[slot::C2]) = (w.k1, w.c1, w.k2, w.c2);
     if let Some((h, g)) = skip {
         assert_eq!(t.shape(h), &[os.h, os.b, os.w], "gated_axis_mlp: the residual's shape");
         assert_eq!(t.value(g).len(), 1, "gated_axis_mlp: the gate must be a scalar");
-        (inputs[SKIP_H], inputs[SKIP_H + 1], len) = (h, g, SKIP_H + 2);
+        (inputs[slot::H], inputs[slot::G]) = (h, g);
     }
-    let keep = t.records(&inputs[..5]) || skip.is_some_and(|(h, g)| t.records(&[h, g]));
+    let keep = t.records(&inputs[..=slot::C2]) || skip.is_some_and(|(h, g)| t.records(&[h, g]));
     let wts = MlpWeights { k1: t.value(w.k1), c1: t.value(w.c1), k2: t.value(w.k2), c2: t.value(w.c2) };
     let sk = skip.map(|(h, g)| Skip { h: t.value(h), g: t.value(g)[0] });
     mlp_forward(axis, s, wts, ForwardIo { x: t.value(x), gz: &mut gz, a: &mut a, y: &mut y }, keep, sk);
     let y = Tensor::new(&[os.h, os.b, os.w], y);
     let op = AxisMlp { axis, s, n, gated: skip.is_some() };
-    if keep {
-        (inputs[5], inputs[6]) = (t.keep(gz), t.keep(a));
-        t.push(y, &inputs[..len.max(7)], op)
-    } else {
+    if !keep {
+        // Nothing will be recorded (inference): the node is pushed for its output only.
         t.give(gz);
         t.give(a);
-        t.push(y, &inputs[..5], op)
+        return t.push(y, &inputs[..=slot::C2], op);
     }
+    (inputs[slot::DGELU], inputs[slot::A]) = (t.keep(gz), t.keep(a));
+    let last = if skip.is_some() { slot::G } else { slot::A };
+    t.push(y, &inputs[..=last], op)
 }
 
 struct AxisMlp {
     axis: Axis,
     s: Hbw,
     n: usize,
-    /// Whether the node is [`gated_axis_mlp`]'s (inputs 7 and 8: h and g).
+    /// Whether the node is [`gated_axis_mlp`]'s (with inputs h and g).
     gated: bool,
 }
 
@@ -151,17 +162,24 @@ impl<T: Real> Backward<T> for AxisMlp {
     }
 
     fn pass_through(&self) -> Option<usize> {
-        self.gated.then_some(SKIP_H)
+        self.gated.then_some(slot::H)
     }
 
     fn backward(&self, inputs: &Inputs<T>, dy: &[T], d: &mut [Option<Grad<T>>], pool: &mut Pool<T>) {
-        let wts = MlpWeights { k1: &inputs[1], c1: &inputs[2], k2: &inputs[3], c2: &inputs[4] };
-        let (dgelu, a) = (&inputs[5], &inputs[6]);
+        let wts = MlpWeights {
+            k1: &inputs[slot::K1],
+            c1: &inputs[slot::C1],
+            k2: &inputs[slot::K2],
+            c2: &inputs[slot::C2],
+        };
+        let (x, dgelu, a) = (&inputs[slot::X], &inputs[slot::DGELU], &inputs[slot::A]);
         let mut dz = pool.take(hidden_len(self.axis, self.s, self.n));
         let mut work = pool.take(backward_workspace(self.axis, self.s, self.n));
-        let (d, d_skip) = d.split_at_mut(5);
+        // Gated: h's gradient is the tape's (pass-through); dg goes to the gate's buffer, or
+        // nowhere when the gate needs none.
+        let mut dg = if self.gated { d[slot::G].take() } else { None };
         let mut scratch = no_scratch();
-        let [dx, mut w @ ..] = or_scratch::<5, T>(d, inputs, &mut scratch, pool);
+        let [dx, mut w @ ..] = or_scratch::<5, T>(&mut d[..=slot::C2], inputs, &mut scratch, pool);
         // The weights' gradients are set when all four are fresh (each parameter used once).
         let grads_write = match w.iter().all(|g| g.write() == Write::Set) {
             true => Write::Set,
@@ -173,13 +191,11 @@ impl<T: Real> Backward<T> for AxisMlp {
         let dx_write = dx.write();
         let [k1, c1, k2, c2] = w.map(Grad::into_data);
         let grads = MlpGrads { k1, c1, k2, c2, write: grads_write };
-        let (x, dx) = (&inputs[0], dx.into_data());
-        // Gated: h's gradient is the tape's (pass-through); dg goes to the gate's buffer, or
-        // nowhere when the gate needs none.
+        let dx = dx.into_data();
         let mut dg_unused = T::ZERO;
         let gate = self.gated.then(|| GateGrad {
-            g: inputs[SKIP_H + 1][0],
-            dg: match &mut d_skip[SKIP_H + 1 - 5] {
+            g: inputs[slot::G][0],
+            dg: match &mut dg {
                 Some(dg) => &mut dg.acc()[0],
                 None => &mut dg_unused,
             },

@@ -1,6 +1,6 @@
 //! Scalar reductions: the mean, the autoencoder's MSE and the classifier's softmax cross-entropy.
 
-use crate::tape::{Backward, Grad, Inputs, Pool, Tape, Tensor, Var};
+use crate::{slots, Backward, Grad, Inputs, Pool, Tape, Tensor, Var};
 use pmixer_kernels::{simd, Real};
 
 /// `y = (1/n)·Σ_i x_i`, a scalar.
@@ -21,8 +21,9 @@ impl<T: Real> Backward<T> for Mean {
     }
 
     fn backward(&self, inputs: &Inputs<T>, dy: &[T], d: &mut [Option<Grad<T>>], _: &mut Pool<T>) {
-        if let Some(dx) = &mut d[0] {
-            simd::add_scalar(dx.acc(), dy[0] / T::from_f64(inputs[0].len() as f64));
+        let ([x], [dx]) = (inputs.array(), slots(d));
+        if let Some(dx) = dx {
+            simd::add_scalar(dx.acc(), dy[0] / T::from_f64(x.len() as f64));
         }
     }
 }
@@ -50,8 +51,8 @@ impl<T: Real> Backward<T> for Mse {
     }
 
     fn backward(&self, inputs: &Inputs<T>, dy: &[T], d: &mut [Option<Grad<T>>], _: &mut Pool<T>) {
-        let diff = &inputs[1];
-        if let Some(dp) = &mut d[0] {
+        let ([_, diff], [dp, _]) = (inputs.array(), slots(d));
+        if let Some(dp) = dp {
             let k = dy[0] * T::from_f64(2.0 / diff.len() as f64);
             for (g, &e) in dp.acc().iter_mut().zip(diff) {
                 *g += k * e;
@@ -108,8 +109,8 @@ impl<T: Real> Backward<T> for SoftmaxXent {
     }
 
     fn backward(&self, inputs: &Inputs<T>, dy: &[T], d: &mut [Option<Grad<T>>], _: &mut Pool<T>) {
-        let residual = &inputs[1];
-        if let Some(dl) = &mut d[0] {
+        let ([_, residual], [dl, _]) = (inputs.array(), slots(d));
+        if let Some(dl) = dl {
             let k = dy[0] / T::from_f64(self.n as f64);
             for (g, &r) in dl.acc().iter_mut().zip(residual) {
                 *g += k * r;

@@ -1,7 +1,7 @@
 //! Ops that only move values: reshape (the head's squeeze), 2-D transpose (undoing the (H, B, W)
 //! layout in the head), and concatenation along the last axis.
 
-use crate::tape::{Backward, Grad, Inputs, Pool, Tape, Tensor, Var};
+use crate::{slots, Backward, Grad, Inputs, Pool, Tape, Tensor, Var};
 use pmixer_kernels::{simd, Real};
 
 /// Same values, new shape (e.g. the squeeze (H, B, 1) → (H, B)).
@@ -19,7 +19,8 @@ impl<T: Real> Backward<T> for Reshape {
     }
 
     fn backward(&self, _: &Inputs<T>, dy: &[T], d: &mut [Option<Grad<T>>], _: &mut Pool<T>) {
-        if let Some(dx) = &mut d[0] {
+        let [dx] = slots(d);
+        if let Some(dx) = dx {
             dx.add(dy);
         }
     }
@@ -49,7 +50,8 @@ impl<T: Real> Backward<T> for Transpose {
     }
 
     fn backward(&self, _: &Inputs<T>, dy: &[T], d: &mut [Option<Grad<T>>], _: &mut Pool<T>) {
-        if let Some(dx) = &mut d[0] {
+        let [dx] = slots(d);
+        if let Some(dx) = dx {
             let dx = dx.acc();
             for i in 0..self.r {
                 for j in 0..self.c {
@@ -86,7 +88,7 @@ impl<T: Real> Backward<T> for Concat {
 
     fn backward(&self, _: &Inputs<T>, dy: &[T], d: &mut [Option<Grad<T>>], _: &mut Pool<T>) {
         let (p, q) = (self.p, self.q);
-        let [da, db] = d else { unreachable!("concat has two inputs") };
+        let [da, db] = slots(d);
         let (mut da, mut db) = (da.as_mut().map(Grad::acc), db.as_mut().map(Grad::acc));
         for (n, row) in dy.chunks_exact(p + q).enumerate() {
             if let Some(da) = &mut da {
@@ -117,7 +119,8 @@ impl<T: Real> Backward<T> for Pick {
     }
 
     fn backward(&self, _: &Inputs<T>, dy: &[T], d: &mut [Option<Grad<T>>], _: &mut Pool<T>) {
-        if let Some(dx) = &mut d[0] {
+        let [dx] = slots(d);
+        if let Some(dx) = dx {
             dx.acc()[self.i] += dy[0];
         }
     }
