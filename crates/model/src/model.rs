@@ -298,6 +298,13 @@ impl Model {
     /// [`Model::forward`] (so bitwise the same outputs), but each activation overwrites the last
     /// instead of being kept for a backward pass. `x` is a batch of `b` images in (H, B, W)
     /// layout; returns logits [B, classes] or the reconstruction (H, B, W).
+    ///
+    /// Why the model is walked twice, here and in [`Model::forward`]: the tape keeps every
+    /// activation and the GELU derivative for the backward (76 MB per 32-sample CIFAR shard),
+    /// while inference needs two activation buffers whatever the depth, and takes no pool, no
+    /// tape and no boxed ops per batch. The two walks are held to each other by the test
+    /// `tape_free_inference_equals_the_tape_forward_bitwise` (`crates/model/tests/model.rs`):
+    /// bitwise equal outputs for classifiers and autoencoders, gates and biases non-zero.
     pub fn infer<T: Real>(&self, params: &Params<T>, x: &[T], b: usize, buf: &mut InferBuffers<T>) -> Vec<T> {
         use pmixer_kernels::dense::dense_forward;
         use pmixer_kernels::{hidden_len, mlp_forward, output_shape, ForwardIo, Hbw, MlpWeights, Skip};
