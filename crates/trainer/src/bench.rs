@@ -10,18 +10,19 @@
 //! bandwidth (a STREAM triad over 3 × 256 MB).
 
 use crate::cli::{default_data_dir, image_size};
-use crate::data::CLASSES;
+use crate::data::{Dataset, CLASSES};
 use crate::roofline;
 use crate::train::{DatasetKind, Inferer, OptimizerKind, Trainer};
 use clap::Args;
 use pmixer_autodiff::optim::AdamState;
 use pmixer_autodiff::profile::Profile;
+use pmixer_autodiff::Params;
 use pmixer_kernels::par;
 use pmixer_kernels::{roof, MatMut, MatRef, Real};
 use pmixer_model::{Arch, Model, Rng, Task};
 use rand::RngCore;
 use rayon::prelude::*;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 #[derive(Args, Debug)]
@@ -147,6 +148,103 @@ pub fn peak_rss_mb() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// What the timed steps run on: the data, the model and its optimizer state, and the position
+/// of the next batch (consecutive samples, wrapping around).
+struct Subject {
+    data: Dataset,
+    model: Model,
+    params: Params<f32>,
+    adam: AdamState<f32>,
+    trainer: Trainer,
+    inferer: Inferer,
+    losses: Vec<f64>,
+    batch: usize,
+    cursor: usize,
+}
+
+impl Subject {
+    fn new(args: &BenchArgs) -> Result<Subject, String> {
+        let batch = args.batch_size as usize;
+        let data = if args.synthetic {
+            let (h, w) = image_size(args.dataset);
+            crate::testdata::synthetic(batch.max(1024), h, w, 7)
+        } else {
+            let dir = args.data_dir.clone().unwrap_or_else(|| default_data_dir(args.dataset));
+            args.dataset.load(&dir).map_err(|e| e.to_string())?.0
+        };
+        let layers = args.layers.map_or(args.dataset.default_layers(args.task), |l| l as usize);
+        let classes = if args.task == Task::Classify { CLASSES } else { 0 };
+        let arch = Arch { task: args.task, h: data.h, w: data.w, classes, layers };
+        let (model, mut params) = Model::new::<f32>(arch);
+        model.init(&mut params, &mut Rng::seed(0));
+        let adam = AdamState::new(params.len());
+        let trainer = Trainer::new(model.clone(), OptimizerKind::Adam, 1e-3);
+        let (inferer, losses) = (Inferer::default(), Vec::new());
+        Ok(Subject { data, model, params, adam, trainer, inferer, losses, batch, cursor: 0 })
+    }
+
+    fn next_batch(&mut self) -> Vec<usize> {
+        let (n, b) = (self.data.len(), self.batch);
+        let idx: Vec<usize> = (self.cursor..self.cursor + b).map(|i| i % n).collect();
+        self.cursor = (self.cursor + b) % n;
+        idx
+    }
+
+    /// One training step, or with `eval` one inference batch, on the next batch.
+    fn step(&mut self, eval: bool) -> Result<(), String> {
+        let idx = self.next_batch();
+        if eval {
+            self.losses.clear();
+            self.inferer.run(&self.model, &self.params, &self.data, &idx, &mut self.losses);
+            Ok(())
+        } else {
+            self.trainer.step(&self.data, &idx, &mut self.params, &mut self.adam).map(|_| ())
+        }
+    }
+
+    /// Samples per second in three windows of `seconds / 3` each, after a warm-up, sorted.
+    fn rates(&mut self, seconds: f64, eval: bool) -> Result<[f64; 3], String> {
+        let warm = Instant::now();
+        while warm.elapsed().as_secs_f64() < (seconds / 10.0).max(0.5) {
+            self.step(eval)?;
+        }
+        let mut rates = [0.0; 3];
+        for r in &mut rates {
+            let t = Instant::now();
+            let mut samples = 0;
+            while t.elapsed().as_secs_f64() < seconds / 3.0 {
+                self.step(eval)?;
+                samples += self.batch;
+            }
+            *r = samples as f64 / t.elapsed().as_secs_f64();
+        }
+        rates.sort_by(f64::total_cmp);
+        Ok(rates)
+    }
+}
+
+/// The machine's measured roofs: the FMA peak of the dispatched instruction set (all threads,
+/// one thread), the triad bandwidth and the 1024³ GEMM.
+struct Roofs {
+    peak: f64,
+    peak_one: f64,
+    triad: f64,
+    gemm: f64,
+}
+
+impl Roofs {
+    fn measure(level: pmixer_kernels::simd::Level) -> Roofs {
+        Roofs {
+            peak: roof::fma_peak_gflops(level),
+            peak_one: roof::fma_peak_gflops_one_thread(level),
+            triad: roof::triad_gb_per_s(1 << 26),
+            gemm: gemm_1024_gflops(),
+        }
+    }
+}
+
+/// `pmixer bench`: the step rate in three windows (median, min, max) against the measured roofs,
+/// then with `--roofline` and `--span` the profile and the work/span passes.
 pub fn run(args: BenchArgs) -> Result<(), String> {
     if !(args.seconds.is_finite() && args.seconds > 0.0) {
         return Err(format!("--seconds must be a positive number, not {}", args.seconds));
@@ -159,73 +257,23 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
     if args.eval && args.span {
         return Err("--span measures training steps, not inference (--eval)".into());
     }
-    let b = args.batch_size as usize;
-    let data = if args.synthetic {
-        let (h, w) = image_size(args.dataset);
-        crate::testdata::synthetic(b.max(1024), h, w, 7)
-    } else {
-        let dir = args.data_dir.clone().unwrap_or_else(|| default_data_dir(args.dataset));
-        args.dataset.load(&dir).map_err(|e| e.to_string())?.0
-    };
-    let layers = args.layers.map_or(args.dataset.default_layers(args.task), |l| l as usize);
-    let classes = if args.task == Task::Classify { CLASSES } else { 0 };
-    let arch = Arch { task: args.task, h: data.h, w: data.w, classes, layers };
-    let (model, mut params) = Model::new::<f32>(arch);
-    model.init(&mut params, &mut Rng::seed(0));
-    let mut adam = AdamState::new(params.len());
-    let mut trainer = Trainer::new(model.clone(), OptimizerKind::Adam, 1e-3);
-    let n = data.len();
-    let mut cursor = 0usize;
-    let mut next_batch = || {
-        let idx: Vec<usize> = (cursor..cursor + b).map(|i| i % n).collect();
-        cursor = (cursor + b) % n;
-        idx
-    };
-    let mut inferer = Inferer::default();
-    let mut losses = Vec::new();
-    let mut step = |idx: &[usize]| -> Result<(), String> {
-        if args.eval {
-            losses.clear();
-            inferer.run(&model, &params, &data, idx, &mut losses);
-            Ok(())
-        } else {
-            trainer.step(&data, idx, &mut params, &mut adam).map(|_| ())
-        }
-    };
-    let warm = Instant::now();
-    while warm.elapsed().as_secs_f64() < (args.seconds / 10.0).max(0.5) {
-        step(&next_batch())?;
-    }
-    let mut rates = Vec::new();
-    for _ in 0..3 {
-        let t = Instant::now();
-        let mut samples = 0;
-        while t.elapsed().as_secs_f64() < args.seconds / 3.0 {
-            step(&next_batch())?;
-            samples += b;
-        }
-        rates.push(samples as f64 / t.elapsed().as_secs_f64());
-    }
-    rates.sort_by(f64::total_cmp);
-    let median = rates[1];
-    let flops = model.flops_per_sample() as f64 * if args.eval { 1.0 } else { 3.0 };
-    let gflops = median * flops / 1e9;
+    let mut subject = Subject::new(&args)?;
+    let rates = subject.rates(args.seconds, args.eval)?;
     // Read before the roofs are measured: the triad's arrays are not the model's memory.
     let rss = peak_rss_mb();
     let level = pmixer_kernels::simd::level();
-    let peak = roof::fma_peak_gflops(level);
-    let peak_one = roof::fma_peak_gflops_one_thread(level);
-    let triad = roof::triad_gb_per_s(1 << 26);
-    let gemm = gemm_1024_gflops();
+    let roofs = Roofs::measure(level);
+    let (median, b, data) = (rates[1], subject.batch, &subject.data);
+    let flops = subject.model.flops_per_sample() as f64 * if args.eval { 1.0 } else { 3.0 };
+    let gflops = median * flops / 1e9;
     let key = if args.eval { "eval_samples_per_s" } else { "train_samples_per_s" };
+    let layers = subject.model.arch.layers;
     println!(
-        "config: {} {} {}x{} layers={} batch={}",
+        "config: {} {} {}x{} layers={layers} batch={b}",
         args.dataset.name(),
         args.task.name(),
         data.h,
-        data.w,
-        layers,
-        b
+        data.w
     );
     println!("cpu: {}", cpu_model());
     println!("simd: {}", level.name());
@@ -235,50 +283,59 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
     println!("{key}_max: {:.1}", rates[2]);
     println!("flops_per_sample: {flops:.0}");
     println!("gflops: {gflops:.2}");
-    println!("fma_peak_gflops: {peak:.2}");
-    println!("fma_peak_gflops_per_thread: {peak_one:.2}");
-    println!("fraction_of_peak: {:.3}", gflops / peak);
-    println!("triad_gb_per_s: {triad:.1}");
-    println!("gemm_1024_gflops: {gemm:.2}");
-    println!("fraction_of_gemm: {:.3}", gflops / gemm);
+    println!("fma_peak_gflops: {:.2}", roofs.peak);
+    println!("fma_peak_gflops_per_thread: {:.2}", roofs.peak_one);
+    println!("fraction_of_peak: {:.3}", gflops / roofs.peak);
+    println!("triad_gb_per_s: {:.1}", roofs.triad);
+    println!("gemm_1024_gflops: {:.2}", roofs.gemm);
+    println!("fraction_of_gemm: {:.3}", gflops / roofs.gemm);
     if let Some(rss) = rss {
         println!("peak_rss_mb: {rss:.1}");
     }
     if let Some(path) = &args.roofline {
-        trainer.set_profile(Some(Profile::default()));
-        let t = Instant::now();
-        while t.elapsed().as_secs_f64() < args.seconds / 3.0 {
-            trainer.step(&data, &next_batch(), &mut params, &mut adam)?;
-        }
-        let profile = trainer.take_profile().expect("profiling was switched on");
-        let bandwidth = triad / rayon::current_num_threads() as f64;
-        let points = roofline::points(&profile);
-        print!("{}", roofline::table(&points, peak_one, bandwidth));
-        let title = format!(
-            "{} {} step, {} threads, {} ({})",
-            args.dataset.name(),
-            args.task.name(),
-            rayon::current_num_threads(),
-            level.name(),
-            cpu_model()
-        );
-        let svg = roofline::svg(&title, &points, peak_one, bandwidth);
-        std::fs::write(path, svg).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        println!("roofline: {}", path.display());
+        roofline_pass(&mut subject, &args, &roofs, path)?;
     }
     if args.span {
-        let (mut total, mut steps) = (par::WorkSpan::default(), 0usize);
-        par::set_enabled(true);
-        let t = Instant::now();
-        while t.elapsed().as_secs_f64() < args.seconds / 3.0 {
-            let (r, ws) = par::measure(|| trainer.step(&data, &next_batch(), &mut params, &mut adam));
-            r?;
-            (total.work, total.span, total.wall) =
-                (total.work + ws.work, total.span + ws.span, total.wall + ws.wall);
-            steps += 1;
-        }
-        par::set_enabled(false);
-        print!("{}", span_report(total, steps, b));
+        span_pass(&mut subject, args.seconds)?;
     }
+    Ok(())
+}
+
+/// `--roofline`: profiles as many training steps as one window, prints each op's point against
+/// both roofs (the per-thread FMA peak, the triad's bandwidth per thread) and draws them.
+fn roofline_pass(s: &mut Subject, args: &BenchArgs, roofs: &Roofs, path: &Path) -> Result<(), String> {
+    s.trainer.set_profile(Some(Profile::default()));
+    let t = Instant::now();
+    while t.elapsed().as_secs_f64() < args.seconds / 3.0 {
+        s.step(false)?;
+    }
+    let profile = s.trainer.take_profile().expect("profiling was switched on");
+    let threads = rayon::current_num_threads();
+    let bandwidth = roofs.triad / threads as f64;
+    let points = roofline::points(&profile);
+    print!("{}", roofline::table(&points, roofs.peak_one, bandwidth));
+    let (dataset, task, level) = (args.dataset.name(), args.task.name(), pmixer_kernels::simd::level());
+    let title = format!("{dataset} {task} step, {threads} threads, {} ({})", level.name(), cpu_model());
+    let svg = roofline::svg(&title, &points, roofs.peak_one, bandwidth);
+    crate::cli::write_atomic(path, svg.as_bytes())?;
+    println!("roofline: {}", path.display());
+    Ok(())
+}
+
+/// `--span`: times every parallel task of as many training steps as one window and prints the
+/// work, span and predicted speedups ([`span_report`]).
+fn span_pass(s: &mut Subject, seconds: f64) -> Result<(), String> {
+    let (mut total, mut steps) = (par::WorkSpan::default(), 0usize);
+    par::set_enabled(true);
+    let t = Instant::now();
+    while t.elapsed().as_secs_f64() < seconds / 3.0 {
+        let (r, ws) = par::measure(|| s.step(false));
+        r?;
+        (total.work, total.span, total.wall) =
+            (total.work + ws.work, total.span + ws.span, total.wall + ws.wall);
+        steps += 1;
+    }
+    par::set_enabled(false);
+    print!("{}", span_report(total, steps, s.batch));
     Ok(())
 }

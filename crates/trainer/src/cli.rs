@@ -300,45 +300,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
         .map_err(|e| format!("{}: cannot write: {e}", path.display()))
 }
 
+/// `pmixer train`: a new run, or one resumed from its checkpoint, one epoch after another, each
+/// ending with a checkpoint, a metrics line and the curves.
 pub fn train(args: TrainArgs) -> Result<(), String> {
     let (cfg, resumed, run_dir) = match &args.resume {
-        Some(dir) => {
-            let path = dir.join("checkpoint.safetensors");
-            let ck = Checkpoint::load(&path)?;
-            let (mut cfg, state) =
-                train::from_checkpoint(&ck).map_err(|e| format!("{}: {e}", path.display()))?;
-            if let Some(e) = args.epochs {
-                cfg.epochs = e as usize;
-            }
-            (cfg, Some(state), dir.clone())
-        }
-        None => {
-            let dataset = args.dataset.unwrap_or(DatasetKind::Mnist);
-            let task = args.task.unwrap_or(Task::Classify);
-            let cfg = TrainConfig {
-                dataset,
-                data_dir: args.data_dir.clone().unwrap_or_else(|| default_data_dir(dataset)),
-                task,
-                layers: args.layers.map_or(dataset.default_layers(task), |l| l as usize),
-                epochs: args.epochs.unwrap_or(10) as usize,
-                batch_size: args.batch_size as usize,
-                lr: args.lr,
-                optimizer: args.optimizer,
-                seed: args.seed,
-                limit: args.limit.map(|l| l as usize),
-                shuffle: !args.no_shuffle,
-            };
-            let run_dir = args.out.clone().unwrap_or_else(|| {
-                PathBuf::from(format!("runs/{}-{}-{}", dataset.name(), task.name(), timestamp()))
-            });
-            if run_dir.join("checkpoint.safetensors").exists() {
-                return Err(format!(
-                    "{}: already holds a run; continue it with --resume {0} or choose another --out",
-                    run_dir.display()
-                ));
-            }
-            (cfg, None, run_dir)
-        }
+        Some(dir) => resume_config(dir, args.epochs)?,
+        None => new_config(&args)?,
     };
     check_writable(&run_dir)?;
     let (train_set, test_set) = cfg.dataset.load(&cfg.data_dir).map_err(|e| e.to_string())?;
@@ -349,22 +316,7 @@ pub fn train(args: TrainArgs) -> Result<(), String> {
         classes: if cfg.task == Task::Classify { crate::data::CLASSES } else { 0 },
         layers: cfg.layers,
     };
-    let mut state: TrainState = match resumed {
-        Some(s) => {
-            if s.model.arch != arch {
-                return Err(format!(
-                    "the checkpoint's model, {}, does not fit the data, which needs {}",
-                    s.model.arch, arch
-                ));
-            }
-            s
-        }
-        None => {
-            let init = args.init.as_deref().map(Checkpoint::load).transpose()?;
-            train::fresh_state(&cfg, arch, init.as_ref())
-                .map_err(|e| format!("{}: {e}", args.init.as_deref().unwrap_or(Path::new("")).display()))?
-        }
-    };
+    let mut state = initial_state(&args, &cfg, arch, resumed)?;
     let n = cfg.limit.map_or(train_set.len(), |l| l.min(train_set.len()));
     eprintln!(
         "training {} {} ({}×{}, {} layers, {} parameters) on {} samples, testing on {}; {} threads; run directory {}",
@@ -392,14 +344,139 @@ pub fn train(args: TrainArgs) -> Result<(), String> {
             crate::svg::curves(cfg.task, &title, &state.history).as_bytes(),
         )?;
     }
-    let m = train::metric_name(cfg.task);
+    let after_epoch = |st: &TrainState| -> Result<(), String> {
+        let Some(r) = st.history.last() else { return Ok(()) };
+        let m = train::metric_name(cfg.task);
+        println!(
+            "epoch {}/{}  train_loss {:.4}  train_{m} {:.4}  test_loss {:.4}  test_{m} {:.4}  time {:.1}s  {:.0} samples/s",
+            r.epoch, cfg.epochs, r.train.loss, r.train.metric, r.test.loss, r.test.metric, r.seconds, r.samples_per_s
+        );
+        save_checkpoint(&cfg, st, &ck_path)?;
+        append(&metrics_path, train::metrics_line(r).as_bytes())?;
+        write_atomic(
+            &run_dir.join("curves.svg"),
+            crate::svg::curves(cfg.task, &title, &st.history).as_bytes(),
+        )?;
+        if cfg.task == Task::Autoencode {
+            let rgb = cfg.dataset == DatasetKind::Cifar10;
+            let grid = crate::visual::reconstructions(&st.model, &st.params, &test_set, rgb);
+            write_atomic(&run_dir.join("reconstructions.png"), &grid.encode())?;
+        }
+        Ok(())
+    };
+    crate::signal::install();
+    let mut profile = args.profile.then(pmixer_autodiff::profile::Profile::default);
+    let result =
+        train::run_epochs(&cfg, &mut state, &train_set, &test_set, progress(), after_epoch, &mut profile);
+    if let Some(p) = profile {
+        let level = pmixer_kernels::simd::level();
+        let roof = pmixer_kernels::roof::fma_peak_gflops_one_thread(level);
+        let threads = rayon::current_num_threads();
+        println!(
+            "profile of the training steps ({threads} threads, {}):\n{}",
+            level.name(),
+            p.table(Some(roof))
+        );
+    }
+    match result {
+        Ok(()) => {
+            println!("checkpoint: {}", ck_path.display());
+            Ok(())
+        }
+        Err(Stop::Failed(e)) => Err(e),
+        Err(Stop::Interrupted { epoch, step }) => {
+            save_checkpoint(&cfg, &state, &ck_path)?;
+            Err(format!(
+                "interrupted at epoch {epoch}, step {step}; checkpoint saved to {}\nresume with: pmixer train --resume {}",
+                ck_path.display(),
+                run_dir.display()
+            ))
+        }
+    }
+}
+
+/// The configuration and state of the run in `dir` (`--resume`), with `--epochs` raised if given.
+fn resume_config(
+    dir: &Path,
+    epochs: Option<u64>,
+) -> Result<(TrainConfig, Option<TrainState>, PathBuf), String> {
+    let path = dir.join("checkpoint.safetensors");
+    let ck = Checkpoint::load(&path)?;
+    let (mut cfg, state) = train::from_checkpoint(&ck).map_err(|e| format!("{}: {e}", path.display()))?;
+    if let Some(e) = epochs {
+        cfg.epochs = e as usize;
+    }
+    Ok((cfg, Some(state), dir.to_path_buf()))
+}
+
+/// A new run's configuration from the flags, and its run directory, which must not hold a run.
+fn new_config(args: &TrainArgs) -> Result<(TrainConfig, Option<TrainState>, PathBuf), String> {
+    let dataset = args.dataset.unwrap_or(DatasetKind::Mnist);
+    let task = args.task.unwrap_or(Task::Classify);
+    let cfg = TrainConfig {
+        dataset,
+        data_dir: args.data_dir.clone().unwrap_or_else(|| default_data_dir(dataset)),
+        task,
+        layers: args.layers.map_or(dataset.default_layers(task), |l| l as usize),
+        epochs: args.epochs.unwrap_or(10) as usize,
+        batch_size: args.batch_size as usize,
+        lr: args.lr,
+        optimizer: args.optimizer,
+        seed: args.seed,
+        limit: args.limit.map(|l| l as usize),
+        shuffle: !args.no_shuffle,
+    };
+    let run_dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("runs/{}-{}-{}", dataset.name(), task.name(), timestamp())));
+    if run_dir.join("checkpoint.safetensors").exists() {
+        return Err(format!(
+            "{}: already holds a run; continue it with --resume {0} or choose another --out",
+            run_dir.display()
+        ));
+    }
+    Ok((cfg, None, run_dir))
+}
+
+/// The resumed state, checked against the model the data needs, or a fresh one (from `--init`'s
+/// checkpoint if given).
+fn initial_state(
+    args: &TrainArgs,
+    cfg: &TrainConfig,
+    arch: Arch,
+    resumed: Option<TrainState>,
+) -> Result<TrainState, String> {
+    match resumed {
+        Some(s) if s.model.arch != arch => Err(format!(
+            "the checkpoint's model, {}, does not fit the data, which needs {}",
+            s.model.arch, arch
+        )),
+        Some(s) => Ok(s),
+        None => {
+            let init = args.init.as_deref().map(Checkpoint::load).transpose()?;
+            train::fresh_state(cfg, arch, init.as_ref())
+                .map_err(|e| format!("{}: {e}", args.init.as_deref().unwrap_or(Path::new("")).display()))
+        }
+    }
+}
+
+fn save_checkpoint(cfg: &TrainConfig, state: &TrainState, path: &Path) -> Result<(), String> {
+    train::to_checkpoint(cfg, state)
+        .save(path)
+        .map_err(|e| format!("{}: cannot write checkpoint: {e}", path.display()))
+}
+
+/// The progress report, called after each step with (step, steps, loss): a bar on a terminal,
+/// else a line every 15 s. Returns whether to go on (false after Ctrl-C, or after the step
+/// `PMIXER_INTERRUPT_AFTER_STEP` names, which tests of the interrupt path set).
+fn progress() -> impl FnMut(usize, usize, f64) -> bool {
     let tty = std::io::stderr().is_terminal();
-    // For tests of the interrupt path: behave as if Ctrl-C came after this many steps of an epoch.
     let stop_after: Option<usize> =
         std::env::var("PMIXER_INTERRUPT_AFTER_STEP").ok().and_then(|v| v.parse().ok());
     let mut bar: Option<ProgressBar> = None;
     let mut last_report = std::time::Instant::now();
-    let progress = |step: usize, steps: usize, loss: f64| {
+    move |step: usize, steps: usize, loss: f64| {
         if tty {
             let b = bar.get_or_insert_with(|| {
                 let b = ProgressBar::new(steps as u64);
@@ -420,58 +497,6 @@ pub fn train(args: TrainArgs) -> Result<(), String> {
             last_report = std::time::Instant::now();
         }
         !crate::signal::interrupted() && stop_after.is_none_or(|n| step < n)
-    };
-    let after_epoch = |st: &TrainState| -> Result<(), String> {
-        let Some(r) = st.history.last() else { return Ok(()) };
-        println!(
-            "epoch {}/{}  train_loss {:.4}  train_{m} {:.4}  test_loss {:.4}  test_{m} {:.4}  time {:.1}s  {:.0} samples/s",
-            r.epoch, cfg.epochs, r.train.loss, r.train.metric, r.test.loss, r.test.metric, r.seconds, r.samples_per_s
-        );
-        train::to_checkpoint(&cfg, st)
-            .save(&ck_path)
-            .map_err(|e| format!("{}: cannot write checkpoint: {e}", ck_path.display()))?;
-        append(&metrics_path, train::metrics_line(r).as_bytes())?;
-        write_atomic(
-            &run_dir.join("curves.svg"),
-            crate::svg::curves(cfg.task, &title, &st.history).as_bytes(),
-        )?;
-        if cfg.task == Task::Autoencode {
-            let rgb = cfg.dataset == DatasetKind::Cifar10;
-            let grid = crate::visual::reconstructions(&st.model, &st.params, &test_set, rgb);
-            write_atomic(&run_dir.join("reconstructions.png"), &grid.encode())?;
-        }
-        Ok(())
-    };
-    crate::signal::install();
-    let mut profile = args.profile.then(pmixer_autodiff::profile::Profile::default);
-    let result =
-        train::run_epochs(&cfg, &mut state, &train_set, &test_set, progress, after_epoch, &mut profile);
-    if let Some(p) = profile {
-        let level = pmixer_kernels::simd::level();
-        let roof = pmixer_kernels::roof::fma_peak_gflops_one_thread(level);
-        println!(
-            "profile of the training steps ({} threads, {}):\n{}",
-            rayon::current_num_threads(),
-            level.name(),
-            p.table(Some(roof))
-        );
-    }
-    match result {
-        Ok(()) => {
-            println!("checkpoint: {}", ck_path.display());
-            Ok(())
-        }
-        Err(Stop::Failed(e)) => Err(e),
-        Err(Stop::Interrupted { epoch, step }) => {
-            train::to_checkpoint(&cfg, &state)
-                .save(&ck_path)
-                .map_err(|e| format!("{}: cannot write checkpoint: {e}", ck_path.display()))?;
-            Err(format!(
-                "interrupted at epoch {epoch}, step {step}; checkpoint saved to {}\nresume with: pmixer train --resume {}",
-                ck_path.display(),
-                run_dir.display()
-            ))
-        }
     }
 }
 
