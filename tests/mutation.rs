@@ -169,6 +169,7 @@ fn no_input_panics_or_allocates_beyond_what_the_file_implies() {
         seed: 1,
         limit: None,
         shuffle: true,
+        shard: 4,
     };
     let state = pmixer::train::fresh_state(&cfg, arch, None).unwrap();
     let ck = pmixer::train::to_checkpoint(&cfg, &state).to_bytes();

@@ -78,6 +78,7 @@ pub fn seeds(name: &str) -> Vec<Vec<u8>> {
                 seed: 3,
                 limit: Some(8),
                 shuffle: true,
+                shard: 2,
             };
             let st = pmixer::train::fresh_state(&cfg, arch, None).expect("a fresh state");
             vec![pmixer::train::to_checkpoint(&cfg, &st).to_bytes()]

@@ -33,6 +33,9 @@ pub struct BenchArgs {
     /// classify or autoencode.
     #[arg(long, default_value = "classify", value_parser = |s: &str| Task::parse(s).ok_or(format!("unknown task {s:?}")))]
     pub task: Task,
+    /// Samples per shard of a training step (default 32; see `pmixer train --shard`).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub shard: Option<u64>,
     /// Mixer layers (default: the original's).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub layers: Option<u64>,
@@ -178,7 +181,8 @@ impl Subject {
         let (model, mut params) = Model::new::<f32>(arch);
         model.init(&mut params, &mut Rng::seed(0));
         let adam = AdamState::new(params.len());
-        let trainer = Trainer::new(model.clone(), OptimizerKind::Adam, 1e-3);
+        let shard = args.shard.map_or(crate::train::SHARD, |n| n as usize);
+        let trainer = Trainer::new(model.clone(), OptimizerKind::Adam, 1e-3).with_shard(shard);
         let (inferer, losses) = (Inferer::default(), Vec::new());
         Ok(Subject { data, model, params, adam, trainer, inferer, losses, batch, cursor: 0 })
     }

@@ -125,6 +125,12 @@ pub struct TrainArgs {
     /// Keep the file order instead of reshuffling every epoch.
     #[arg(long)]
     pub no_shuffle: bool,
+    /// Samples per shard: each batch is split into shards of this many samples, run
+    /// concurrently (default 32). Smaller shards give many-core machines more pieces of work
+    /// (README, "Scaling"); the size is part of the run's arithmetic and recorded in its
+    /// checkpoint, which a resume keeps.
+    #[arg(long, conflicts_with = "resume", value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub shard: Option<u64>,
     /// Start from the weights of this checkpoint instead of a random initialisation.
     #[arg(long, conflicts_with = "resume")]
     pub init: Option<PathBuf>,
@@ -425,6 +431,7 @@ fn new_config(args: &TrainArgs) -> Result<(TrainConfig, Option<TrainState>, Path
         seed: args.seed,
         limit: args.limit.map(|l| l as usize),
         shuffle: !args.no_shuffle,
+        shard: args.shard.map_or(train::SHARD, |n| n as usize),
     };
     let run_dir = args
         .out

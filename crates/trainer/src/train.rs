@@ -2,7 +2,8 @@
 //! and the checkpoint that carries the whole training state.
 //!
 //! One training step, end to end ([`Trainer::step`]):
-//! 1. The batch is split into shards of [`SHARD`] samples, run concurrently; per shard:
+//! 1. The batch is split into shards of `shard` samples ([`SHARD`] unless the run says otherwise),
+//!    run concurrently; per shard:
 //! 2. [`Dataset::fill_batch`] turns its u8 images into an f32 (H, n, W) tensor (÷255, permuted).
 //! 3. [`Model::loss`] records the forward pass on a [`Tape`]: per mixer the column MLP, the row
 //!    MLP, the gate and the residual sum; then the head and the loss.
@@ -103,6 +104,9 @@ pub struct TrainConfig {
     pub seed: u64,
     pub limit: Option<usize>,
     pub shuffle: bool,
+    /// Samples per shard ([`SHARD`] by default): part of the arithmetic, as the order of the
+    /// shards' gradient sums.
+    pub shard: usize,
 }
 
 /// Loss and metric (accuracy or RMSE) over some samples.
@@ -194,35 +198,42 @@ pub struct EpochRecord {
     pub samples_per_s: f64,
 }
 
-/// Samples per shard: a batch is split into shards of this many samples (the last one may be
+/// Samples per shard, unless a run sets its own (`pmixer train --shard`, recorded in the
+/// checkpoint): a batch is split into shards of this many samples (the last one may be
 /// smaller), each run through forward and backward on its own tape, concurrently.
 ///
 /// Why: a parallel region per op (about 150 per MNIST step) makes the threads meet ~150 times a
 /// step, and with steps of a few milliseconds that waiting is a fifth of the time. Shards make it
 /// once a step: each thread runs whole forward and backward passes, and the kernels' own
 /// parallel regions inside a shard stay on that thread unless another one runs out of work.
-/// The shard count depends on the batch size alone, and the shards' gradients are added in
-/// shard order, so results stay bitwise independent of the thread count.
+/// The shard count depends on the batch size and the shard size alone, and the shards'
+/// gradients are added in shard order, so results stay bitwise independent of the thread count
+/// (a different shard size changes the order of the gradient sums, and so the bits).
+///
+/// Many cores want smaller shards: at batch 64, 32 samples make 2 shards, and `pmixer bench
+/// --span` predicts little gain past 4 cores; shards of 4 make 16 pieces of work (README,
+/// "Scaling"), at the price of smaller products (2 cores run about a fifth slower).
 pub const SHARD: usize = 32;
 
 /// Length of the slices of the flat parameter buffer that the gradient sum and the optimizer
 /// update split over the threads.
 const UPDATE_SLICE: usize = 1 << 14;
 
-/// Runs `f` on each [`SHARD`]-sample part of `idx`, concurrently, each part with its own state
+/// Runs `f` on each `shard`-sample part of `idx`, concurrently, each part with its own state
 /// from `shards` (grown on first need); returns the states used, in shard order.
 fn run_sharded<'a, S: Default + Send>(
     shards: &'a mut Vec<S>,
+    shard: usize,
     idx: &[usize],
     f: impl Fn(&mut S, &[usize]) + Sync,
 ) -> &'a mut [S] {
-    let count = idx.len().div_ceil(SHARD);
+    let count = idx.len().div_ceil(shard);
     if shards.len() < count {
         shards.resize_with(count, S::default);
     }
     let used = &mut shards[..count];
     par::region(|reg| {
-        used.par_iter_mut().zip(idx.par_chunks(SHARD)).for_each(|(s, part)| {
+        used.par_iter_mut().zip(idx.par_chunks(shard)).for_each(|(s, part)| {
             let _task = reg.task();
             f(s, part)
         })
@@ -276,8 +287,8 @@ impl Shard {
     }
 }
 
-/// A model's training step with the buffers it reuses: one shard per [`SHARD`] samples of
-/// the batch, each with the pool its tape borrows batch-sized buffers from, so that after the
+/// A model's training step with the buffers it reuses: one shard per `shard` samples of the
+/// batch ([`SHARD`] unless [`Trainer::with_shard`] says otherwise), each with the pool its tape borrows batch-sized buffers from, so that after the
 /// first step nothing batch-sized is allocated.
 pub struct Trainer {
     pub model: Model,
@@ -285,6 +296,7 @@ pub struct Trainer {
     pub adam: Adam,
     pub sgd: Sgd,
     shards: Vec<Shard>,
+    shard: usize,
     /// When set, the serial part of every step is timed into it, and each shard times its
     /// forward and backward into its own ([`Trainer::take_profile`] merges them).
     profile: Option<Profile>,
@@ -305,8 +317,16 @@ impl Trainer {
             adam: Adam { lr, ..Adam::default() },
             sgd: Sgd { lr },
             shards: Vec::new(),
+            shard: SHARD,
             profile: None,
         }
+    }
+
+    /// Splits each batch into shards of `samples` samples instead of [`SHARD`] (at least 1).
+    pub fn with_shard(mut self, samples: usize) -> Self {
+        assert!(samples > 0, "a shard holds at least one sample");
+        self.shard = samples;
+        self
     }
 
     /// Switches per-op timing on (`pmixer train --profile`) or off.
@@ -342,7 +362,7 @@ impl Trainer {
     ) -> Result<StepOutcome, String> {
         let step_start = self.profile.is_some().then(Instant::now);
         let (model, b, frozen, profiling) = (&self.model, idx.len(), &*params, self.profile.is_some());
-        let shards = run_sharded(&mut self.shards, idx, |s: &mut Shard, part| {
+        let shards = run_sharded(&mut self.shards, self.shard, idx, |s: &mut Shard, part| {
             if profiling {
                 s.profile.get_or_insert_with(Profile::default);
             }
@@ -496,8 +516,9 @@ impl Inferer {
         idx: &[usize],
         losses: &mut Vec<f64>,
     ) -> usize {
-        let shards =
-            run_sharded(&mut self.shards, idx, |s: &mut InferShard, part| s.run(model, params, data, part));
+        let shards = run_sharded(&mut self.shards, SHARD, idx, |s: &mut InferShard, part| {
+            s.run(model, params, data, part)
+        });
         let mut correct = 0;
         for s in shards.iter() {
             losses.extend_from_slice(&s.losses);
@@ -578,7 +599,7 @@ pub fn run_epochs(
     mut after_epoch: impl FnMut(&TrainState) -> Result<(), String>,
     profile: &mut Option<Profile>,
 ) -> Result<(), Stop> {
-    let mut trainer = Trainer::new(state.model.clone(), cfg.optimizer, cfg.lr);
+    let mut trainer = Trainer::new(state.model.clone(), cfg.optimizer, cfg.lr).with_shard(cfg.shard);
     trainer.set_profile(profile.take());
     let result = epochs(cfg, state, train, test, &mut progress, &mut after_epoch, &mut trainer);
     *profile = trainer.take_profile();
@@ -714,6 +735,7 @@ pub fn to_checkpoint(cfg: &TrainConfig, st: &TrainState) -> Checkpoint {
         ("train.seed", cfg.seed.to_string()),
         ("train.limit", cfg.limit.map_or("none".into(), |l| l.to_string())),
         ("train.shuffle", cfg.shuffle.to_string()),
+        ("train.shard", cfg.shard.to_string()),
         ("train.epoch", st.epoch.to_string()),
         ("train.step", st.adam.t.to_string()),
         ("train.rng", rng.join(",")),
@@ -758,6 +780,13 @@ pub fn from_checkpoint(ck: &Checkpoint) -> Result<(TrainConfig, TrainState), Str
         seed: num("train.seed")?,
         limit,
         shuffle: get("train.shuffle")? == "true",
+        // Checkpoints written before the shard size was a setting used the default.
+        shard: match ck.metadata.get("train.shard") {
+            None => SHARD,
+            Some(_) => Some(num("train.shard")? as usize)
+                .filter(|&n| n > 0)
+                .ok_or("train.shard must be at least 1")?,
+        },
     };
     let moment = |name: &str| -> Result<Vec<f32>, String> {
         let t = ck.tensor(name).ok_or_else(|| format!("missing tensor {name:?}"))?;
@@ -802,4 +831,29 @@ pub fn from_checkpoint(ck: &Checkpoint) -> Result<(TrainConfig, TrainState), Str
         return Err("inconsistent training state in the metadata".into());
     }
     Ok((cfg, TrainState { model, params, adam, rng, epoch, step, epoch_rng, partial, history }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A checkpoint from before the shard size was a setting (no `train.shard`) resumes with the
+    /// shards it was trained with, the default; a recorded size round-trips; a zero is an error.
+    #[test]
+    fn the_shard_size_round_trips_and_defaults_for_older_checkpoints() {
+        let arch = Arch { task: Task::Autoencode, h: 3, w: 4, classes: 0, layers: 1 };
+        #[rustfmt::skip]
+        let cfg = TrainConfig {
+            dataset: DatasetKind::Mnist, data_dir: "d".into(), task: arch.task, layers: 1, epochs: 2,
+            batch_size: 8, lr: 1e-3, optimizer: OptimizerKind::Adam, seed: 1, limit: None, shuffle: true,
+            shard: 3,
+        };
+        let state = fresh_state(&cfg, arch, None).unwrap();
+        let mut ck = to_checkpoint(&cfg, &state);
+        assert_eq!(from_checkpoint(&ck).unwrap().0, cfg);
+        ck.metadata.remove("train.shard");
+        assert_eq!(from_checkpoint(&ck).unwrap().0.shard, SHARD);
+        ck.metadata.insert("train.shard".into(), "0".into());
+        assert!(from_checkpoint(&ck).unwrap_err().contains("train.shard"));
+    }
 }

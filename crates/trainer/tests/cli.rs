@@ -129,7 +129,10 @@ fn an_interrupted_run_resumed_ends_with_the_same_checkpoint() {
     let dir = scratch("resume");
     let data = dir.join("data");
     testdata::write_idx_dir(&data, 300, 60, 8, 9, false).unwrap();
-    let common = ["--data-dir", s(&data), "--layers", "2", "--batch-size", "32", "--seed", "5"];
+    // Shards of 8 (4 per batch): the resumed run must keep the recorded shard size, or its sums
+    // would differ from the uninterrupted run's.
+    let common =
+        ["--data-dir", s(&data), "--layers", "2", "--batch-size", "32", "--seed", "5", "--shard", "8"];
     let (full, part) = (dir.join("full"), dir.join("part"));
     let run = |extra: &[&str]| {
         let mut args = vec!["train"];
@@ -164,6 +167,9 @@ fn impossible_flags_are_usage_errors() {
         (&["train", "--task", "segment"], "--task"),
         (&["train", "--optimizer", "lbfgs"], "--optimizer"),
         (&["train", "--epochs", "0"], "--epochs"),
+        (&["train", "--shard", "0"], "--shard"),
+        (&["train", "--resume", "runs/x", "--shard", "4"], "--shard"),
+        (&["bench", "--shard", "0"], "--shard"),
     ] {
         let out = pmixer(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -489,35 +495,32 @@ fn a_second_ctrl_c_exits_at_once_and_the_last_checkpoint_stays_whole() {
 
 #[test]
 fn training_is_bitwise_independent_of_the_thread_count() {
-    // 300 images in batches of 64 (shards of 32, 32; the last batch 44 = 32 + 12) and of 20 (one
-    // shard each): every path through the shard split, on 1, 2 and 3 threads.
+    // 300 images in batches of 64 (shards of 32, 32; the last batch 44 = 32 + 12), of 20 (one
+    // shard each), and of 64 in shards of 5 (twelve of 5 and one of 4; the last batch 8 + 4):
+    // every path through the shard split, on 1, 2 and 3 threads.
     let dir = scratch("threads");
     let data = dir.join("data");
     testdata::write_idx_dir(&data, 300, 50, 12, 10, false).unwrap();
-    for batch in ["64", "20"] {
+    let mut first = Vec::new();
+    for (batch, shard) in [("64", "32"), ("20", "32"), ("64", "5")] {
         let mut checkpoints = Vec::new();
         for threads in ["1", "2", "3"] {
-            let run = dir.join(format!("run-{batch}-{threads}"));
-            assert_ok(&pmixer(&[
-                "train",
-                "--data-dir",
-                s(&data),
-                "--layers",
-                "3",
-                "--epochs",
-                "2",
-                "--batch-size",
-                batch,
-                "--threads",
-                threads,
-                "--out",
-                s(&run),
-            ]));
+            let run = dir.join(format!("run-{batch}-{shard}-{threads}"));
+            #[rustfmt::skip]
+            let args = ["train", "--data-dir", s(&data), "--layers", "3", "--epochs", "2", "--batch-size", batch,
+                "--shard", shard, "--threads", threads, "--out", s(&run)];
+            assert_ok(&pmixer(&args));
             checkpoints.push(std::fs::read(run.join("checkpoint.safetensors")).unwrap());
         }
-        assert!(checkpoints[0] == checkpoints[1], "batch {batch}: 1 and 2 threads differ");
-        assert!(checkpoints[0] == checkpoints[2], "batch {batch}: 1 and 3 threads differ");
+        assert!(checkpoints[0] == checkpoints[1], "batch {batch}, shard {shard}: 1 and 2 threads differ");
+        assert!(checkpoints[0] == checkpoints[2], "batch {batch}, shard {shard}: 1 and 3 threads differ");
+        let ck = Checkpoint::from_bytes(&checkpoints[0]).unwrap();
+        assert_eq!(ck.metadata["train.shard"], shard);
+        first.push(ck);
     }
+    // The shard size is part of the arithmetic: shards of 5 sum the gradients in another order.
+    let weights = |ck: &Checkpoint| ck.tensor("mixer.0.row.dense1.kernel").unwrap().data.clone();
+    assert!(weights(&first[0]) != weights(&first[2]), "shards of 5 and of 32 gave the same weights");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
