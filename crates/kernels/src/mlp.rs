@@ -487,22 +487,9 @@ pub fn mlp_backward<T: Real>(
     let items = g.x.items;
     let chunks = backward_chunks(items);
     assert_eq!(work.len(), backward_workspace(axis, x_shape, n_out), "mlp_backward: workspace length");
-    // K1ᵀ and K2ᵀ, packed once per call (n_in·n + n² values, never an activation), so that every
-    // product below reads its B operand row by row.
     let (k1t, rest) = work.split_at_mut(n_in * n);
     let (k2t, partials) = rest.split_at_mut(n * n);
-    for f in 0..n_in {
-        for j in 0..n {
-            k1t[j * n_in + f] = wts.k1[f * n + j];
-        }
-    }
-    // Gated: g·K2ᵀ, so that dz = dy·(g·K2)ᵀ = (g·dy)·K2ᵀ (ungated, 1·K2ᵀ, which is exactly K2ᵀ).
-    let g2 = gate.as_ref().map_or(T::ONE, |gg| gg.g);
-    for j in 0..n {
-        for o in 0..n {
-            k2t[o * n + j] = g2 * wts.k2[j * n + o];
-        }
-    }
+    pack_transposed(&wts, gate.as_ref().map_or(T::ONE, |gg| gg.g), k1t, k2t);
     let (k1t, k2t) = (&*k1t, &*k2t);
     par::region(|reg| {
         partials.par_chunks_mut(g.params()).enumerate().for_each(|(c, part)| {
@@ -548,14 +535,39 @@ pub fn mlp_backward<T: Real>(
             }
         })
     });
+    reduce_partials(partials, &wts, grads, gate);
+}
+
+/// K1ᵀ and g·K2ᵀ for [`mlp_backward`], packed once per call (n_in·n + n² values, never an
+/// activation), so that every product reads its B operand row by row. Gated, g·K2ᵀ makes
+/// dz = dy·(g·K2)ᵀ = (g·dy)·K2ᵀ; ungated, g = 1 and 1·K2ᵀ is exactly K2ᵀ.
+fn pack_transposed<T: Real>(wts: &MlpWeights<T>, g: T, k1t: &mut [T], k2t: &mut [T]) {
+    let (n_in, n) = (wts.k1.len() / wts.c1.len(), wts.c1.len());
+    for f in 0..n_in {
+        for j in 0..n {
+            k1t[j * n_in + f] = wts.k1[f * n + j];
+        }
+    }
+    for j in 0..n {
+        for o in 0..n {
+            k2t[o * n + j] = g * wts.k2[j * n + o];
+        }
+    }
+}
+
+/// The end of [`mlp_backward`]: the chunks' weight-gradient partials summed into the first, in
+/// chunk order; with a gate, dg taken from the sums and g folded in ([`GateGrad`]); the result
+/// set into or added to `grads`.
+fn reduce_partials<T: Real>(partials: &mut [T], wts: &MlpWeights<T>, grads: MlpGrads<T>, gate: Option<GateGrad<T>>) {
+    let (n, n_in) = (wts.c1.len(), wts.k1.len() / wts.c1.len());
+    let params = n_in * n + n + n * n + n;
     let MlpGrads { k1, c1, k2, c2, write: grads_write } = grads;
     assert!(
         k1.len() == n_in * n && c1.len() == n && k2.len() == n * n && c2.len() == n,
         "mlp_backward: gradient buffer shapes"
     );
-    // The chunks' partials summed into the first, in chunk order.
-    let (total, rest) = partials.split_at_mut(g.params());
-    for part in rest.chunks_exact(g.params()) {
+    let (total, rest) = partials.split_at_mut(params);
+    for part in rest.chunks_exact(params) {
         simd::add_assign(total, part);
     }
     let (pk1, rest) = total.split_at_mut(n_in * n);
