@@ -12,6 +12,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
+#![deny(clippy::too_many_lines)]
 
 use flate2::write::GzEncoder;
 use pmixer::data::{self, Dataset};

@@ -558,7 +558,12 @@ fn pack_transposed<T: Real>(wts: &MlpWeights<T>, g: T, k1t: &mut [T], k2t: &mut 
 /// The end of [`mlp_backward`]: the chunks' weight-gradient partials summed into the first, in
 /// chunk order; with a gate, dg taken from the sums and g folded in ([`GateGrad`]); the result
 /// set into or added to `grads`.
-fn reduce_partials<T: Real>(partials: &mut [T], wts: &MlpWeights<T>, grads: MlpGrads<T>, gate: Option<GateGrad<T>>) {
+fn reduce_partials<T: Real>(
+    partials: &mut [T],
+    wts: &MlpWeights<T>,
+    grads: MlpGrads<T>,
+    gate: Option<GateGrad<T>>,
+) {
     let (n, n_in) = (wts.c1.len(), wts.k1.len() / wts.c1.len());
     let params = n_in * n + n + n * n + n;
     let MlpGrads { k1, c1, k2, c2, write: grads_write } = grads;

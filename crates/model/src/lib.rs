@@ -10,6 +10,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
+#![deny(clippy::too_many_lines)]
 
 pub mod checkpoint;
 pub mod gradcheck;
