@@ -2,7 +2,7 @@
 //! that the test suite (`tests/kernels.rs`) and `pmixer selftest` (on a user's own CPU, level by
 //! level) run the same comparisons.
 
-use crate::gelu::{gelu, gelu_and_grad, gelu_grad};
+use crate::gelu::{gelu_and_grad_with, gelu_grad, Fused};
 use crate::gemm::{gemm, Init};
 use crate::mlp::hidden_pad;
 use crate::{
@@ -285,21 +285,30 @@ pub fn gelu_bits(n: u32) -> Report {
     let (mut a, mut a_only) = (vec![0f32; z.len()], vec![0f32; z.len()]);
     crate::simd::gelu_keep_tile(&mut kept, &mut a);
     crate::simd::gelu_tile(&z, &mut a_only);
+    // The scalar twin with the level's multiply-add (fused, or the portable body's).
+    let twin: fn(f32) -> (f32, f32) = match crate::simd::fused_mul_add() {
+        true => gelu_and_grad_with::<f32, Fused>,
+        false => gelu_and_grad_with::<f32, crate::simd::PortableMulAdd>,
+    };
     let mut first = None;
     let mut wrong = 0;
     for (i, &x) in z.iter().enumerate() {
-        let (g, dg) = gelu_and_grad(x);
+        let (g, dg) = twin(x);
         if a[i].to_bits() != g.to_bits()
-            || a_only[i].to_bits() != gelu(x).to_bits()
+            || a_only[i].to_bits() != g.to_bits()
             || kept[i].to_bits() != dg.to_bits()
         {
             wrong += 1;
             first.get_or_insert(x);
         }
     }
+    let mul_add = if crate::simd::fused_mul_add() { "fused" } else { "unfused" };
     let name = match first {
-        Some(x) => format!("gelu tiles, bits of {} arguments (first wrong: {x:e})", z.len()),
-        None => format!("gelu tiles, bits of {} arguments", z.len()),
+        Some(x) => format!(
+            "gelu tiles ({mul_add} multiply-adds), bits of {} arguments (first wrong: {x:e})",
+            z.len()
+        ),
+        None => format!("gelu tiles ({mul_add} multiply-adds), bits of {} arguments", z.len()),
     };
     Report { name, err: wrong as f64, bound: 0.0 }
 }

@@ -17,8 +17,40 @@
 //!
 //! Every function here is branch-free so that the loops over a tile compile to SIMD;
 //! [`crate::simd`] recompiles them for AVX2 and AVX-512 and picks one at run time.
+//!
+//! The `f32` forms are written once over a [`MulAdd`]: [`Fused`] (one rounding; an FMA
+//! instruction where the CPU has one, the same bits everywhere) for every level with FMA, and
+//! [`Unfused`] (a product, then a sum) for the portable level on x86-64, whose baseline has no
+//! FMA instruction: there a fused multiply-add is a call to the C library's `fmaf` per operation,
+//! which keeps the loop scalar, while the unfused form vectorises with SSE2.
 
 use crate::real::Real;
+
+/// How the `f32` polynomials here compute `a·b + c`.
+pub trait MulAdd {
+    fn mul_add(a: f32, b: f32, c: f32) -> f32;
+}
+
+/// `a·b + c` rounded once (`f32::mul_add`).
+pub struct Fused;
+
+impl MulAdd for Fused {
+    #[inline(always)]
+    fn mul_add(a: f32, b: f32, c: f32) -> f32 {
+        a.mul_add(b, c)
+    }
+}
+
+/// `a·b + c` rounded twice, after the product and after the sum: within an ulp of [`Fused`]'s
+/// result per operation, but not its bits.
+pub struct Unfused;
+
+impl MulAdd for Unfused {
+    #[inline(always)]
+    fn mul_add(a: f32, b: f32, c: f32) -> f32 {
+        a * b + c
+    }
+}
 
 /// `e^x` in `f32`, branch-free: x = n·ln2 + r with |r| ≤ ln2/2, `e^r` by its Taylor series to
 /// degree 7 (truncation error < 6e-9 relative), `2^n` assembled in the exponent bits. Arguments are
@@ -32,19 +64,25 @@ use crate::real::Real;
 /// vectorising the loops this is inlined into).
 #[inline(always)]
 pub fn exp_f32(x: f32) -> f32 {
+    exp_f32_with::<Fused>(x)
+}
+
+/// [`exp_f32`] with its multiply-adds computed as `M` says.
+#[inline(always)]
+pub fn exp_f32_with<M: MulAdd>(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     // ln 2 split in two so that n·LN2_HI is exact for |n| < 2^9.
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
     const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 88.0);
-    let t = x.mul_add(LOG2E, ROUND);
+    let t = M::mul_add(x, LOG2E, ROUND);
     let n = t - ROUND;
-    let r = n.mul_add(-LN2_LO, n.mul_add(-LN2_HI, x));
+    let r = M::mul_add(n, -LN2_LO, M::mul_add(n, -LN2_HI, x));
     // Horner's rule, one fused multiply-add per degree.
     let mut p: f32 = 1.0 / 5040.0;
     for c in [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 1.0 / 2.0, 1.0, 1.0] {
-        p = p.mul_add(r, c);
+        p = M::mul_add(p, r, c);
     }
     let biased = t.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127);
     p * f32::from_bits(biased << 23)
@@ -104,6 +142,13 @@ pub fn cdf_pdf_precise<T: Real>(z: T) -> (T, T) {
     (normal_cdf(z), normal_pdf(z))
 }
 
+/// [`cdf_pdf_precise`] for `f64`, under the signature of [`cdf_pdf_fast_with`]: the precise
+/// form has no fused multiply-adds, so `M` does not apply.
+#[inline(always)]
+pub fn cdf_pdf_precise_with<M: MulAdd>(z: f64) -> (f64, f64) {
+    cdf_pdf_precise(z)
+}
+
 /// (Φ(z), φ(z)) in `f32` with one exponential: Abramowitz & Stegun, *Handbook of Mathematical
 /// Functions* (1964), formula 7.1.26 (after Hastings), erfc(u) ≈ t·(a1 + a2·t + … + a5·t⁴)·e^(−u²)
 /// with t = 1/(1 + p·u), for u = |z|/√2 ≥ 0; its error is at most 1.5e-7 absolute. e^(−u²) is
@@ -113,13 +158,19 @@ pub fn cdf_pdf_precise<T: Real>(z: T) -> (T, T) {
 /// [`exp_f32`].
 #[inline(always)]
 pub fn cdf_pdf_fast(z: f32) -> (f32, f32) {
+    cdf_pdf_fast_with::<Fused>(z)
+}
+
+/// [`cdf_pdf_fast`] with its multiply-adds computed as `M` says.
+#[inline(always)]
+pub fn cdf_pdf_fast_with<M: MulAdd>(z: f32) -> (f32, f32) {
     const P: f32 = 0.327_591_1;
     const A: [f32; 5] = [0.254_829_6, -0.284_496_74, 1.421_413_8, -1.453_152_1, 1.061_405_4];
     const INV_SQRT_2PI: f32 = 0.398_942_3;
     let u = z.abs() * std::f32::consts::FRAC_1_SQRT_2;
-    let t = 1.0 / P.mul_add(u, 1.0);
-    let e = exp_f32(-0.5 * z * z);
-    let poly = t * t.mul_add(t.mul_add(t.mul_add(t.mul_add(A[4], A[3]), A[2]), A[1]), A[0]);
+    let t = 1.0 / M::mul_add(P, u, 1.0);
+    let e = exp_f32_with::<M>(-0.5 * z * z);
+    let poly = t * M::mul_add(t, M::mul_add(t, M::mul_add(t, M::mul_add(t, A[4], A[3]), A[2]), A[1]), A[0]);
     let half_tail = 0.5 * poly * e;
     (if z < 0.0 { half_tail } else { 1.0 - half_tail }, INV_SQRT_2PI * e)
 }
@@ -127,7 +178,13 @@ pub fn cdf_pdf_fast(z: f32) -> (f32, f32) {
 /// gelu(z) = z·Φ(z).
 #[inline(always)]
 pub fn gelu<T: Real>(z: T) -> T {
-    z * T::cdf_pdf(z).0
+    gelu_with::<T, Fused>(z)
+}
+
+/// [`gelu`] with `f32`'s multiply-adds computed as `M` says.
+#[inline(always)]
+pub fn gelu_with<T: Real, M: MulAdd>(z: T) -> T {
+    z * T::cdf_pdf_with::<M>(z).0
 }
 
 /// gelu'(z) = Φ(z) + z·φ(z), derived by the product rule from gelu(z) = z·Φ(z) and Φ' = φ.
@@ -141,6 +198,12 @@ pub fn gelu_grad<T: Real>(z: T) -> T {
 /// the backward pass is a multiplication with no transcendental function left in it.
 #[inline(always)]
 pub fn gelu_and_grad<T: Real>(z: T) -> (T, T) {
-    let (cdf, pdf) = T::cdf_pdf(z);
+    gelu_and_grad_with::<T, Fused>(z)
+}
+
+/// [`gelu_and_grad`] with `f32`'s multiply-adds computed as `M` says.
+#[inline(always)]
+pub fn gelu_and_grad_with<T: Real, M: MulAdd>(z: T) -> (T, T) {
+    let (cdf, pdf) = T::cdf_pdf_with::<M>(z);
     (z * cdf, cdf + z * pdf)
 }

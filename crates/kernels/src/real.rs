@@ -45,8 +45,14 @@ pub trait Real:
     fn max(self, other: Self) -> Self;
 
     /// (Φ(z), φ(z)), the standard normal CDF and density, in the form this type uses (see
-    /// [`crate::gelu`]).
-    fn cdf_pdf(z: Self) -> (Self, Self);
+    /// [`crate::gelu`]), multiply-adds fused.
+    #[inline(always)]
+    fn cdf_pdf(z: Self) -> (Self, Self) {
+        Self::cdf_pdf_with::<crate::gelu::Fused>(z)
+    }
+
+    /// [`Real::cdf_pdf`] with `f32`'s multiply-adds computed as `M` says (`f64`'s form has none).
+    fn cdf_pdf_with<M: crate::gelu::MulAdd>(z: Self) -> (Self, Self);
 
     /// `C ← A·B + β·C` by matrixmultiply (single-threaded): the products no direct path of
     /// [`crate::gemm::gemm`] takes, and every `f64` product.
@@ -56,7 +62,7 @@ pub trait Real:
 /// The two implementations differ only in the names below: `exp` and Φ/φ (see [`crate::gelu`])
 /// and matrixmultiply's single- or double-precision GEMM.
 macro_rules! impl_real {
-    ($t:ident, $dtype:literal, exp: $exp:path, cdf_pdf: $cdf_pdf:path, gemm: $gemm:path) => {
+    ($t:ident, $dtype:literal, exp: $exp:path, cdf_pdf: $cdf_pdf:ident, gemm: $gemm:path) => {
         impl Real for $t {
             const DTYPE: &'static str = $dtype;
             const ZERO: Self = 0.0;
@@ -92,8 +98,8 @@ macro_rules! impl_real {
                 }
             }
             #[inline(always)]
-            fn cdf_pdf(z: Self) -> (Self, Self) {
-                $cdf_pdf(z)
+            fn cdf_pdf_with<M: crate::gelu::MulAdd>(z: Self) -> (Self, Self) {
+                crate::gelu::$cdf_pdf::<M>(z)
             }
             fn gemm_fallback(a: MatRef<Self>, b: MatRef<Self>, beta: Self, mut c: MatMut<Self>) {
                 let (m, k, n) = crate::mat::product_shape(&a, &b, &c);
@@ -123,5 +129,5 @@ macro_rules! impl_real {
     };
 }
 
-impl_real!(f32, "F32", exp: crate::gelu::exp_f32, cdf_pdf: crate::gelu::cdf_pdf_fast, gemm: matrixmultiply::sgemm);
-impl_real!(f64, "F64", exp: f64::exp, cdf_pdf: crate::gelu::cdf_pdf_precise, gemm: matrixmultiply::dgemm);
+impl_real!(f32, "F32", exp: crate::gelu::exp_f32, cdf_pdf: cdf_pdf_fast_with, gemm: matrixmultiply::sgemm);
+impl_real!(f64, "F64", exp: f64::exp, cdf_pdf: cdf_pdf_precise_with, gemm: matrixmultiply::dgemm);

@@ -5,17 +5,17 @@
 //! CPU of its architecture; on x86-64 each function here is also compiled with AVX2+FMA and with
 //! AVX-512 enabled, and the widest the CPU supports is picked on first use (`PMIXER_SIMD=generic|
 //! avx2|avx512|neon` asks for another, [`set_level`] switches). The products are dispatched on the
-//! same level in [`crate::gemm`]. The
-//! bodies are the same source and use the same IEEE operations in the same order (Rust never
-//! contracts `a*b+c` into an FMA on its own; the GELU's fused multiply-adds are written as
-//! `mul_add`, one rounding on every level: an FMA instruction with AVX2/AVX-512, the correctly
-//! rounded `fmaf` in the generic body, which is therefore scalar and slow on x86-64 CPUs without
-//! FMA), so every variant gives bitwise the same result; only the vector width differs (tested
-//! on 1.2 million arguments against the scalar functions compiled for baseline x86-64). Other
-//! architectures (aarch64) take the generic body, which LLVM vectorises for their baseline SIMD,
-//! FMA included.
+//! same level in [`crate::gemm`]. The bodies are the same source and use the same IEEE operations
+//! in the same order (Rust never contracts `a*b+c` into an FMA on its own). The GELU's
+//! multiply-adds are written against [`crate::gelu::MulAdd`]: fused (`mul_add`, one rounding) on
+//! every level with FMA (AVX2, AVX-512, and AArch64's baseline), so those give bitwise the same
+//! result and only the vector width differs (tested against the scalar functions on 1.2 million
+//! arguments, on the level in use: CI runs the tests at each level); unfused in the portable body
+//! on x86-64 ([`PortableMulAdd`]), whose baseline has no FMA instruction, so that the loop
+//! vectorises with SSE2 instead of calling `fmaf` per operation. The `generic` level therefore
+//! rounds its GELU as well as its products (matrixmultiply's) differently from the others.
 
-use crate::gelu::{gelu, gelu_and_grad};
+use crate::gelu::{gelu_and_grad_with, gelu_with};
 use crate::real::Real;
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -117,19 +117,42 @@ const ALL: [Level; 4] = [Level::Generic, Level::Avx2, Level::Avx512, Level::Neon
 const UNSET: u8 = u8::MAX;
 static LEVEL: AtomicU8 = AtomicU8::new(UNSET);
 
+/// The multiply-add the portable body's `f32` polynomials use ([`crate::gelu::MulAdd`]): on
+/// x86-64, whose baseline has no FMA instruction, the unfused form, which vectorises with SSE2
+/// (a fused one is a call to the C library's `fmaf` per operation); elsewhere (AArch64, whose
+/// baseline has FMA) the fused form, the same bits as every level with FMA.
+#[cfg(target_arch = "x86_64")]
+pub type PortableMulAdd = crate::gelu::Unfused;
+/// See the x86-64 definition.
+#[cfg(not(target_arch = "x86_64"))]
+pub type PortableMulAdd = crate::gelu::Fused;
+
+/// Whether the level in use computes the GELU's multiply-adds fused ([`crate::gelu::Fused`]),
+/// as the scalar [`crate::gelu::gelu`] does, or as [`PortableMulAdd`] says.
+pub fn fused_mul_add() -> bool {
+    match level() {
+        Level::Generic => cfg!(not(target_arch = "x86_64")),
+        Level::Avx2 | Level::Avx512 | Level::Neon => true,
+    }
+}
+
 /// Defines `pub fn $name<T: Real>(…)` whose body is compiled for each [`Level`] and dispatched.
+/// The body may use `M`, the [`crate::gelu::MulAdd`] of its level: fused where the level has FMA,
+/// [`PortableMulAdd`] in the portable body.
 macro_rules! multiversion {
     ($(#[$meta:meta])* pub fn $name:ident<T: Real>($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$meta])*
         pub fn $name<T: Real>($($arg: $ty),*) $(-> $ret)? {
+            // Bodies with no polynomial in them leave `M` unused.
             #[inline(always)]
-            fn body<T: Real>($($arg: $ty),*) $(-> $ret)? $body
+            #[allow(clippy::extra_unused_type_parameters)]
+            fn body<T: Real, M: crate::gelu::MulAdd>($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f,avx2,fma")]
-                unsafe fn avx512<T: Real>($($arg: $ty),*) $(-> $ret)? { body($($arg),*) }
+                unsafe fn avx512<T: Real>($($arg: $ty),*) $(-> $ret)? { body::<T, crate::gelu::Fused>($($arg),*) }
                 #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2<T: Real>($($arg: $ty),*) $(-> $ret)? { body($($arg),*) }
+                unsafe fn avx2<T: Real>($($arg: $ty),*) $(-> $ret)? { body::<T, crate::gelu::Fused>($($arg),*) }
                 match level() {
                     // SAFETY: `level()` only reports features the CPU has.
                     Level::Avx512 => return unsafe { avx512($($arg),*) },
@@ -138,7 +161,7 @@ macro_rules! multiversion {
                     Level::Generic | Level::Neon => {}
                 }
             }
-            body($($arg),*)
+            body::<T, PortableMulAdd>($($arg),*)
         }
     };
 }
@@ -147,7 +170,7 @@ multiversion! {
     /// Inference epilogue over a tile whose bias was already added: `a[j] = gelu(z[j])`.
     pub fn gelu_tile<T: Real>(z: &[T], a: &mut [T]) {
         for (&z, a) in z.iter().zip(a.iter_mut()) {
-            *a = gelu(z);
+            *a = gelu_with::<T, M>(z);
         }
     }
 }
@@ -158,7 +181,7 @@ multiversion! {
     /// of it.
     pub fn gelu_keep_tile<T: Real>(z: &mut [T], a: &mut [T]) {
         for (z, a) in z.iter_mut().zip(a.iter_mut()) {
-            (*a, *z) = gelu_and_grad(*z);
+            (*a, *z) = gelu_and_grad_with::<T, M>(*z);
         }
     }
 }
