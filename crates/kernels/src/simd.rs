@@ -149,8 +149,12 @@ macro_rules! multiversion {
             fn body<T: Real, M: crate::gelu::MulAdd>($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             {
+                /// # Safety
+                /// The CPU must have AVX-512F, AVX2 and FMA.
                 #[target_feature(enable = "avx512f,avx2,fma")]
                 unsafe fn avx512<T: Real>($($arg: $ty),*) $(-> $ret)? { body::<T, crate::gelu::Fused>($($arg),*) }
+                /// # Safety
+                /// The CPU must have AVX2 and FMA.
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn avx2<T: Real>($($arg: $ty),*) $(-> $ret)? { body::<T, crate::gelu::Fused>($($arg),*) }
                 match level() {

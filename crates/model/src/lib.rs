@@ -75,7 +75,7 @@ impl Model {
             || arch.layers > 4096
             || (task == Task::Classify && !sane(arch.classes))
         {
-            return Err(format!("implausible architecture in metadata: {arch:?}"));
+            return Err(format!("implausible architecture in metadata: {arch}"));
         }
         Ok(arch)
     }
@@ -91,10 +91,10 @@ impl Model {
             Some(n) if n <= held => {}
             Some(n) => {
                 return Err(format!(
-                    "the file holds {held} parameter values but the architecture in its metadata ({arch:?}) needs {n}: tensors are missing or the metadata is wrong"
+                    "the file holds {held} parameter values but the architecture in its metadata ({arch}) needs {n}: tensors are missing or the metadata is wrong"
                 ))
             }
-            None => return Err(format!("the architecture in the metadata ({arch:?}) is too large")),
+            None => return Err(format!("the architecture in the metadata ({arch}) is too large")),
         }
         let (model, mut params) = Model::new::<f32>(arch);
         for s in params.specs().to_vec() {

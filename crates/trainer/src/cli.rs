@@ -66,6 +66,10 @@ pub struct PredictArgs {
     /// image file or a CIFAR-10 batch.
     #[arg(required = true)]
     pub images: Vec<String>,
+    /// Print each image's logits (every class, in class order, each the shortest decimal that
+    /// reads back as the same f32) instead of the three likeliest classes.
+    #[arg(long)]
+    pub logits: bool,
 }
 
 fn positive_f64(s: &str) -> Result<f64, String> {
@@ -607,7 +611,13 @@ pub fn predict(args: PredictArgs) -> Result<(), String> {
     }
     for spec in &args.images {
         let pixels = predict_input(spec, model.arch.h, model.arch.w)?;
-        let probs = crate::visual::softmax(&crate::visual::forward_one(&model, &params, &pixels));
+        let logits = crate::visual::forward_one(&model, &params, &pixels);
+        if args.logits {
+            let values: Vec<String> = logits.iter().map(|v| v.to_string()).collect();
+            println!("{spec}: logits {}", values.join(" "));
+            continue;
+        }
+        let probs = crate::visual::softmax(&logits);
         let mut order: Vec<usize> = (0..probs.len()).collect();
         order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
         let top: Vec<String> = order.iter().take(3).map(|&c| format!("{c} ({:.4})", probs[c])).collect();

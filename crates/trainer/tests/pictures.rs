@@ -228,6 +228,17 @@ fn runs_write_curves_and_reconstructions_and_classifiers_explain_themselves() {
     assert_eq!(answers.len(), 2);
     assert_eq!(answers[0], answers[1], "{out}");
     assert_eq!(answers[0].split(", ").count(), 3, "top 3: {out}");
+    // --logits: every class's logit, in class order, whose softmax gives the printed top 3.
+    let line = ok(&pmixer(&["predict", "--logits", "--checkpoint", s(&ck), s(&pgm)]));
+    let logits: Vec<f32> =
+        line.trim().rsplit(": logits ").next().unwrap().split(' ').map(|v| v.parse().unwrap()).collect();
+    assert_eq!(logits.len(), 10, "{line}");
+    let total: f64 = logits.iter().map(|&l| (l as f64).exp()).sum();
+    let mut order: Vec<usize> = (0..10).collect();
+    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+    let top: Vec<String> =
+        order[..3].iter().map(|&c| format!("{c} ({:.4})", (logits[c] as f64).exp() / total)).collect();
+    assert_eq!(top.join(", "), answers[0], "{line}");
     // Wrong size and malformed images are clear errors.
     let small = dir.join("small.pgm");
     std::fs::write(&small, b"P5 2 2 255\n\x00\x01\x02\x03").unwrap();
