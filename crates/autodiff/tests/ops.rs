@@ -183,9 +183,13 @@ fn mean_mse_and_cross_entropy() {
         let x = t.param(x);
         ops::softmax_cross_entropy(t, x, &[4, 0, 2])
     });
-    assert_grads(p, 8, |t| {
+    assert_grads(p.clone(), 8, |t| {
         let x = t.param(x);
         ops::mse(t, x, &target(15))
+    });
+    assert_grads(p, 9, |t| {
+        let x = t.param(x);
+        ops::softmax_cross_entropy_smoothed(t, x, &[4, 0, 2], 0.1)
     });
 }
 
@@ -197,6 +201,25 @@ fn cross_entropy_value_is_log_sum_exp_minus_the_label_logit() {
     let l = ops::softmax_cross_entropy(&mut t, logits, &[2, 1]);
     let want = ((1f64.exp() + 2f64.exp() + 3f64.exp()).ln() - 3.0 + 3f64.ln()) / 2.0;
     assert!((t.value(l)[0] - want).abs() < 1e-12);
+}
+
+#[test]
+fn smoothed_cross_entropy_is_the_cross_entropy_against_the_smoothed_target() {
+    // L = Σ_c −q_c·log softmax(l)_c with q = 0.9·onehot + 0.1/3, for one row.
+    let p = Params::<f64>::new();
+    let mut t = Tape::new(&p);
+    let logits = t.input(Tensor::new(&[1, 3], vec![1.0, 2.0, 3.0]), false);
+    let l = ops::softmax_cross_entropy_smoothed(&mut t, logits, &[0], 0.1);
+    let lse = (1f64.exp() + 2f64.exp() + 3f64.exp()).ln();
+    let q = [0.9 + 0.1 / 3.0, 0.1 / 3.0, 0.1 / 3.0];
+    let want: f64 = q.iter().zip([1.0, 2.0, 3.0]).map(|(q, l)| -q * (l - lse)).sum();
+    assert!((t.value(l)[0] - want).abs() < 1e-12);
+    // ε = 0 gives the plain loss's bits.
+    let mut t2 = Tape::new(&p);
+    let logits = t2.input(Tensor::new(&[1, 3], vec![1.0, 2.0, 3.0]), false);
+    let a = ops::softmax_cross_entropy_smoothed(&mut t2, logits, &[0], 0.0);
+    let b = ops::softmax_cross_entropy(&mut t2, logits, &[0]);
+    assert_eq!(t2.value(a)[0].to_bits(), t2.value(b)[0].to_bits());
 }
 
 #[test]

@@ -80,6 +80,7 @@ pub fn seeds(name: &str) -> Vec<Vec<u8>> {
                 limit: Some(8),
                 shuffle: true,
                 shard: 2,
+                recipe: pmixer::recipe::Recipe::named("strong", pmixer::train::DatasetKind::Mnist).unwrap().0,
             };
             let st = pmixer::train::fresh_state(&cfg, arch, None).expect("a fresh state");
             vec![pmixer::train::to_checkpoint(&cfg, &st).to_bytes()]

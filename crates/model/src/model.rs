@@ -215,9 +215,15 @@ impl Model {
     /// Forward plus loss: softmax cross-entropy against `labels` (classifier) or MSE against the
     /// input itself (autoencoder; `labels` unused). Returns (output, loss).
     pub fn loss<T: Real>(&self, t: &mut Tape<T>, x: Var, labels: &[usize]) -> (Var, Var) {
+        self.loss_smoothed(t, x, labels, 0.0)
+    }
+
+    /// [`Model::loss`] with the classifier's targets smoothed by ε
+    /// ([`ops::softmax_cross_entropy_smoothed`]; ε = 0 is [`Model::loss`]).
+    pub fn loss_smoothed<T: Real>(&self, t: &mut Tape<T>, x: Var, labels: &[usize], eps: f64) -> (Var, Var) {
         let out = self.forward(t, x);
         let loss = match self.arch.task {
-            Task::Classify => ops::softmax_cross_entropy(t, out, labels),
+            Task::Classify => ops::softmax_cross_entropy_smoothed(t, out, labels, eps),
             Task::Autoencode => {
                 // The target is the input itself, copied into a pooled buffer for the call.
                 let mut target = t.take(t.value(x).len());

@@ -1,6 +1,7 @@
 //! The `pmixer` command line: argument definitions and what each subcommand does.
 
 use crate::bench;
+use crate::recipe::{Defaults, Recipe, Schedule};
 use crate::train::{self, DatasetKind, OptimizerKind, Stop, TrainConfig, TrainState};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -105,15 +106,41 @@ pub struct TrainArgs {
     /// Mixer layers (default: 16 for the MNIST classifier, 32 for CIFAR, 2 for autoencoders).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub layers: Option<u64>,
-    /// Epochs to train for (default 10; with --resume, the run's own).
+    /// Epochs to train for (default: the recipe's, 10 for seed; with --resume, the run's own).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub epochs: Option<u64>,
-    /// Samples per step.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65_536))]
-    pub batch_size: u64,
-    /// Learning rate.
-    #[arg(long, default_value_t = 1e-3, value_parser = positive_f64, allow_hyphen_values = true)]
-    pub lr: f64,
+    /// Samples per step (default: the recipe's, 64 for seed).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub batch_size: Option<u64>,
+    /// Learning rate, the peak of the schedule (default: the recipe's, 1e-3 for seed).
+    #[arg(long, value_parser = positive_f64, allow_hyphen_values = true)]
+    pub lr: Option<f64>,
+    /// seed (the original's training) or strong (augmentation, label smoothing, AdamW, warmup
+    /// and cosine decay, with defaults per image size: README, "Training recipe"). Each part is
+    /// also a flag of its own, which overrides the recipe's value.
+    #[arg(long, default_value = "seed", conflicts_with = "resume")]
+    pub recipe: String,
+    /// Zero pixels padded on each side before a random crop (0: none).
+    #[arg(long, conflicts_with = "resume", value_parser = clap::value_parser!(u64).range(0..=1024))]
+    pub crop_pad: Option<u64>,
+    /// Flip half the images horizontally (the strong recipe does for CIFAR).
+    #[arg(long, conflicts_with_all = ["resume", "no_flip"])]
+    pub flip: bool,
+    /// Never flip (the strong recipe's default for MNIST-sized images).
+    #[arg(long, conflicts_with = "resume")]
+    pub no_flip: bool,
+    /// Label smoothing ε, in [0, 1).
+    #[arg(long, conflicts_with = "resume", allow_hyphen_values = true)]
+    pub label_smoothing: Option<f64>,
+    /// AdamW's decoupled weight decay on the kernels (0: plain Adam).
+    #[arg(long, conflicts_with = "resume", allow_hyphen_values = true)]
+    pub weight_decay: Option<f64>,
+    /// Epochs of linear warmup before the cosine decay.
+    #[arg(long, conflicts_with = "resume", allow_hyphen_values = true)]
+    pub warmup_epochs: Option<f64>,
+    /// constant or cosine (linear warmup, then cosine decay towards 0 at the end of the run).
+    #[arg(long, conflicts_with = "resume", value_parser = |s: &str| Schedule::parse(s).ok_or(format!("unknown schedule {s:?} (expected constant or cosine)")))]
+    pub schedule: Option<Schedule>,
     /// adam or sgd.
     #[arg(long, default_value = "adam", value_parser = optimizer)]
     pub optimizer: OptimizerKind,
@@ -326,6 +353,7 @@ pub fn train(args: TrainArgs) -> Result<(), String> {
         classes: if cfg.task == Task::Classify { crate::data::CLASSES } else { 0 },
         layers: cfg.layers,
     };
+    cfg.recipe.check(cfg.epochs, arch.h, arch.w / cfg.dataset.channels())?;
     let mut state = initial_state(&args, &cfg, arch, resumed)?;
     let n = cfg.limit.map_or(train_set.len(), |l| l.min(train_set.len()));
     eprintln!(
@@ -358,8 +386,8 @@ pub fn train(args: TrainArgs) -> Result<(), String> {
         let Some(r) = st.history.last() else { return Ok(()) };
         let m = train::metric_name(cfg.task);
         println!(
-            "epoch {}/{}  train_loss {:.4}  train_{m} {:.4}  test_loss {:.4}  test_{m} {:.4}  time {:.1}s  {:.0} samples/s",
-            r.epoch, cfg.epochs, r.train.loss, r.train.metric, r.test.loss, r.test.metric, r.seconds, r.samples_per_s
+            "epoch {}/{}  train_loss {:.4}  train_{m} {:.4}  test_loss {:.4}  test_{m} {:.4}  time {:.1}s  {:.0} samples/s  lr {:.2e}",
+            r.epoch, cfg.epochs, r.train.loss, r.train.metric, r.test.loss, r.test.metric, r.seconds, r.samples_per_s, r.lr
         );
         save_checkpoint(&cfg, st, &ck_path)?;
         append(&metrics_path, train::metrics_line(r).as_bytes())?;
@@ -376,8 +404,15 @@ pub fn train(args: TrainArgs) -> Result<(), String> {
     };
     crate::signal::install();
     let mut profile = args.profile.then(pmixer_autodiff::profile::Profile::default);
-    let result =
-        train::run_epochs(&cfg, &mut state, &train_set, &test_set, progress(), after_epoch, &mut profile);
+    let result = train::run_epochs(
+        &cfg,
+        &mut state,
+        &train_set,
+        &test_set,
+        progress(cfg.batch_size),
+        after_epoch,
+        &mut profile,
+    );
     if let Some(p) = profile {
         let level = pmixer_kernels::simd::level();
         let roof = pmixer_kernels::roof::fma_peak_gflops_one_thread(level);
@@ -423,19 +458,21 @@ fn resume_config(
 fn new_config(args: &TrainArgs) -> Result<(TrainConfig, Option<TrainState>, PathBuf), String> {
     let dataset = args.dataset.unwrap_or(DatasetKind::Mnist);
     let task = args.task.unwrap_or(Task::Classify);
+    let (recipe, defaults) = recipe_from_flags(args, dataset)?;
     let cfg = TrainConfig {
         dataset,
         data_dir: args.data_dir.clone().unwrap_or_else(|| default_data_dir(dataset)),
         task,
         layers: args.layers.map_or(dataset.default_layers(task), |l| l as usize),
-        epochs: args.epochs.unwrap_or(10) as usize,
-        batch_size: args.batch_size as usize,
-        lr: args.lr,
+        epochs: args.epochs.map_or(defaults.epochs, |e| e as usize),
+        batch_size: args.batch_size.map_or(defaults.batch_size, |b| b as usize),
+        lr: args.lr.unwrap_or(defaults.lr),
         optimizer: args.optimizer,
         seed: args.seed,
         limit: args.limit.map(|l| l as usize),
         shuffle: !args.no_shuffle,
         shard: args.shard.map_or(train::SHARD, |n| n as usize),
+        recipe,
     };
     let run_dir = args
         .out
@@ -448,6 +485,20 @@ fn new_config(args: &TrainArgs) -> Result<(TrainConfig, Option<TrainState>, Path
         ));
     }
     Ok((cfg, None, run_dir))
+}
+
+/// `--recipe` with each of its parts overridden by its own flag where given.
+fn recipe_from_flags(args: &TrainArgs, dataset: DatasetKind) -> Result<(Recipe, Defaults), String> {
+    let (mut r, defaults) = Recipe::named(&args.recipe, dataset).map_err(|e| format!("--recipe: {e}"))?;
+    if let Some(p) = args.crop_pad {
+        r.crop_pad = p as usize;
+    }
+    r.flip = (r.flip || args.flip) && !args.no_flip;
+    r.label_smoothing = args.label_smoothing.unwrap_or(r.label_smoothing);
+    r.weight_decay = args.weight_decay.unwrap_or(r.weight_decay);
+    r.warmup_epochs = args.warmup_epochs.unwrap_or(r.warmup_epochs);
+    r.schedule = args.schedule.unwrap_or(r.schedule);
+    Ok((r, defaults))
 }
 
 /// The resumed state, checked against the model the data needs, or a fresh one (from `--init`'s
@@ -478,34 +529,42 @@ fn save_checkpoint(cfg: &TrainConfig, state: &TrainState, path: &Path) -> Result
         .map_err(|e| format!("{}: cannot write checkpoint: {e}", path.display()))
 }
 
-/// The progress report, called after each step with (step, steps, loss): a bar on a terminal,
-/// else a line every 15 s. Returns whether to go on (false after Ctrl-C, or after the step
+/// The progress report, called after each step with (step, steps, loss, learning rate): a bar
+/// on a terminal, else a line every 15 s, with the rate in samples per second over the steps
+/// this process ran. Returns whether to go on (false after Ctrl-C, or after the step
 /// `PMIXER_INTERRUPT_AFTER_STEP` names, which tests of the interrupt path set).
-fn progress() -> impl FnMut(usize, usize, f64) -> bool {
+fn progress(batch: usize) -> impl FnMut(usize, usize, f64, f64) -> bool {
     let tty = std::io::stderr().is_terminal();
     let stop_after: Option<usize> =
         std::env::var("PMIXER_INTERRUPT_AFTER_STEP").ok().and_then(|v| v.parse().ok());
     let mut bar: Option<ProgressBar> = None;
     let mut last_report = std::time::Instant::now();
-    move |step: usize, steps: usize, loss: f64| {
+    let mut since: Option<(usize, std::time::Instant)> = None;
+    move |step: usize, steps: usize, loss: f64, lr: f64| {
+        let (first, t0) = *since.get_or_insert((step, std::time::Instant::now()));
+        let rate = ((step - first) * batch) as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+        let msg = format!("loss {loss:.4}  lr {lr:.2e}  {} samples/s", group(rate as u64));
         if tty {
             let b = bar.get_or_insert_with(|| {
                 let b = ProgressBar::new(steps as u64);
                 b.set_style(
-                    ProgressStyle::with_template("{bar:40} {pos}/{len} steps  {msg}  {per_sec} eta {eta}")
+                    ProgressStyle::with_template("{bar:40} {pos}/{len} steps  {msg}  eta {eta}")
                         .unwrap_or_else(|_| ProgressStyle::default_bar()),
                 );
                 b
             });
             b.set_position(step as u64);
-            b.set_message(format!("loss {loss:.4}"));
+            b.set_message(msg);
             if step == steps {
                 b.finish_and_clear();
                 bar = None;
             }
         } else if last_report.elapsed().as_secs() >= 15 || step == steps {
-            eprintln!("  step {step}/{steps}  loss {loss:.4}");
+            eprintln!("  step {step}/{steps}  {msg}");
             last_report = std::time::Instant::now();
+        }
+        if step == steps {
+            since = None;
         }
         !crate::signal::interrupted() && stop_after.is_none_or(|n| step < n)
     }

@@ -83,6 +83,29 @@ impl Dataset {
     }
 }
 
+impl Dataset {
+    /// [`Dataset::fill_batch`] with each sample augmented as its draw says
+    /// ([`crate::recipe::augment_into`]: shifted, padded with zeros, optionally flipped).
+    pub fn fill_batch_augmented(
+        &self,
+        idx: &[usize],
+        channels: usize,
+        draw: impl Fn(usize) -> (isize, isize, bool),
+        x: &mut [f32],
+        labels: &mut Vec<usize>,
+    ) {
+        let (h, w, b) = (self.h, self.w, idx.len());
+        assert_eq!(x.len(), h * b * w);
+        labels.clear();
+        for (bi, &i) in idx.iter().enumerate() {
+            crate::recipe::augment_into(self.image(i), (h, w, channels), draw(i), |r, c, v| {
+                x[(r * b + bi) * w + c] = v as f32 * (1.0 / 255.0);
+            });
+            labels.push(self.labels[i] as usize);
+        }
+    }
+}
+
 /// Reads a file whole, inflating it if it starts with the gzip magic (1f 8b).
 pub fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
     if path.is_dir() {

@@ -15,6 +15,7 @@ pub mod bench;
 pub mod cli;
 pub mod data;
 pub mod png;
+pub mod recipe;
 pub mod roofline;
 pub mod selftest;
 pub mod signal;

@@ -15,6 +15,7 @@
 //!    one loop over the sum.
 
 use crate::data::{self, DataError, Dataset};
+use crate::recipe::Recipe;
 use pmixer_autodiff::ops::softmax_row;
 use pmixer_autodiff::optim::{Adam, AdamState, Sgd};
 use pmixer_autodiff::profile::{Phase, Profile};
@@ -55,6 +56,14 @@ impl DatasetKind {
             (Task::Autoencode, _) => 2,
             (Task::Classify, DatasetKind::Mnist) => 16,
             (Task::Classify, DatasetKind::Cifar10) => 32,
+        }
+    }
+
+    /// Values per pixel in a row of the folded layout (CIFAR's R, G, B side by side).
+    pub fn channels(self) -> usize {
+        match self {
+            DatasetKind::Mnist => 1,
+            DatasetKind::Cifar10 => 3,
         }
     }
 
@@ -107,6 +116,16 @@ pub struct TrainConfig {
     /// Samples per shard ([`SHARD`] by default): part of the arithmetic, as the order of the
     /// shards' gradient sums.
     pub shard: usize,
+    /// What the run adds to the original's training ([`Recipe::seed`]: nothing).
+    pub recipe: Recipe,
+}
+
+impl TrainConfig {
+    /// The learning rate of step `t` (counted from 0) with `per_epoch` steps an epoch: the
+    /// recipe's schedule over the run's `epochs · per_epoch` steps.
+    pub fn lr_at(&self, t: u64, per_epoch: usize) -> f64 {
+        self.recipe.lr_at(self.lr, t, per_epoch, (self.epochs * per_epoch) as u64)
+    }
 }
 
 /// Loss and metric (accuracy or RMSE) over some samples.
@@ -196,6 +215,9 @@ pub struct EpochRecord {
     pub test: Metrics,
     pub seconds: f64,
     pub samples_per_s: f64,
+    /// The learning rate of the epoch's last step (NaN, like the timings, for epochs restored
+    /// from a checkpoint).
+    pub lr: f64,
 }
 
 /// Samples per shard, unless a run sets its own (`pmixer train --shard`, recorded in the
@@ -241,6 +263,14 @@ fn run_sharded<'a, S: Default + Send>(
     used
 }
 
+/// What a step's batches get besides the data: label smoothing ε, and the augmentation (recipe,
+/// seed, epoch, values per pixel) when the recipe augments.
+#[derive(Clone, Debug, Default)]
+struct BatchPlan {
+    smoothing: f64,
+    augment: Option<(Recipe, u64, usize, usize)>,
+}
+
 /// One shard's buffers, kept from step to step: its tape's pool, its gradient, its labels.
 #[derive(Default)]
 struct Shard {
@@ -257,20 +287,34 @@ impl Shard {
     /// Forward and backward of samples `idx` of a batch of `b`: leaves `grads` holding
     /// ∂((n_s/B)·L_s)/∂θ, where L_s is the mean loss over this shard's n_s samples. The batch's
     /// mean loss is Σ_s (n_s/B)·L_s, so the shards' gradients add up to the batch's.
-    fn run(&mut self, model: &Model, data: &Dataset, idx: &[usize], b: usize, params: &Params<f32>) {
+    fn run(
+        &mut self,
+        model: &Model,
+        data: &Dataset,
+        idx: &[usize],
+        b: usize,
+        params: &Params<f32>,
+        plan: &BatchPlan,
+    ) {
         let (h, w, n) = (data.h, data.w, idx.len());
         let start = self.profile.is_some().then(Instant::now);
         self.grads.clear();
         self.grads.resize(params.len(), 0.0);
         let mut tape = Tape::with_pool(params, std::mem::take(&mut self.pool), true);
         let mut x = tape.take(h * n * w); // fill_batch writes every element
-        data.fill_batch(idx, &mut x, &mut self.labels);
+        match &plan.augment {
+            Some((recipe, seed, epoch, channels)) => {
+                let draw = |i| crate::recipe::draw(recipe, *seed, *epoch, i);
+                data.fill_batch_augmented(idx, *channels, draw, &mut x, &mut self.labels)
+            }
+            None => data.fill_batch(idx, &mut x, &mut self.labels),
+        }
         if let (Some(p), Some(t)) = (&mut self.profile, start) {
             p.record("batch (u8 -> f32, permute)", Phase::Other, t.elapsed().as_secs_f64(), 0, 0);
             tape.enable_profile(std::mem::take(p));
         }
         let x = tape.input(Tensor::new(&[h, n, w], x), false);
-        let (out, loss) = model.loss(&mut tape, x, &self.labels);
+        let (out, loss) = model.loss_smoothed(&mut tape, x, &self.labels, plan.smoothing);
         let weight = n as f64 / b as f64;
         tape.backward_from(loss, weight as f32);
         tape.param_grads(&mut self.grads);
@@ -297,6 +341,10 @@ pub struct Trainer {
     pub sgd: Sgd,
     shards: Vec<Shard>,
     shard: usize,
+    plan: BatchPlan,
+    /// AdamW's decoupled weight decay λ, and the mask (1 on kernels, 0 elsewhere) it applies to.
+    weight_decay: f64,
+    decay_mask: Vec<f32>,
     /// When set, the serial part of every step is timed into it, and each shard times its
     /// forward and backward into its own ([`Trainer::take_profile`] merges them).
     profile: Option<Profile>,
@@ -318,7 +366,33 @@ impl Trainer {
             sgd: Sgd { lr },
             shards: Vec::new(),
             shard: SHARD,
+            plan: BatchPlan::default(),
+            weight_decay: 0.0,
+            decay_mask: Vec::new(),
             profile: None,
+        }
+    }
+
+    /// Trains with `recipe`'s label smoothing, weight decay (on the kernels of `params`) and
+    /// augmentation (drawn from `seed`; `channels` values a pixel). The epoch of the draws is
+    /// set by [`Trainer::set_epoch`].
+    pub fn with_recipe(mut self, recipe: &Recipe, seed: u64, channels: usize, params: &Params<f32>) -> Self {
+        self.plan.smoothing = recipe.label_smoothing;
+        self.plan.augment = recipe.augments().then(|| (recipe.clone(), seed, 0, channels));
+        self.weight_decay = recipe.weight_decay;
+        if recipe.weight_decay > 0.0 {
+            self.decay_mask = vec![0.0; params.len()];
+            for s in params.specs().iter().filter(|s| s.name.ends_with(".kernel")) {
+                self.decay_mask[s.offset..s.offset + s.len].fill(1.0);
+            }
+        }
+        self
+    }
+
+    /// The epoch (from 1) whose augmentation the next steps draw.
+    pub fn set_epoch(&mut self, epoch: usize) {
+        if let Some((_, _, e, _)) = &mut self.plan.augment {
+            *e = epoch;
         }
     }
 
@@ -362,11 +436,12 @@ impl Trainer {
     ) -> Result<StepOutcome, String> {
         let step_start = self.profile.is_some().then(Instant::now);
         let (model, b, frozen, profiling) = (&self.model, idx.len(), &*params, self.profile.is_some());
+        let plan = &self.plan;
         let shards = run_sharded(&mut self.shards, self.shard, idx, |s: &mut Shard, part| {
             if profiling {
                 s.profile.get_or_insert_with(Profile::default);
             }
-            s.run(model, data, part, b, frozen)
+            s.run(model, data, part, b, frozen, plan)
         });
         let reduce_start = self.profile.is_some().then(Instant::now);
         let (first, rest) = shards.split_first_mut().expect("a batch has at least one sample");
@@ -399,8 +474,15 @@ impl Trainer {
             OptimizerKind::Adam => {
                 let t = adam.advance();
                 let moments = adam.m.par_chunks_mut(UPDATE_SLICE).zip(adam.v.par_chunks_mut(UPDATE_SLICE));
-                slices.zip(moments).for_each(|((p, g), (m, v))| {
+                // AdamW: p ← p − η·λ·p on the kernels, before Adam's step.
+                let decay = (self.adam.lr * self.weight_decay) as f32;
+                let mask = &self.decay_mask;
+                slices.zip(moments).enumerate().for_each(|(c, ((p, g), (m, v)))| {
                     let _task = reg.task();
+                    if decay > 0.0 {
+                        let mask = &mask[c * UPDATE_SLICE..c * UPDATE_SLICE + p.len()];
+                        p.iter_mut().zip(mask).for_each(|(p, &k)| *p -= decay * k * *p);
+                    }
                     self.adam.update(t, p, g, m, v)
                 });
             }
@@ -595,11 +677,13 @@ pub fn run_epochs(
     state: &mut TrainState,
     train: &Dataset,
     test: &Dataset,
-    mut progress: impl FnMut(usize, usize, f64) -> bool,
+    mut progress: impl FnMut(usize, usize, f64, f64) -> bool,
     mut after_epoch: impl FnMut(&TrainState) -> Result<(), String>,
     profile: &mut Option<Profile>,
 ) -> Result<(), Stop> {
-    let mut trainer = Trainer::new(state.model.clone(), cfg.optimizer, cfg.lr).with_shard(cfg.shard);
+    let mut trainer = Trainer::new(state.model.clone(), cfg.optimizer, cfg.lr)
+        .with_shard(cfg.shard)
+        .with_recipe(&cfg.recipe, cfg.seed, cfg.dataset.channels(), &state.params);
     trainer.set_profile(profile.take());
     let result = epochs(cfg, state, train, test, &mut progress, &mut after_epoch, &mut trainer);
     *profile = trainer.take_profile();
@@ -611,7 +695,7 @@ fn epochs(
     state: &mut TrainState,
     train: &Dataset,
     test: &Dataset,
-    progress: &mut impl FnMut(usize, usize, f64) -> bool,
+    progress: &mut impl FnMut(usize, usize, f64, f64) -> bool,
     after_epoch: &mut impl FnMut(&TrainState) -> Result<(), String>,
     trainer: &mut Trainer,
 ) -> Result<(), Stop> {
@@ -634,13 +718,16 @@ fn epochs(
         state.rng = rng;
         let steps = n.div_ceil(cfg.batch_size);
         let done = state.step;
+        trainer.set_epoch(epoch);
         for (s, idx) in order.chunks(cfg.batch_size).enumerate().skip(done) {
+            (trainer.adam.lr, trainer.sgd.lr) =
+                (cfg.lr_at(state.adam.t, steps), cfg.lr_at(state.adam.t, steps));
             let out = trainer.step(train, idx, &mut state.params, &mut state.adam).map_err(|e| {
                 Stop::Failed(format!("training diverged at epoch {epoch}, step {}: {e}", s + 1))
             })?;
             state.partial.add(task, out.loss as f64, idx.len(), out.correct);
             state.step = s + 1;
-            if !progress(s + 1, steps, state.partial.metrics(task).loss) && s + 1 < steps {
+            if !progress(s + 1, steps, state.partial.metrics(task).loss, trainer.adam.lr) && s + 1 < steps {
                 return Err(Stop::Interrupted { epoch, step: s + 1 });
             }
         }
@@ -661,6 +748,7 @@ fn epochs(
             test: test_metrics,
             seconds,
             samples_per_s: (n - done * cfg.batch_size).max(1) as f64 / seconds,
+            lr: trainer.adam.lr,
         });
         after_epoch(state).map_err(Stop::Failed)?;
     }
@@ -670,14 +758,14 @@ fn epochs(
 /// The header of `metrics.csv`.
 pub fn metrics_header(task: Task) -> String {
     let m = metric_name(task);
-    format!("epoch,train_loss,train_{m},test_loss,test_{m},seconds,samples_per_s\n")
+    format!("epoch,train_loss,train_{m},test_loss,test_{m},seconds,samples_per_s,lr\n")
 }
 
 /// One line of `metrics.csv`.
 pub fn metrics_line(r: &EpochRecord) -> String {
     format!(
-        "{},{:.6},{:.6},{:.6},{:.6},{:.3},{:.1}\n",
-        r.epoch, r.train.loss, r.train.metric, r.test.loss, r.test.metric, r.seconds, r.samples_per_s
+        "{},{:.6},{:.6},{:.6},{:.6},{:.3},{:.1},{:e}\n",
+        r.epoch, r.train.loss, r.train.metric, r.test.loss, r.test.metric, r.seconds, r.samples_per_s, r.lr
     )
 }
 
@@ -712,6 +800,7 @@ fn parse_history(csv: &str) -> Result<Vec<EpochRecord>, String> {
                 test: Metrics { loss: vl, metric: vm },
                 seconds: f64::NAN,
                 samples_per_s: f64::NAN,
+                lr: f64::NAN,
             })
         })
         .collect()
@@ -747,7 +836,7 @@ pub fn to_checkpoint(cfg: &TrainConfig, st: &TrainState) -> Checkpoint {
         ("train.partial", format!("{:e},{},{}", st.partial.loss_sum, st.partial.samples, st.partial.correct)),
         ("train.history", history_csv(&st.history)),
     ]);
-    for (k, v) in meta {
+    for (k, v) in meta.into_iter().chain(cfg.recipe.to_metadata()) {
         ck.metadata.insert(k.to_string(), v);
     }
     ck
@@ -780,6 +869,7 @@ pub fn from_checkpoint(ck: &Checkpoint) -> Result<(TrainConfig, TrainState), Str
         seed: num("train.seed")?,
         limit,
         shuffle: get("train.shuffle")? == "true",
+        recipe: Recipe::from_metadata(|k| ck.metadata.get(k).cloned())?,
         // Checkpoints written before the shard size was a setting used the default.
         shard: match ck.metadata.get("train.shard") {
             None => SHARD,
@@ -846,7 +936,7 @@ mod tests {
         let cfg = TrainConfig {
             dataset: DatasetKind::Mnist, data_dir: "d".into(), task: arch.task, layers: 1, epochs: 2,
             batch_size: 8, lr: 1e-3, optimizer: OptimizerKind::Adam, seed: 1, limit: None, shuffle: true,
-            shard: 3,
+            shard: 3, recipe: Recipe::named("strong", DatasetKind::Mnist).unwrap().0,
         };
         let state = fresh_state(&cfg, arch, None).unwrap();
         let mut ck = to_checkpoint(&cfg, &state);

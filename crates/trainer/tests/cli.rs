@@ -75,7 +75,7 @@ fn trains_on_idx_files_then_eval_reproduces_the_logged_test_metric() {
     // metrics.csv: a header and one line per epoch; its last test columns are what eval prints.
     let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(lines[0], "epoch,train_loss,train_accuracy,test_loss,test_accuracy,seconds,samples_per_s");
+    assert_eq!(lines[0], "epoch,train_loss,train_accuracy,test_loss,test_accuracy,seconds,samples_per_s,lr");
     assert_eq!(lines.len(), 4);
     let last: Vec<&str> = lines[3].split(',').collect();
     let ck = run.join("checkpoint.safetensors");
@@ -545,4 +545,80 @@ fn a_closed_output_pipe_ends_pmixer_quietly() {
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "stderr: {stderr}");
+}
+
+/// The strong recipe (crop, flip, label smoothing, AdamW, warmup and cosine) interrupted in the
+/// middle of an epoch and resumed ends with the checkpoint of the uninterrupted run, on 1 thread
+/// or 3; its metrics log the scheduled rate; and it differs from the seed recipe's run.
+#[test]
+fn a_strong_recipe_run_resumes_bitwise_and_is_independent_of_the_thread_count() {
+    let dir = scratch("strong");
+    let data = dir.join("data");
+    testdata::write_idx_dir(&data, 300, 60, 8, 9, false).unwrap();
+    #[rustfmt::skip]
+    let args = |out: &Path, threads: &str, recipe: &str| -> Vec<String> {
+        ["train", "--data-dir", s(&data), "--layers", "2", "--batch-size", "32", "--epochs", "3", "--recipe", recipe,
+         "--flip", "--crop-pad", "2", "--warmup-epochs", "1", "--threads", threads, "--out", s(out)]
+            .iter().map(|a| a.to_string()).collect()
+    };
+    let run = |out: &Path, threads: &str, recipe: &str, interrupt: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_pmixer"));
+        c.args(args(out, threads, recipe));
+        if let Some(step) = interrupt {
+            c.env("PMIXER_INTERRUPT_AFTER_STEP", step);
+        }
+        c.output().unwrap()
+    };
+    let (full, part, three, seed) = (dir.join("full"), dir.join("part"), dir.join("three"), dir.join("seed"));
+    assert_ok(&run(&full, "2", "strong", None));
+    assert_ok(&run(&three, "3", "strong", None));
+    assert_ok(&run(&seed, "2", "seed", None));
+    let out = run(&part, "1", "strong", Some("4"));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_ok(&pmixer(&["train", "--resume", s(&part), "--threads", "2"]));
+    let read = |d: &Path| std::fs::read(d.join("checkpoint.safetensors")).unwrap();
+    assert!(read(&full) == read(&part), "the resumed strong run differs from the uninterrupted one");
+    assert!(read(&full) == read(&three), "3 threads differ from 2");
+    let ck = Checkpoint::from_bytes(&read(&full)).unwrap();
+    assert_eq!(ck.metadata["train.recipe"], "strong");
+    assert_eq!(ck.metadata["train.flip"], "true");
+    let seed_ck = Checkpoint::from_bytes(&read(&seed)).unwrap();
+    let w = |c: &Checkpoint| c.tensor("mixer.0.row.dense1.kernel").unwrap().data.clone();
+    assert!(w(&ck) != w(&seed_ck));
+    // The rate column: the end of warmup, then the cosine, near 0 at the last step.
+    let csv = std::fs::read_to_string(full.join("metrics.csv")).unwrap();
+    let lr = |line: &str| line.rsplit(',').next().unwrap().parse::<f64>().unwrap();
+    let rates: Vec<f64> = csv.lines().skip(1).map(lr).collect();
+    assert!(csv.starts_with("epoch,") && csv.lines().next().unwrap().ends_with(",lr"), "{csv}");
+    assert!((rates[0] - 2e-3).abs() < 1e-12 && rates[1] < 2e-3 && rates[2] < 2e-5, "{rates:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_recipe_settings_are_clear_errors() {
+    let dir = scratch("badrecipe");
+    let data = dir.join("data");
+    testdata::write_idx_dir(&data, 40, 10, 8, 9, false).unwrap();
+    for (extra, want) in [
+        (&["--recipe", "fancy"][..], "unknown recipe \"fancy\""),
+        (&["--label-smoothing", "1"], "--label-smoothing must be in [0, 1)"),
+        (&["--label-smoothing", "-0.1"], "--label-smoothing must be in [0, 1)"),
+        (&["--weight-decay", "-1"], "--weight-decay must be a finite number ≥ 0"),
+        (
+            &["--recipe", "strong", "--epochs", "1"],
+            "--warmup-epochs 1 is not shorter than the run (1 epochs)",
+        ),
+        (&["--crop-pad", "8"], "--crop-pad 8 is not smaller than the 8×9 image"),
+    ] {
+        let mut args = vec!["train", "--data-dir", s(&data), "--layers", "1", "--out", s(&dir)];
+        args.extend_from_slice(extra);
+        let out = pmixer(&args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{extra:?}: {err}");
+        assert!(err.contains(want) && !err.contains("panicked"), "{extra:?}: {err}");
+    }
+    let out = pmixer(&["train", "--schedule", "linear"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("unknown schedule \"linear\""));
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -113,6 +113,7 @@ fn curves_svg_is_well_formed_with_one_polyline_per_curve() {
             test: Metrics { loss: 1.2 / e as f64, metric: 0.88 + 0.01 * e as f64 },
             seconds: 1.0,
             samples_per_s: 100.0,
+            lr: 1e-3,
         })
         .collect();
     let svg = pmixer::svg::curves(Task::Classify, "mnist <classify> & co", &history);

@@ -83,16 +83,38 @@ pub fn softmax_row<T: Real>(row: &mut [T]) -> T {
 /// Backward: `dl_nc += dL·(softmax(l_n)_c − [c = y_n])/N`; the forward keeps
 /// `softmax(l_n)_c − [c = y_n]`, so the backward needs no labels.
 pub fn softmax_cross_entropy<T: Real>(t: &mut Tape<T>, logits: Var, labels: &[usize]) -> Var {
+    softmax_cross_entropy_smoothed(t, logits, labels, 0.0)
+}
+
+/// [`softmax_cross_entropy`] against smoothed targets `q_nc = (1 − ε)·[c = y_n] + ε/C`:
+/// `L = (1/N)·Σ_n (log Σ_c e^{l_nc} − Σ_c q_nc·l_nc)`, and since Σ_c q_nc = 1 the backward is
+/// `dl_nc += dL·(softmax(l_n)_c − q_nc)/N`. With ε = 0 it is exactly the plain loss (the extra
+/// terms are skipped, so its bits are the plain one's).
+pub fn softmax_cross_entropy_smoothed<T: Real>(
+    t: &mut Tape<T>,
+    logits: Var,
+    labels: &[usize],
+    eps: f64,
+) -> Var {
     let &[n, c] = t.shape(logits) else { panic!("cross-entropy: expected [N, C] logits") };
     assert_eq!(labels.len(), n, "cross-entropy: {n} logit rows but {} labels", labels.len());
+    assert!((0.0..1.0).contains(&eps), "cross-entropy: smoothing {eps} outside [0, 1)");
     let mut probs = t.take(n * c);
     probs.copy_from_slice(t.value(logits));
+    let (keep, spread) = (T::from_f64(1.0 - eps), T::from_f64(eps / c as f64));
     let mut total = T::ZERO;
     for (row, &y) in probs.chunks_exact_mut(c).zip(labels) {
         assert!(y < c, "cross-entropy: label {y} out of range for {c} classes");
         let ly = row[y];
-        total += softmax_row(row) - ly;
-        row[y] -= T::ONE;
+        if eps > 0.0 {
+            let sum = row.iter().fold(T::ZERO, |s, &l| s + l);
+            total += softmax_row(row) - keep * ly - spread * sum;
+            row.iter_mut().for_each(|p| *p -= spread);
+            row[y] -= keep;
+        } else {
+            total += softmax_row(row) - ly;
+            row[y] -= T::ONE;
+        }
     }
     let mut loss = t.zeros(1);
     loss[0] = total / T::from_f64(n as f64);

@@ -1,0 +1,344 @@
+//! Training recipes: what a run adds to the original's plain Adam on fixed images.
+//!
+//! `seed` is the original notebook's (no augmentation, no smoothing, Adam at a constant rate):
+//! its runs keep their bits. `strong` adds, each also a flag of its own:
+//!
+//! * **augmentation**, in the batch assembly ([`augment_into`]): a random crop of the image
+//!   padded by `crop_pad` zero pixels on each side (a shift of −pad…+pad pixels in each
+//!   direction) and, where asked, a horizontal flip. In the folded CIFAR layout (32 × 96, each
+//!   pixel's R, G, B side by side) a flip reverses the order of the 32 pixels of a row and keeps
+//!   each pixel's channels in order. Each sample's draw is a hash of (seed, epoch, sample index)
+//!   ([`draw`]): the same on any thread count and on a resumed run, with nothing to save but the
+//!   epoch;
+//! * **label smoothing** ε: the target is (1 − ε)·onehot + ε/C (`ops::softmax_cross_entropy`);
+//! * **AdamW**: decoupled weight decay λ on the kernels (not biases, not gates),
+//!   p ← p − η_t·λ·p before Adam's step, η_t the scheduled rate;
+//! * a **schedule** ([`Recipe::lr_at`]): linear warmup to the base rate over `warmup_epochs`,
+//!   then cosine decay towards 0, reached just after the last step (or a constant rate).
+
+use crate::train::DatasetKind;
+
+/// How the learning rate moves over a run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Schedule {
+    Constant,
+    /// Linear warmup, then cosine decay towards 0, reached just after the run's last step.
+    Cosine,
+}
+
+impl Schedule {
+    pub fn name(self) -> &'static str {
+        match self {
+            Schedule::Constant => "constant",
+            Schedule::Cosine => "cosine",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Schedule> {
+        [Schedule::Constant, Schedule::Cosine].into_iter().find(|k| k.name() == s)
+    }
+}
+
+/// Everything a recipe sets beyond the original's training (recorded in the checkpoint).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Recipe {
+    /// "seed" or "strong", for the record.
+    pub name: String,
+    /// Zero pixels padded on each side before the random crop (0: no crop).
+    pub crop_pad: usize,
+    /// Random horizontal flips (half the samples).
+    pub flip: bool,
+    /// Label smoothing ε in [0, 1).
+    pub label_smoothing: f64,
+    /// AdamW's decoupled weight decay λ on the kernels (0: plain Adam).
+    pub weight_decay: f64,
+    /// Epochs of linear warmup (with the cosine schedule).
+    pub warmup_epochs: f64,
+    pub schedule: Schedule,
+}
+
+/// The recipes' names, for `--recipe`.
+pub const RECIPES: [&str; 2] = ["seed", "strong"];
+
+/// A recipe's training defaults that the flags of the original also set.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Defaults {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+}
+
+impl Recipe {
+    /// The original notebook's training: nothing added.
+    pub fn seed() -> Recipe {
+        Recipe {
+            name: "seed".into(),
+            crop_pad: 0,
+            flip: false,
+            label_smoothing: 0.0,
+            weight_decay: 0.0,
+            warmup_epochs: 0.0,
+            schedule: Schedule::Constant,
+        }
+    }
+
+    /// The recipe `name` for a dataset (its defaults depend on the image size: CIFAR-sized images
+    /// get flips and a 4-pixel crop, MNIST-sized ones a 2-pixel crop and no flip), with the
+    /// epochs, batch size and rate it trains with unless flags say otherwise.
+    pub fn named(name: &str, dataset: DatasetKind) -> Result<(Recipe, Defaults), String> {
+        let original = Defaults { epochs: 10, batch_size: 64, lr: 1e-3 };
+        match name {
+            "seed" => Ok((Recipe::seed(), original)),
+            "strong" => {
+                let cifar = dataset == DatasetKind::Cifar10;
+                let recipe = Recipe {
+                    name: "strong".into(),
+                    crop_pad: if cifar { 4 } else { 2 },
+                    flip: cifar,
+                    label_smoothing: 0.1,
+                    weight_decay: 0.05,
+                    warmup_epochs: 1.0,
+                    schedule: Schedule::Cosine,
+                };
+                let defaults = match cifar {
+                    true => Defaults { epochs: 45, batch_size: 128, lr: 2e-3 },
+                    false => Defaults { epochs: 20, batch_size: 128, lr: 2e-3 },
+                };
+                Ok((recipe, defaults))
+            }
+            _ => Err(format!("unknown recipe {name:?} (expected {})", RECIPES.join(" or "))),
+        }
+    }
+
+    /// Whether the batch assembly has anything to do.
+    pub fn augments(&self) -> bool {
+        self.crop_pad > 0 || self.flip
+    }
+
+    /// Checks the recipe against the run: each problem named by its flag.
+    pub fn check(&self, epochs: usize, h: usize, w_pixels: usize) -> Result<(), String> {
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return Err(format!("--label-smoothing must be in [0, 1), not {}", self.label_smoothing));
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return Err(format!("--weight-decay must be a finite number ≥ 0, not {}", self.weight_decay));
+        }
+        if !(self.warmup_epochs >= 0.0 && self.warmup_epochs.is_finite()) {
+            return Err(format!("--warmup-epochs must be a finite number ≥ 0, not {}", self.warmup_epochs));
+        }
+        if self.schedule == Schedule::Cosine && self.warmup_epochs >= epochs as f64 {
+            return Err(format!(
+                "--warmup-epochs {} is not shorter than the run ({epochs} epochs)",
+                self.warmup_epochs
+            ));
+        }
+        if self.crop_pad >= h.min(w_pixels) {
+            return Err(format!("--crop-pad {} is not smaller than the {h}×{w_pixels} image", self.crop_pad));
+        }
+        Ok(())
+    }
+
+    /// The learning rate of step `t` (counted from 0) of a run of `total` steps with
+    /// `per_epoch` steps an epoch, for base rate `lr`: constant, or a linear warmup to `lr`
+    /// ((t + 1)/warmup of it) then a half cosine from `lr` towards 0, reached at step `total`.
+    pub fn lr_at(&self, lr: f64, t: u64, per_epoch: usize, total: u64) -> f64 {
+        if self.schedule == Schedule::Constant {
+            return lr;
+        }
+        let warmup = (self.warmup_epochs * per_epoch as f64).round() as u64;
+        if t < warmup {
+            return lr * (t + 1) as f64 / warmup as f64;
+        }
+        let span = total.saturating_sub(warmup).max(1) as f64;
+        let progress = ((t - warmup) as f64 / span).min(1.0);
+        lr * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+    }
+
+    /// The metadata a checkpoint records.
+    pub fn to_metadata(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("train.recipe", self.name.clone()),
+            ("train.crop_pad", self.crop_pad.to_string()),
+            ("train.flip", self.flip.to_string()),
+            ("train.label_smoothing", format!("{:e}", self.label_smoothing)),
+            ("train.weight_decay", format!("{:e}", self.weight_decay)),
+            ("train.warmup_epochs", format!("{:e}", self.warmup_epochs)),
+            ("train.schedule", self.schedule.name().to_string()),
+        ]
+    }
+
+    /// The recipe a checkpoint records; the seed recipe for checkpoints from before recipes.
+    pub fn from_metadata(get: impl Fn(&str) -> Option<String>) -> Result<Recipe, String> {
+        let Some(name) = get("train.recipe") else { return Ok(Recipe::seed()) };
+        let field = |k: &str| get(k).ok_or_else(|| format!("no {k:?} in the metadata"));
+        let num = |k: &str| -> Result<f64, String> {
+            field(k)?.parse().map_err(|_| format!("metadata {k:?} is not a number"))
+        };
+        Ok(Recipe {
+            name,
+            crop_pad: field("train.crop_pad")?
+                .parse()
+                .map_err(|_| "metadata \"train.crop_pad\" is not a count")?,
+            flip: field("train.flip")? == "true",
+            label_smoothing: num("train.label_smoothing")?,
+            weight_decay: num("train.weight_decay")?,
+            warmup_epochs: num("train.warmup_epochs")?,
+            schedule: Schedule::parse(&field("train.schedule")?).ok_or("unknown train.schedule")?,
+        })
+    }
+}
+
+/// SplitMix64's output function: a well-mixed 64-bit hash of `x`.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// One sample's augmentation: its shift (dy, dx), each in −pad..=pad pixels, and whether it is
+/// flipped, drawn from a hash of (seed, epoch, sample index) alone.
+pub fn draw(recipe: &Recipe, seed: u64, epoch: usize, sample: usize) -> (isize, isize, bool) {
+    let r = mix(mix(mix(seed) ^ epoch as u64) ^ sample as u64);
+    let span = 2 * recipe.crop_pad as u64 + 1;
+    let pad = recipe.crop_pad as isize;
+    let dy = (r % span) as isize - pad;
+    let dx = ((r >> 16) % span) as isize - pad;
+    (dy, dx, recipe.flip && (r >> 63) == 1)
+}
+
+/// Writes image `img` (h rows of `w` values, `channels` values a pixel) shifted by (dy, dx)
+/// pixels and optionally flipped, into `out(r, c)` for each of its values: out[r][c] is the
+/// source value at row r + dy, pixel p(c) + dx, where p mirrors the pixel when flipping, and
+/// 0 outside the image (the zero padding of a crop).
+pub fn augment_into(
+    img: &[u8],
+    (h, w, channels): (usize, usize, usize),
+    (dy, dx, flip): (isize, isize, bool),
+    mut out: impl FnMut(usize, usize, u8),
+) {
+    let pixels = w / channels;
+    for r in 0..h {
+        let sr = r as isize + dy;
+        for p in 0..pixels {
+            let q = if flip { pixels - 1 - p } else { p };
+            let sp = q as isize + dx;
+            for k in 0..channels {
+                let inside = (0..h as isize).contains(&sr) && (0..pixels as isize).contains(&sp);
+                let v = if inside { img[sr as usize * w + sp as usize * channels + k] } else { 0 };
+                out(r, p * channels + k, v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flip_reverses_the_pixels_of_a_row_and_keeps_each_pixels_colours() {
+        // A 2 × 3-pixel RGB image, value = 100·row + 10·pixel + channel.
+        let (h, pixels, ch) = (2, 3, 3);
+        let img: Vec<u8> =
+            (0..h * pixels * ch).map(|i| (100 * (i / 9) + 10 * (i % 9 / 3) + i % 3) as u8).collect();
+        let mut out = vec![0u8; img.len()];
+        augment_into(&img, (h, pixels * ch, ch), (0, 0, true), |r, c, v| out[r * pixels * ch + c] = v);
+        for r in 0..h {
+            for p in 0..pixels {
+                for k in 0..ch {
+                    assert_eq!(out[r * 9 + p * 3 + k] as usize, 100 * r + 10 * (pixels - 1 - p) + k);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_identity_draw_assembles_the_plain_batch_and_a_flip_mirrors_it() {
+        let d = crate::testdata::synthetic(5, 4, 9, 1); // 4 × 3 RGB pixels a row
+        let idx = [3, 0, 4];
+        let (mut plain, mut aug, mut flipped) =
+            (vec![0f32; 4 * 3 * 9], vec![1f32; 4 * 3 * 9], vec![0f32; 4 * 3 * 9]);
+        let (mut l1, mut l2) = (Vec::new(), Vec::new());
+        d.fill_batch(&idx, &mut plain, &mut l1);
+        d.fill_batch_augmented(&idx, 3, |_| (0, 0, false), &mut aug, &mut l2);
+        assert_eq!(
+            plain.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            aug.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
+        assert_eq!(l1, l2);
+        d.fill_batch_augmented(&idx, 3, |_| (0, 0, true), &mut flipped, &mut l2);
+        // (H, B, W) rows of 9 values: pixel p's channels come from pixel 2 − p.
+        for row in 0..4 * 3 {
+            for p in 0..3 {
+                for k in 0..3 {
+                    assert_eq!(flipped[row * 9 + p * 3 + k], plain[row * 9 + (2 - p) * 3 + k]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_shift_moves_pixels_and_pads_with_zeros() {
+        let img: Vec<u8> = (1..=12).collect(); // 3 × 4, one channel
+        let mut out = vec![0u8; 12];
+        augment_into(&img, (3, 4, 1), (1, -1, false), |r, c, v| out[r * 4 + c] = v);
+        // out[r][c] = img[r + 1][c − 1]: the first column and the last row come from the padding.
+        assert_eq!(out, vec![0, 5, 6, 7, 0, 9, 10, 11, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn draws_depend_on_seed_epoch_and_sample_only_and_stay_in_range() {
+        let r = Recipe::named("strong", DatasetKind::Cifar10).unwrap().0;
+        let mut flips = 0;
+        for s in 0..4000 {
+            let (dy, dx, f) = draw(&r, 3, 2, s);
+            assert!(dy.abs() <= 4 && dx.abs() <= 4);
+            flips += f as usize;
+            assert_eq!(draw(&r, 3, 2, s), (dy, dx, f));
+        }
+        assert!((1800..2200).contains(&flips), "{flips} flips of 4000");
+        assert_ne!(
+            (0..64).map(|s| draw(&r, 3, 2, s)).collect::<Vec<_>>(),
+            (0..64).map(|s| draw(&r, 3, 3, s)).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn the_schedule_warms_up_linearly_then_decays_to_zero() {
+        let r = Recipe::named("strong", DatasetKind::Mnist).unwrap().0;
+        let (lr, per_epoch, total) = (2e-3, 10, 100);
+        assert!((r.lr_at(lr, 0, per_epoch, total) - 2e-4).abs() < 1e-12);
+        assert!((r.lr_at(lr, 9, per_epoch, total) - 2e-3).abs() < 1e-12);
+        assert!((r.lr_at(lr, 10, per_epoch, total) - 2e-3).abs() < 1e-12);
+        assert!((r.lr_at(lr, 55, per_epoch, total) - 1e-3).abs() < 1e-12);
+        assert!(r.lr_at(lr, 99, per_epoch, total) < 2e-6);
+        assert_eq!(Recipe::seed().lr_at(lr, 55, per_epoch, total), lr);
+    }
+
+    #[test]
+    fn bad_settings_name_their_flag() {
+        let mut r = Recipe::named("strong", DatasetKind::Mnist).unwrap().0;
+        assert!(r.check(20, 28, 28).is_ok());
+        r.label_smoothing = 1.0;
+        assert!(r.check(20, 28, 28).unwrap_err().contains("--label-smoothing"));
+        r.label_smoothing = -0.1;
+        assert!(r.check(20, 28, 28).unwrap_err().contains("--label-smoothing"));
+        r.label_smoothing = 0.1;
+        r.weight_decay = -1.0;
+        assert!(r.check(20, 28, 28).unwrap_err().contains("--weight-decay"));
+        r.weight_decay = 0.0;
+        assert!(r.check(1, 28, 28).unwrap_err().contains("--warmup-epochs"));
+        r.crop_pad = 28;
+        assert!(r.check(20, 28, 28).unwrap_err().contains("--crop-pad"));
+        assert!(Recipe::named("fancy", DatasetKind::Mnist).unwrap_err().contains("unknown recipe"));
+    }
+
+    #[test]
+    fn the_recipe_round_trips_through_metadata_and_defaults_to_seed() {
+        let r = Recipe::named("strong", DatasetKind::Cifar10).unwrap().0;
+        let meta: std::collections::BTreeMap<_, _> = r.to_metadata().into_iter().collect();
+        assert_eq!(Recipe::from_metadata(|k| meta.get(k).cloned()).unwrap(), r);
+        assert_eq!(Recipe::from_metadata(|_| None).unwrap(), Recipe::seed());
+    }
+}
