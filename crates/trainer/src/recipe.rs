@@ -102,7 +102,7 @@ impl Recipe {
                 };
                 let defaults = match cifar {
                     true => Defaults { epochs: 45, batch_size: 128, lr: 2e-3 },
-                    false => Defaults { epochs: 20, batch_size: 128, lr: 2e-3 },
+                    false => Defaults { epochs: 40, batch_size: 128, lr: 2e-3 },
                 };
                 Ok((recipe, defaults))
             }
