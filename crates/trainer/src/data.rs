@@ -85,7 +85,7 @@ impl Dataset {
 
 impl Dataset {
     /// [`Dataset::fill_batch`] with each sample augmented as its draw says
-    /// ([`crate::recipe::augment_into`]: shifted, padded with zeros, optionally flipped).
+    /// ([`crate::recipe::augment_row`]: shifted, padded with zeros, optionally flipped).
     pub fn fill_batch_augmented(
         &self,
         idx: &[usize],
@@ -98,9 +98,11 @@ impl Dataset {
         assert_eq!(x.len(), h * b * w);
         labels.clear();
         for (bi, &i) in idx.iter().enumerate() {
-            crate::recipe::augment_into(self.image(i), (h, w, channels), draw(i), |r, c, v| {
-                x[(r * b + bi) * w + c] = v as f32 * (1.0 / 255.0);
-            });
+            let d = draw(i);
+            for r in 0..h {
+                let dst = &mut x[(r * b + bi) * w..(r * b + bi + 1) * w];
+                crate::recipe::augment_row(self.image(i), (h, w, channels), d, r, dst);
+            }
             labels.push(self.labels[i] as usize);
         }
     }

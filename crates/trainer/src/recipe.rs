@@ -3,7 +3,7 @@
 //! `seed` is the original notebook's (no augmentation, no smoothing, Adam at a constant rate):
 //! its runs keep their bits. `strong` adds, each also a flag of its own:
 //!
-//! * **augmentation**, in the batch assembly ([`augment_into`]): a random crop of the image
+//! * **augmentation**, in the batch assembly ([`augment_row`]): a random crop of the image
 //!   padded by `crop_pad` zero pixels on each side (a shift of −pad…+pad pixels in each
 //!   direction) and, where asked, a horizontal flip. In the folded CIFAR layout (32 × 96, each
 //!   pixel's R, G, B side by side) a flip reverses the order of the 32 pixels of a row and keeps
@@ -207,27 +207,31 @@ pub fn draw(recipe: &Recipe, seed: u64, epoch: usize, sample: usize) -> (isize, 
     (dy, dx, recipe.flip && (r >> 63) == 1)
 }
 
-/// Writes image `img` (h rows of `w` values, `channels` values a pixel) shifted by (dy, dx)
-/// pixels and optionally flipped, into `out(r, c)` for each of its values: out[r][c] is the
-/// source value at row r + dy, pixel p(c) + dx, where p mirrors the pixel when flipping, and
-/// 0 outside the image (the zero padding of a crop).
-pub fn augment_into(
+/// Row `r` of image `img` (h rows of `w` values, `channels` values a pixel) shifted by (dy, dx)
+/// pixels and optionally flipped, as pixels ÷ 255 into `out` (w values): out[c] is the source
+/// value at row r + dy, pixel p(c) + dx, where p mirrors the pixel when flipping, and 0 outside
+/// the image (the zero padding of a crop).
+pub fn augment_row(
     img: &[u8],
     (h, w, channels): (usize, usize, usize),
     (dy, dx, flip): (isize, isize, bool),
-    mut out: impl FnMut(usize, usize, u8),
+    r: usize,
+    out: &mut [f32],
 ) {
+    let sr = r as isize + dy;
+    if !(0..h as isize).contains(&sr) {
+        out.fill(0.0);
+        return;
+    }
+    let src = &img[sr as usize * w..(sr as usize + 1) * w];
     let pixels = w / channels;
-    for r in 0..h {
-        let sr = r as isize + dy;
-        for p in 0..pixels {
-            let q = if flip { pixels - 1 - p } else { p };
-            let sp = q as isize + dx;
-            for k in 0..channels {
-                let inside = (0..h as isize).contains(&sr) && (0..pixels as isize).contains(&sp);
-                let v = if inside { img[sr as usize * w + sp as usize * channels + k] } else { 0 };
-                out(r, p * channels + k, v);
-            }
+    for (p, dst) in out.chunks_exact_mut(channels).enumerate() {
+        let q = if flip { pixels - 1 - p } else { p } as isize + dx;
+        if (0..pixels as isize).contains(&q) {
+            let s = &src[q as usize * channels..(q as usize + 1) * channels];
+            dst.iter_mut().zip(s).for_each(|(o, &v)| *o = v as f32 * (1.0 / 255.0));
+        } else {
+            dst.fill(0.0);
         }
     }
 }
@@ -236,14 +240,23 @@ pub fn augment_into(
 mod tests {
     use super::*;
 
+    /// The image augmented whole, as u8 values again (× 255, exact for these pixels).
+    fn augmented(img: &[u8], geometry: (usize, usize, usize), d: (isize, isize, bool)) -> Vec<u8> {
+        let (h, w, _) = geometry;
+        let mut out = vec![0f32; h * w];
+        for (r, row) in out.chunks_exact_mut(w).enumerate() {
+            augment_row(img, geometry, d, r, row);
+        }
+        out.iter().map(|&v| (v * 255.0).round() as u8).collect()
+    }
+
     #[test]
     fn a_flip_reverses_the_pixels_of_a_row_and_keeps_each_pixels_colours() {
         // A 2 × 3-pixel RGB image, value = 100·row + 10·pixel + channel.
         let (h, pixels, ch) = (2, 3, 3);
         let img: Vec<u8> =
             (0..h * pixels * ch).map(|i| (100 * (i / 9) + 10 * (i % 9 / 3) + i % 3) as u8).collect();
-        let mut out = vec![0u8; img.len()];
-        augment_into(&img, (h, pixels * ch, ch), (0, 0, true), |r, c, v| out[r * pixels * ch + c] = v);
+        let out = augmented(&img, (h, pixels * ch, ch), (0, 0, true));
         for r in 0..h {
             for p in 0..pixels {
                 for k in 0..ch {
@@ -281,10 +294,10 @@ mod tests {
     #[test]
     fn a_shift_moves_pixels_and_pads_with_zeros() {
         let img: Vec<u8> = (1..=12).collect(); // 3 × 4, one channel
-        let mut out = vec![0u8; 12];
-        augment_into(&img, (3, 4, 1), (1, -1, false), |r, c, v| out[r * 4 + c] = v);
-        // out[r][c] = img[r + 1][c − 1]: the first column and the last row come from the padding.
-        assert_eq!(out, vec![0, 5, 6, 7, 0, 9, 10, 11, 0, 0, 0, 0]);
+                                               // out[r][c] = img[r + 1][c − 1]: the first column and the last row come from the padding.
+        assert_eq!(augmented(&img, (3, 4, 1), (1, -1, false)), vec![0, 5, 6, 7, 0, 9, 10, 11, 0, 0, 0, 0]);
+        // A flip and a shift: out[r][c] = img[r][(3 − c) + 1].
+        assert_eq!(augmented(&img, (3, 4, 1), (0, 1, true)), vec![0, 4, 3, 2, 0, 8, 7, 6, 0, 12, 11, 10]);
     }
 
     #[test]
