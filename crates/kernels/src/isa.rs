@@ -363,6 +363,48 @@ mod x86 {
     }
 }
 
+/// AVX512_BF16's `VDPBF16PS` (pairs of bf16 multiplied and added into f32 lanes): the
+/// instruction mixed precision would run its products on. Only its roof is measured so far.
+#[cfg(target_arch = "x86_64")]
+mod x86_bf16 {
+    use std::arch::x86_64::*;
+
+    /// The token, where the CPU has AVX-512F and AVX512_BF16.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Avx512Bf16(());
+
+    impl Avx512Bf16 {
+        pub fn detect() -> Option<Self> {
+            (is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16"))
+                .then_some(Avx512Bf16(()))
+        }
+
+        /// `rounds` rounds of `N` independent `acc ← acc + Σ_pair a·b` chains (`VDPBF16PS` on
+        /// 16 f32 lanes, each adding two bf16 products: 64 FLOPs an instruction); one lane of
+        /// their sum, so that nothing is optimised away.
+        pub fn dot_chains<const N: usize>(self, rounds: usize, seed: f32) -> f32 {
+            #[target_feature(enable = "avx512f,avx512bf16")]
+            fn run<const N: usize>(rounds: usize, seed: f32) -> f32 {
+                let mut acc = [_mm512_set1_ps(seed); N];
+                let a = _mm512_set1_ps(0.999_9);
+                let pairs = _mm512_cvtne2ps_pbh(a, a);
+                for _ in 0..rounds {
+                    for v in acc.iter_mut() {
+                        *v = _mm512_dpbf16_ps(*v, pairs, pairs);
+                    }
+                }
+                let total = acc.iter().fold(_mm512_setzero_ps(), |t, &v| _mm512_add_ps(t, v));
+                _mm512_reduce_add_ps(total)
+            }
+            // SAFETY: the token exists only where the CPU has AVX-512F and AVX512_BF16.
+            unsafe { run::<N>(rounds, seed) }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub use x86_bf16::Avx512Bf16;
+
 #[cfg(target_arch = "aarch64")]
 pub use arm::Neon;
 

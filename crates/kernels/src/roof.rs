@@ -113,6 +113,30 @@ pub fn fma_peak_gflops_one_thread(level: Level) -> f64 {
     })
 }
 
+/// Independent chains of the bf16 loop (`VDPBF16PS` has the FMA's latency and pipes on the
+/// cores that have it).
+#[cfg(target_arch = "x86_64")]
+const BF16_CHAINS: usize = 16;
+
+/// GFLOP/s of bf16 pair products accumulated in f32 (`VDPBF16PS`, 64 FLOPs an instruction) on
+/// every thread at once, where the CPU has AVX512_BF16; `None` elsewhere.
+pub fn bf16_peak_gflops() -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(s) = crate::isa::Avx512Bf16::detect() {
+        return Some(median_rate(7, |rounds| {
+            let t = Instant::now();
+            let flops: f64 = rayon::broadcast(|_| {
+                std::hint::black_box(s.dot_chains::<BF16_CHAINS>(rounds, std::hint::black_box(1.0)));
+                (rounds * BF16_CHAINS * 64) as f64
+            })
+            .iter()
+            .sum();
+            (flops, t.elapsed().as_secs_f64())
+        }));
+    }
+    None
+}
+
 /// Runs `f(rounds)` (returning work done and seconds) `runs` times with `rounds` grown until a
 /// run lasts about 20 ms; the median of the rates, in units of 1e9 a second.
 fn median_rate(runs: usize, mut f: impl FnMut(usize) -> (f64, f64)) -> f64 {

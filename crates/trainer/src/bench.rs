@@ -234,6 +234,8 @@ struct Roofs {
     peak_one: f64,
     triad: f64,
     gemm: f64,
+    /// The bf16 pair-product roof, where the CPU has it.
+    bf16: Option<f64>,
 }
 
 impl Roofs {
@@ -243,6 +245,7 @@ impl Roofs {
             peak_one: roof::fma_peak_gflops_one_thread(level),
             triad: roof::triad_gb_per_s(1 << 26),
             gemm: gemm_1024_gflops(),
+            bf16: roof::bf16_peak_gflops(),
         }
     }
 }
@@ -290,6 +293,12 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
     println!("fma_peak_gflops: {:.2}", roofs.peak);
     println!("fma_peak_gflops_per_thread: {:.2}", roofs.peak_one);
     println!("fraction_of_peak: {:.3}", gflops / roofs.peak);
+    // What pmixer computes in (f32 only so far), and the CPU's bf16 roof where it has one.
+    println!("precisions: f32");
+    match roofs.bf16 {
+        Some(bf16) => println!("bf16_peak_gflops: {bf16:.2}"),
+        None => println!("bf16_peak_gflops: none (this CPU has no AVX512_BF16)"),
+    }
     println!("triad_gb_per_s: {:.1}", roofs.triad);
     println!("gemm_1024_gflops: {:.2}", roofs.gemm);
     println!("fraction_of_gemm: {:.3}", gflops / roofs.gemm);
