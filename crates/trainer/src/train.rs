@@ -4,15 +4,18 @@
 //! One training step, end to end ([`Trainer::step`]):
 //! 1. The batch is split into shards of `shard` samples ([`SHARD`] unless the run says otherwise),
 //!    run concurrently; per shard:
-//! 2. [`Dataset::fill_batch`] turns its u8 images into an f32 (H, n, W) tensor (÷255, permuted).
-//! 3. [`Model::loss`] records the forward pass on a [`Tape`]: per mixer the column MLP, the row
-//!    MLP, the gate and the residual sum; then the head and the loss.
+//! 2. [`Dataset::fill_batch`] turns its u8 images into an f32 (H, n, W) tensor (÷255, permuted);
+//!    under a recipe that augments, [`Dataset::fill_batch_augmented`] crops and flips them too.
+//! 3. [`Model::loss_smoothed`] records the forward pass on a [`Tape`]: per mixer the column MLP
+//!    and the gated row MLP (the gate and the residual fused into it); then the head and the
+//!    loss (cross-entropy against smoothed targets when the recipe smooths, else plain).
 //! 4. [`Tape::backward_from`] walks the tape in reverse, starting from the shard's weight n/B in
-//!    the batch's mean loss; each op adds its inputs' gradients.
+//!    the batch's mean loss; each op writes or adds its inputs' gradients.
 //! 5. [`Tape::param_grads`] gathers the parameter gradients into one flat buffer laid out like
 //!    the parameters.
 //! 6. The shards' buffers are added in shard order, and the optimizer updates the parameters in
-//!    one loop over the sum.
+//!    one loop over the sum (AdamW's decay first, where the recipe sets one), at the rate the
+//!    recipe's schedule gives the step.
 
 use crate::data::{self, DataError, Dataset};
 use crate::recipe::Recipe;
@@ -332,8 +335,9 @@ impl Shard {
 }
 
 /// A model's training step with the buffers it reuses: one shard per `shard` samples of the
-/// batch ([`SHARD`] unless [`Trainer::with_shard`] says otherwise), each with the pool its tape borrows batch-sized buffers from, so that after the
-/// first step nothing batch-sized is allocated.
+/// batch ([`SHARD`] unless [`Trainer::with_shard`] says otherwise), each with the pool its tape
+/// borrows batch-sized buffers from, so that after the first step nothing batch-sized is
+/// allocated.
 pub struct Trainer {
     pub model: Model,
     pub opt: OptimizerKind,
