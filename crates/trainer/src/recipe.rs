@@ -208,7 +208,7 @@ pub fn draw(recipe: &Recipe, seed: u64, epoch: usize, sample: usize) -> (isize, 
 }
 
 /// Row `r` of image `img` (h rows of `w` values, `channels` values a pixel) shifted by (dy, dx)
-/// pixels and optionally flipped, as pixels ÷ 255 into `out` (w values): out[c] is the source
+/// pixels and optionally flipped, as pixels ÷ 255 into `out` (w values): `out[c]` is the source
 /// value at row r + dy, pixel p(c) + dx, where p mirrors the pixel when flipping, and 0 outside
 /// the image (the zero padding of a crop).
 pub fn augment_row(
