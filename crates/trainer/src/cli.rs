@@ -23,7 +23,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Train a model (the default: `pmixer` alone trains the MNIST classifier from data/mnist).
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Evaluate a checkpoint on a test set.
     Eval(EvalArgs),
     /// Print the layers, parameter counts and forward FLOPs of a model.
@@ -129,6 +129,9 @@ pub struct TrainArgs {
     /// Never flip (the strong recipe's default for MNIST-sized images).
     #[arg(long, conflicts_with = "resume")]
     pub no_flip: bool,
+    /// Zero a random square of this many pixels a side in each image (cutout; 0: none).
+    #[arg(long, conflicts_with = "resume", value_parser = clap::value_parser!(u64).range(0..=4096))]
+    pub cutout: Option<u64>,
     /// Label smoothing ε, in [0, 1).
     #[arg(long, conflicts_with = "resume", allow_hyphen_values = true)]
     pub label_smoothing: Option<f64>,
@@ -494,6 +497,9 @@ fn recipe_from_flags(args: &TrainArgs, dataset: DatasetKind) -> Result<(Recipe, 
         r.crop_pad = p as usize;
     }
     r.flip = (r.flip || args.flip) && !args.no_flip;
+    if let Some(c) = args.cutout {
+        r.cutout = c as usize;
+    }
     r.label_smoothing = args.label_smoothing.unwrap_or(r.label_smoothing);
     r.weight_decay = args.weight_decay.unwrap_or(r.weight_decay);
     r.warmup_epochs = args.warmup_epochs.unwrap_or(r.warmup_epochs);

@@ -85,12 +85,12 @@ impl Dataset {
 
 impl Dataset {
     /// [`Dataset::fill_batch`] with each sample augmented as its draw says
-    /// ([`crate::recipe::augment_row`]: shifted, padded with zeros, optionally flipped).
+    /// ([`crate::recipe::augment_row`]: shifted, padded with zeros, optionally flipped and cut).
     pub fn fill_batch_augmented(
         &self,
         idx: &[usize],
         channels: usize,
-        draw: impl Fn(usize) -> (isize, isize, bool),
+        draw: impl Fn(usize) -> crate::recipe::Draw,
         x: &mut [f32],
         labels: &mut Vec<usize>,
     ) {
@@ -101,7 +101,7 @@ impl Dataset {
             let d = draw(i);
             for r in 0..h {
                 let dst = &mut x[(r * b + bi) * w..(r * b + bi + 1) * w];
-                crate::recipe::augment_row(self.image(i), (h, w, channels), d, r, dst);
+                crate::recipe::augment_row(self.image(i), (h, w, channels), &d, r, dst);
             }
             labels.push(self.labels[i] as usize);
         }

@@ -16,7 +16,7 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let result = cli::in_pool(command.threads(), || match command {
-        Command::Train(a) => cli::train(a),
+        Command::Train(a) => cli::train(*a),
         Command::Eval(a) => cli::eval(a),
         Command::Summary(a) => cli::summary(a),
         Command::Bench(a) => pmixer::bench::run(a),

@@ -7,7 +7,9 @@
 //!   padded by `crop_pad` zero pixels on each side (a shift of −pad…+pad pixels in each
 //!   direction) and, where asked, a horizontal flip. In the folded CIFAR layout (32 × 96, each
 //!   pixel's R, G, B side by side) a flip reverses the order of the 32 pixels of a row and keeps
-//!   each pixel's channels in order. Each sample's draw is a hash of (seed, epoch, sample index)
+//!   each pixel's channels in order; optionally **cutout**, a square of `cutout` pixels a side
+//!   zeroed at a random place (DeVries & Taylor, 2017). Each sample's draw ([`Draw`]) is a hash
+//!   of (seed, epoch, sample index)
 //!   ([`draw`]): the same on any thread count and on a resumed run, with nothing to save but the
 //!   epoch;
 //! * **label smoothing** ε: the target is (1 − ε)·onehot + ε/C (`ops::softmax_cross_entropy`);
@@ -48,6 +50,9 @@ pub struct Recipe {
     pub crop_pad: usize,
     /// Random horizontal flips (half the samples).
     pub flip: bool,
+    /// Side of the square of pixels zeroed at a random place in each image after the crop and
+    /// flip (cutout; 0: none). The square may reach past the image's edge.
+    pub cutout: usize,
     /// Label smoothing ε in [0, 1).
     pub label_smoothing: f64,
     /// AdamW's decoupled weight decay λ on the kernels (0: plain Adam).
@@ -75,6 +80,7 @@ impl Recipe {
             name: "seed".into(),
             crop_pad: 0,
             flip: false,
+            cutout: 0,
             label_smoothing: 0.0,
             weight_decay: 0.0,
             warmup_epochs: 0.0,
@@ -95,6 +101,7 @@ impl Recipe {
                     name: "strong".into(),
                     crop_pad: if cifar { 4 } else { 2 },
                     flip: cifar,
+                    cutout: 0,
                     label_smoothing: 0.1,
                     weight_decay: 0.05,
                     warmup_epochs: 1.0,
@@ -112,7 +119,7 @@ impl Recipe {
 
     /// Whether the batch assembly has anything to do.
     pub fn augments(&self) -> bool {
-        self.crop_pad > 0 || self.flip
+        self.crop_pad > 0 || self.flip || self.cutout > 0
     }
 
     /// Checks the recipe against the run: each problem named by its flag.
@@ -134,6 +141,9 @@ impl Recipe {
         }
         if self.crop_pad >= h.min(w_pixels) {
             return Err(format!("--crop-pad {} is not smaller than the {h}×{w_pixels} image", self.crop_pad));
+        }
+        if self.cutout > h.min(w_pixels) {
+            return Err(format!("--cutout {} is larger than the {h}×{w_pixels} image", self.cutout));
         }
         Ok(())
     }
@@ -160,6 +170,7 @@ impl Recipe {
             ("train.recipe", self.name.clone()),
             ("train.crop_pad", self.crop_pad.to_string()),
             ("train.flip", self.flip.to_string()),
+            ("train.cutout", self.cutout.to_string()),
             ("train.label_smoothing", format!("{:e}", self.label_smoothing)),
             ("train.weight_decay", format!("{:e}", self.weight_decay)),
             ("train.warmup_epochs", format!("{:e}", self.warmup_epochs)),
@@ -180,6 +191,9 @@ impl Recipe {
                 .parse()
                 .map_err(|_| "metadata \"train.crop_pad\" is not a count")?,
             flip: field("train.flip")? == "true",
+            // Recorded since cutout exists; none before.
+            cutout: get("train.cutout")
+                .map_or(Ok(0), |v| v.parse().map_err(|_| "metadata \"train.cutout\" is not a count"))?,
             label_smoothing: num("train.label_smoothing")?,
             weight_decay: num("train.weight_decay")?,
             warmup_epochs: num("train.warmup_epochs")?,
@@ -196,29 +210,46 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-/// One sample's augmentation: its shift (dy, dx), each in −pad..=pad pixels, and whether it is
-/// flipped, drawn from a hash of (seed, epoch, sample index) alone.
-pub fn draw(recipe: &Recipe, seed: u64, epoch: usize, sample: usize) -> (isize, isize, bool) {
+/// One sample's augmentation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Draw {
+    /// The shift, each in −pad..=pad pixels: output (r, p) reads source (r + dy, p + dx).
+    pub dy: isize,
+    pub dx: isize,
+    pub flip: bool,
+    /// The cutout square: its top-left output pixel (possibly outside the image) and its side.
+    pub cut: Option<(isize, isize, usize)>,
+}
+
+impl Draw {
+    /// No augmentation at all.
+    pub const NONE: Draw = Draw { dy: 0, dx: 0, flip: false, cut: None };
+}
+
+/// One sample's augmentation for an image of `h` × `pixels`, drawn from a hash of (seed, epoch,
+/// sample index) alone.
+pub fn draw(recipe: &Recipe, seed: u64, epoch: usize, sample: usize, (h, pixels): (usize, usize)) -> Draw {
     let r = mix(mix(mix(seed) ^ epoch as u64) ^ sample as u64);
     let span = 2 * recipe.crop_pad as u64 + 1;
     let pad = recipe.crop_pad as isize;
-    let dy = (r % span) as isize - pad;
-    let dx = ((r >> 16) % span) as isize - pad;
-    (dy, dx, recipe.flip && (r >> 63) == 1)
+    let (dy, dx) = ((r % span) as isize - pad, ((r >> 16) % span) as isize - pad);
+    let flip = recipe.flip && (r >> 63) == 1;
+    // The square's centre anywhere in the image, so that it may be cut by the edges.
+    let c = mix(r);
+    let side = recipe.cutout;
+    let cut = (side > 0).then(|| {
+        let (cy, cx) = ((c % h as u64) as isize, ((c >> 32) % pixels as u64) as isize);
+        (cy - (side / 2) as isize, cx - (side / 2) as isize, side)
+    });
+    Draw { dy, dx, flip, cut }
 }
 
-/// Row `r` of image `img` (h rows of `w` values, `channels` values a pixel) shifted by (dy, dx)
-/// pixels and optionally flipped, as pixels ÷ 255 into `out` (w values): `out[c]` is the source
-/// value at row r + dy, pixel p(c) + dx, where p mirrors the pixel when flipping, and 0 outside
-/// the image (the zero padding of a crop).
-pub fn augment_row(
-    img: &[u8],
-    (h, w, channels): (usize, usize, usize),
-    (dy, dx, flip): (isize, isize, bool),
-    r: usize,
-    out: &mut [f32],
-) {
-    let sr = r as isize + dy;
+/// Row `r` of image `img` (h rows of `w` values, `channels` values a pixel) augmented as `d`
+/// says, as pixels ÷ 255 into `out` (w values): `out[c]` is the source value at row r + dy,
+/// pixel p(c) + dx, where p mirrors the pixel when flipping, and 0 outside the image (the zero
+/// padding of a crop) or inside the cutout square.
+pub fn augment_row(img: &[u8], (h, w, channels): (usize, usize, usize), d: &Draw, r: usize, out: &mut [f32]) {
+    let sr = r as isize + d.dy;
     if !(0..h as isize).contains(&sr) {
         out.fill(0.0);
         return;
@@ -226,12 +257,21 @@ pub fn augment_row(
     let src = &img[sr as usize * w..(sr as usize + 1) * w];
     let pixels = w / channels;
     for (p, dst) in out.chunks_exact_mut(channels).enumerate() {
-        let q = if flip { pixels - 1 - p } else { p } as isize + dx;
+        let q = if d.flip { pixels - 1 - p } else { p } as isize + d.dx;
         if (0..pixels as isize).contains(&q) {
             let s = &src[q as usize * channels..(q as usize + 1) * channels];
             dst.iter_mut().zip(s).for_each(|(o, &v)| *o = v as f32 * (1.0 / 255.0));
         } else {
             dst.fill(0.0);
+        }
+    }
+    if let Some((y0, x0, side)) = d.cut {
+        if (y0..y0 + side as isize).contains(&(r as isize)) {
+            let (a, b) = (
+                x0.clamp(0, pixels as isize) as usize,
+                (x0 + side as isize).clamp(0, pixels as isize) as usize,
+            );
+            out[a * channels..b * channels].fill(0.0);
         }
     }
 }
@@ -241,11 +281,11 @@ mod tests {
     use super::*;
 
     /// The image augmented whole, as u8 values again (× 255, exact for these pixels).
-    fn augmented(img: &[u8], geometry: (usize, usize, usize), d: (isize, isize, bool)) -> Vec<u8> {
+    fn augmented(img: &[u8], geometry: (usize, usize, usize), d: Draw) -> Vec<u8> {
         let (h, w, _) = geometry;
         let mut out = vec![0f32; h * w];
         for (r, row) in out.chunks_exact_mut(w).enumerate() {
-            augment_row(img, geometry, d, r, row);
+            augment_row(img, geometry, &d, r, row);
         }
         out.iter().map(|&v| (v * 255.0).round() as u8).collect()
     }
@@ -256,7 +296,7 @@ mod tests {
         let (h, pixels, ch) = (2, 3, 3);
         let img: Vec<u8> =
             (0..h * pixels * ch).map(|i| (100 * (i / 9) + 10 * (i % 9 / 3) + i % 3) as u8).collect();
-        let out = augmented(&img, (h, pixels * ch, ch), (0, 0, true));
+        let out = augmented(&img, (h, pixels * ch, ch), Draw { flip: true, ..Draw::NONE });
         for r in 0..h {
             for p in 0..pixels {
                 for k in 0..ch {
@@ -274,13 +314,13 @@ mod tests {
             (vec![0f32; 4 * 3 * 9], vec![1f32; 4 * 3 * 9], vec![0f32; 4 * 3 * 9]);
         let (mut l1, mut l2) = (Vec::new(), Vec::new());
         d.fill_batch(&idx, &mut plain, &mut l1);
-        d.fill_batch_augmented(&idx, 3, |_| (0, 0, false), &mut aug, &mut l2);
+        d.fill_batch_augmented(&idx, 3, |_| Draw::NONE, &mut aug, &mut l2);
         assert_eq!(
             plain.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
             aug.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
         );
         assert_eq!(l1, l2);
-        d.fill_batch_augmented(&idx, 3, |_| (0, 0, true), &mut flipped, &mut l2);
+        d.fill_batch_augmented(&idx, 3, |_| Draw { flip: true, ..Draw::NONE }, &mut flipped, &mut l2);
         // (H, B, W) rows of 9 values: pixel p's channels come from pixel 2 − p.
         for row in 0..4 * 3 {
             for p in 0..3 {
@@ -295,25 +335,33 @@ mod tests {
     fn a_shift_moves_pixels_and_pads_with_zeros() {
         let img: Vec<u8> = (1..=12).collect(); // 3 × 4, one channel
                                                // out[r][c] = img[r + 1][c − 1]: the first column and the last row come from the padding.
-        assert_eq!(augmented(&img, (3, 4, 1), (1, -1, false)), vec![0, 5, 6, 7, 0, 9, 10, 11, 0, 0, 0, 0]);
+        let shift = Draw { dy: 1, dx: -1, ..Draw::NONE };
+        assert_eq!(augmented(&img, (3, 4, 1), shift), vec![0, 5, 6, 7, 0, 9, 10, 11, 0, 0, 0, 0]);
         // A flip and a shift: out[r][c] = img[r][(3 − c) + 1].
-        assert_eq!(augmented(&img, (3, 4, 1), (0, 1, true)), vec![0, 4, 3, 2, 0, 8, 7, 6, 0, 12, 11, 10]);
+        let flip = Draw { dx: 1, flip: true, ..Draw::NONE };
+        assert_eq!(augmented(&img, (3, 4, 1), flip), vec![0, 4, 3, 2, 0, 8, 7, 6, 0, 12, 11, 10]);
+        // A cutout of side 2 at (−1, 2): only row 0, pixels 2 and 3, are inside the image.
+        let cut = Draw { cut: Some((-1, 2, 2)), ..Draw::NONE };
+        assert_eq!(augmented(&img, (3, 4, 1), cut), vec![1, 2, 0, 0, 5, 6, 7, 8, 9, 10, 11, 12]);
     }
 
     #[test]
     fn draws_depend_on_seed_epoch_and_sample_only_and_stay_in_range() {
-        let r = Recipe::named("strong", DatasetKind::Cifar10).unwrap().0;
+        let mut r = Recipe::named("strong", DatasetKind::Cifar10).unwrap().0;
+        r.cutout = 8;
         let mut flips = 0;
         for s in 0..4000 {
-            let (dy, dx, f) = draw(&r, 3, 2, s);
-            assert!(dy.abs() <= 4 && dx.abs() <= 4);
-            flips += f as usize;
-            assert_eq!(draw(&r, 3, 2, s), (dy, dx, f));
+            let d = draw(&r, 3, 2, s, (32, 32));
+            assert!(d.dy.abs() <= 4 && d.dx.abs() <= 4);
+            let (y0, x0, side) = d.cut.unwrap();
+            assert!(side == 8 && (-4..28).contains(&y0) && (-4..28).contains(&x0), "{d:?}");
+            flips += d.flip as usize;
+            assert_eq!(draw(&r, 3, 2, s, (32, 32)), d);
         }
         assert!((1800..2200).contains(&flips), "{flips} flips of 4000");
         assert_ne!(
-            (0..64).map(|s| draw(&r, 3, 2, s)).collect::<Vec<_>>(),
-            (0..64).map(|s| draw(&r, 3, 3, s)).collect::<Vec<_>>()
+            (0..64).map(|s| draw(&r, 3, 2, s, (32, 32))).collect::<Vec<_>>(),
+            (0..64).map(|s| draw(&r, 3, 3, s, (32, 32))).collect::<Vec<_>>()
         );
     }
 
@@ -342,6 +390,8 @@ mod tests {
         assert!(r.check(20, 28, 28).unwrap_err().contains("--weight-decay"));
         r.weight_decay = 0.0;
         assert!(r.check(1, 28, 28).unwrap_err().contains("--warmup-epochs"));
+        r.cutout = 29;
+        assert!(r.check(20, 28, 28).unwrap_err().contains("--cutout"));
         r.crop_pad = 28;
         assert!(r.check(20, 28, 28).unwrap_err().contains("--crop-pad"));
         assert!(Recipe::named("fancy", DatasetKind::Mnist).unwrap_err().contains("unknown recipe"));
@@ -349,7 +399,8 @@ mod tests {
 
     #[test]
     fn the_recipe_round_trips_through_metadata_and_defaults_to_seed() {
-        let r = Recipe::named("strong", DatasetKind::Cifar10).unwrap().0;
+        let mut r = Recipe::named("strong", DatasetKind::Cifar10).unwrap().0;
+        r.cutout = 12;
         let meta: std::collections::BTreeMap<_, _> = r.to_metadata().into_iter().collect();
         assert_eq!(Recipe::from_metadata(|k| meta.get(k).cloned()).unwrap(), r);
         assert_eq!(Recipe::from_metadata(|_| None).unwrap(), Recipe::seed());

@@ -307,7 +307,7 @@ impl Shard {
         let mut x = tape.take(h * n * w); // fill_batch writes every element
         match &plan.augment {
             Some((recipe, seed, epoch, channels)) => {
-                let draw = |i| crate::recipe::draw(recipe, *seed, *epoch, i);
+                let draw = |i| crate::recipe::draw(recipe, *seed, *epoch, i, (h, w / channels));
                 data.fill_batch_augmented(idx, *channels, draw, &mut x, &mut self.labels)
             }
             None => data.fill_batch(idx, &mut x, &mut self.labels),

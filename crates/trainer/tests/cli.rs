@@ -558,7 +558,7 @@ fn a_strong_recipe_run_resumes_bitwise_and_is_independent_of_the_thread_count() 
     #[rustfmt::skip]
     let args = |out: &Path, threads: &str, recipe: &str| -> Vec<String> {
         ["train", "--data-dir", s(&data), "--layers", "2", "--batch-size", "32", "--epochs", "3", "--recipe", recipe,
-         "--flip", "--crop-pad", "2", "--warmup-epochs", "1", "--threads", threads, "--out", s(out)]
+         "--flip", "--crop-pad", "2", "--cutout", "3", "--warmup-epochs", "1", "--threads", threads, "--out", s(out)]
             .iter().map(|a| a.to_string()).collect()
     };
     let run = |out: &Path, threads: &str, recipe: &str, interrupt: Option<&str>| {
@@ -609,6 +609,7 @@ fn bad_recipe_settings_are_clear_errors() {
             "--warmup-epochs 1 is not shorter than the run (1 epochs)",
         ),
         (&["--crop-pad", "8"], "--crop-pad 8 is not smaller than the 8×9 image"),
+        (&["--cutout", "10"], "--cutout 10 is larger than the 8×9 image"),
     ] {
         let mut args = vec!["train", "--data-dir", s(&data), "--layers", "1", "--out", s(&dir)];
         args.extend_from_slice(extra);
