@@ -2,7 +2,7 @@
 //! updates computed by hand.
 
 use pmixer_autodiff::gradcheck::check;
-use pmixer_autodiff::ops::{self, MlpVars};
+use pmixer_autodiff::ops::{self, MlpVars, Target};
 use pmixer_autodiff::optim::{Adam, AdamState, Sgd};
 use pmixer_autodiff::{ParamId, Params, Tape, Tensor, Var};
 use pmixer_kernels::Axis;
@@ -187,9 +187,14 @@ fn mean_mse_and_cross_entropy() {
         let x = t.param(x);
         ops::mse(t, x, &target(15))
     });
-    assert_grads(p, 9, |t| {
+    assert_grads(p.clone(), 9, |t| {
         let x = t.param(x);
         ops::softmax_cross_entropy_smoothed(t, x, &[4, 0, 2], 0.1)
+    });
+    let mixed = [Target { a: 4, b: 1, share: 0.7 }, Target::label(0), Target { a: 2, b: 3, share: 0.25 }];
+    assert_grads(p, 10, |t| {
+        let x = t.param(x);
+        ops::softmax_cross_entropy_mixed(t, x, &mixed, 0.1)
     });
 }
 
@@ -220,6 +225,36 @@ fn smoothed_cross_entropy_is_the_cross_entropy_against_the_smoothed_target() {
     let a = ops::softmax_cross_entropy_smoothed(&mut t2, logits, &[0], 0.0);
     let b = ops::softmax_cross_entropy(&mut t2, logits, &[0]);
     assert_eq!(t2.value(a)[0].to_bits(), t2.value(b)[0].to_bits());
+}
+
+#[test]
+fn mixed_cross_entropy_is_the_cross_entropy_against_the_mixed_target() {
+    // q = 0.9·(0.3·onehot(0) + 0.7·onehot(2)) + 0.1/3, for one row.
+    let p = Params::<f64>::new();
+    let mut t = Tape::new(&p);
+    let logits = t.input(Tensor::new(&[1, 3], vec![1.0, 2.0, 3.0]), false);
+    let l = ops::softmax_cross_entropy_mixed(&mut t, logits, &[Target { a: 0, b: 2, share: 0.3 }], 0.1);
+    let lse = (1f64.exp() + 2f64.exp() + 3f64.exp()).ln();
+    let q = [0.9 * 0.3 + 0.1 / 3.0, 0.1 / 3.0, 0.9 * 0.7 + 0.1 / 3.0];
+    let want: f64 = q.iter().zip([1.0, 2.0, 3.0]).map(|(q, l)| -q * (l - lse)).sum();
+    assert!((t.value(l)[0] - want).abs() < 1e-12);
+    // Single labels give the smoothed loss's bits, value and gradient (in f32, where rounding
+    // would show).
+    let p = Params::<f32>::new();
+    let rows = vec![0.3f32, -1.2, 2.5, 0.7, 0.0, -0.4];
+    let run = |mixed: bool| {
+        let mut t = Tape::new(&p);
+        let x = t.input(Tensor::new(&[2, 3], rows.clone()), true);
+        let l = match mixed {
+            true => ops::softmax_cross_entropy_mixed(&mut t, x, &[Target::label(2), Target::label(0)], 0.1),
+            false => ops::softmax_cross_entropy_smoothed(&mut t, x, &[2, 0], 0.1),
+        };
+        t.backward(l);
+        let mut bits = vec![t.value(l)[0].to_bits()];
+        bits.extend(t.grad(x).unwrap().iter().map(|g| g.to_bits()));
+        bits
+    };
+    assert_eq!(run(true), run(false));
 }
 
 #[test]

@@ -221,9 +221,31 @@ impl Model {
     /// [`Model::loss`] with the classifier's targets smoothed by ε
     /// ([`ops::softmax_cross_entropy_smoothed`]; ε = 0 is [`Model::loss`]).
     pub fn loss_smoothed<T: Real>(&self, t: &mut Tape<T>, x: Var, labels: &[usize], eps: f64) -> (Var, Var) {
+        self.loss_with(t, x, |t, out| ops::softmax_cross_entropy_smoothed(t, out, labels, eps))
+    }
+
+    /// [`Model::loss`] against mixed targets (CutMix's two labels per image) smoothed by ε
+    /// ([`ops::softmax_cross_entropy_mixed`]; single-label targets give [`Model::loss_smoothed`]).
+    pub fn loss_mixed<T: Real>(
+        &self,
+        t: &mut Tape<T>,
+        x: Var,
+        targets: &[ops::Target],
+        eps: f64,
+    ) -> (Var, Var) {
+        self.loss_with(t, x, |t, out| ops::softmax_cross_entropy_mixed(t, out, targets, eps))
+    }
+
+    /// Forward plus loss, the classifier's loss given by `xent` from the logits.
+    fn loss_with<T: Real>(
+        &self,
+        t: &mut Tape<T>,
+        x: Var,
+        xent: impl FnOnce(&mut Tape<T>, Var) -> Var,
+    ) -> (Var, Var) {
         let out = self.forward(t, x);
         let loss = match self.arch.task {
-            Task::Classify => ops::softmax_cross_entropy_smoothed(t, out, labels, eps),
+            Task::Classify => xent(t, out),
             Task::Autoencode => {
                 // The target is the input itself, copied into a pooled buffer for the call.
                 let mut target = t.take(t.value(x).len());

@@ -132,6 +132,10 @@ pub struct TrainArgs {
     /// Zero a random square of this many pixels a side in each image (cutout; 0: none).
     #[arg(long, conflicts_with = "resume", value_parser = clap::value_parser!(u64).range(0..=4096))]
     pub cutout: Option<u64>,
+    /// The probability that an image gets a box of another training image pasted over it, the
+    /// target mixing the two labels by area (CutMix; 0: never).
+    #[arg(long, conflicts_with = "resume", allow_hyphen_values = true)]
+    pub cutmix: Option<f64>,
     /// Label smoothing ε, in [0, 1).
     #[arg(long, conflicts_with = "resume", allow_hyphen_values = true)]
     pub label_smoothing: Option<f64>,
@@ -500,6 +504,7 @@ fn recipe_from_flags(args: &TrainArgs, dataset: DatasetKind) -> Result<(Recipe, 
     if let Some(c) = args.cutout {
         r.cutout = c as usize;
     }
+    r.cutmix = args.cutmix.unwrap_or(r.cutmix);
     r.label_smoothing = args.label_smoothing.unwrap_or(r.label_smoothing);
     r.weight_decay = args.weight_decay.unwrap_or(r.weight_decay);
     r.warmup_epochs = args.warmup_epochs.unwrap_or(r.warmup_epochs);

@@ -12,6 +12,7 @@
 
 use byteorder::{BigEndian, ByteOrder};
 use flate2::read::MultiGzDecoder;
+use pmixer_autodiff::ops::Target;
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -85,25 +86,31 @@ impl Dataset {
 
 impl Dataset {
     /// [`Dataset::fill_batch`] with each sample augmented as its draw says
-    /// ([`crate::recipe::augment_row`]: shifted, padded with zeros, optionally flipped and cut).
+    /// ([`crate::recipe::augment_row`]: shifted, padded with zeros, optionally flipped, mixed
+    /// with a box of another image and cut), and its target (the label, or CutMix's two labels
+    /// weighted by area) in `targets`.
     pub fn fill_batch_augmented(
         &self,
         idx: &[usize],
         channels: usize,
         draw: impl Fn(usize) -> crate::recipe::Draw,
         x: &mut [f32],
-        labels: &mut Vec<usize>,
+        targets: &mut Vec<Target>,
     ) {
         let (h, w, b) = (self.h, self.w, idx.len());
         assert_eq!(x.len(), h * b * w);
-        labels.clear();
+        targets.clear();
         for (bi, &i) in idx.iter().enumerate() {
             let d = draw(i);
             for r in 0..h {
                 let dst = &mut x[(r * b + bi) * w..(r * b + bi + 1) * w];
-                crate::recipe::augment_row(self.image(i), (h, w, channels), &d, r, dst);
+                crate::recipe::augment_row(|j| self.image(j), i, (h, w, channels), &d, r, dst);
             }
-            labels.push(self.labels[i] as usize);
+            let y = self.labels[i] as usize;
+            targets.push(match d.mix {
+                Some(m) => Target { a: y, b: self.labels[m.partner] as usize, share: m.share },
+                None => Target::label(y),
+            });
         }
     }
 }

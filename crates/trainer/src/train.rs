@@ -5,10 +5,12 @@
 //! 1. The batch is split into shards of `shard` samples ([`SHARD`] unless the run says otherwise),
 //!    run concurrently; per shard:
 //! 2. [`Dataset::fill_batch`] turns its u8 images into an f32 (H, n, W) tensor (÷255, permuted);
-//!    under a recipe that augments, [`Dataset::fill_batch_augmented`] crops and flips them too.
-//! 3. [`Model::loss_smoothed`] records the forward pass on a [`Tape`]: per mixer the column MLP
-//!    and the gated row MLP (the gate and the residual fused into it); then the head and the
-//!    loss (cross-entropy against smoothed targets when the recipe smooths, else plain).
+//!    under a recipe that augments, [`Dataset::fill_batch_augmented`] crops, flips, mixes and
+//!    cuts them too, and gives each its target (CutMix's are two labels weighted by area).
+//! 3. [`Model::loss_smoothed`] (or [`Model::loss_mixed`] for the augmented batch's targets)
+//!    records the forward pass on a [`Tape`]: per mixer the column MLP and the gated row MLP
+//!    (the gate and the residual fused into it); then the head and the loss (cross-entropy
+//!    against smoothed targets when the recipe smooths, else plain).
 //! 4. [`Tape::backward_from`] walks the tape in reverse, starting from the shard's weight n/B in
 //!    the batch's mean loss; each op writes or adds its inputs' gradients.
 //! 5. [`Tape::param_grads`] gathers the parameter gradients into one flat buffer laid out like
@@ -19,7 +21,7 @@
 
 use crate::data::{self, DataError, Dataset};
 use crate::recipe::Recipe;
-use pmixer_autodiff::ops::softmax_row;
+use pmixer_autodiff::ops::{softmax_row, Target};
 use pmixer_autodiff::optim::{Adam, AdamState, Sgd};
 use pmixer_autodiff::profile::{Phase, Profile};
 use pmixer_autodiff::{Params, Pool, Tape, Tensor};
@@ -280,6 +282,8 @@ struct Shard {
     pool: Pool<f32>,
     grads: Vec<f32>,
     labels: Vec<usize>,
+    /// The augmented batch's targets (CutMix may mix two labels; `labels` holds each image's own).
+    targets: Vec<Target>,
     profile: Option<Profile>,
     /// This shard's share of the batch loss, (n_s / B)·L_s.
     loss: f64,
@@ -305,19 +309,29 @@ impl Shard {
         self.grads.resize(params.len(), 0.0);
         let mut tape = Tape::with_pool(params, std::mem::take(&mut self.pool), true);
         let mut x = tape.take(h * n * w); // fill_batch writes every element
-        match &plan.augment {
+        let augmented = match &plan.augment {
             Some((recipe, seed, epoch, channels)) => {
-                let draw = |i| crate::recipe::draw(recipe, *seed, *epoch, i, (h, w / channels));
-                data.fill_batch_augmented(idx, *channels, draw, &mut x, &mut self.labels)
+                let population = data.len();
+                let draw = |i| crate::recipe::draw(recipe, *seed, *epoch, i, (h, w / channels), population);
+                data.fill_batch_augmented(idx, *channels, draw, &mut x, &mut self.targets);
+                self.labels.clear();
+                self.labels.extend(self.targets.iter().map(|t| t.a));
+                true
             }
-            None => data.fill_batch(idx, &mut x, &mut self.labels),
-        }
+            None => {
+                data.fill_batch(idx, &mut x, &mut self.labels);
+                false
+            }
+        };
         if let (Some(p), Some(t)) = (&mut self.profile, start) {
             p.record("batch (u8 -> f32, permute)", Phase::Other, t.elapsed().as_secs_f64(), 0, 0);
             tape.enable_profile(std::mem::take(p));
         }
         let x = tape.input(Tensor::new(&[h, n, w], x), false);
-        let (out, loss) = model.loss_smoothed(&mut tape, x, &self.labels, plan.smoothing);
+        let (out, loss) = match augmented {
+            true => model.loss_mixed(&mut tape, x, &self.targets, plan.smoothing),
+            false => model.loss_smoothed(&mut tape, x, &self.labels, plan.smoothing),
+        };
         let weight = n as f64 / b as f64;
         tape.backward_from(loss, weight as f32);
         tape.param_grads(&mut self.grads);

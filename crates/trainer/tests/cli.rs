@@ -547,7 +547,7 @@ fn a_closed_output_pipe_ends_pmixer_quietly() {
     assert!(!stderr.contains("panicked"), "stderr: {stderr}");
 }
 
-/// The strong recipe (crop, flip, label smoothing, AdamW, warmup and cosine) interrupted in the
+/// The strong recipe (crop, flip, cutout, CutMix, label smoothing, AdamW, warmup and cosine) interrupted in the
 /// middle of an epoch and resumed ends with the checkpoint of the uninterrupted run, on 1 thread
 /// or 3; its metrics log the scheduled rate; and it differs from the seed recipe's run.
 #[test]
@@ -558,7 +558,7 @@ fn a_strong_recipe_run_resumes_bitwise_and_is_independent_of_the_thread_count() 
     #[rustfmt::skip]
     let args = |out: &Path, threads: &str, recipe: &str| -> Vec<String> {
         ["train", "--data-dir", s(&data), "--layers", "2", "--batch-size", "32", "--epochs", "3", "--recipe", recipe,
-         "--flip", "--crop-pad", "2", "--cutout", "3", "--warmup-epochs", "1", "--threads", threads, "--out", s(out)]
+         "--flip", "--crop-pad", "2", "--cutout", "3", "--cutmix", "0.5", "--warmup-epochs", "1", "--threads", threads, "--out", s(out)]
             .iter().map(|a| a.to_string()).collect()
     };
     let run = |out: &Path, threads: &str, recipe: &str, interrupt: Option<&str>| {
@@ -582,6 +582,7 @@ fn a_strong_recipe_run_resumes_bitwise_and_is_independent_of_the_thread_count() 
     let ck = Checkpoint::from_bytes(&read(&full)).unwrap();
     assert_eq!(ck.metadata["train.recipe"], "strong");
     assert_eq!(ck.metadata["train.flip"], "true");
+    assert_eq!(ck.metadata["train.cutmix"], "5e-1");
     let seed_ck = Checkpoint::from_bytes(&read(&seed)).unwrap();
     let w = |c: &Checkpoint| c.tensor("mixer.0.row.dense1.kernel").unwrap().data.clone();
     assert!(w(&ck) != w(&seed_ck));
@@ -610,6 +611,8 @@ fn bad_recipe_settings_are_clear_errors() {
         ),
         (&["--crop-pad", "8"], "--crop-pad 8 is not smaller than the 8×9 image"),
         (&["--cutout", "10"], "--cutout 10 is larger than the 8×9 image"),
+        (&["--cutmix", "1.5"], "--cutmix must be a probability in [0, 1], not 1.5"),
+        (&["--cutmix", "-0.5"], "--cutmix must be a probability in [0, 1], not -0.5"),
     ] {
         let mut args = vec!["train", "--data-dir", s(&data), "--layers", "1", "--out", s(&dir)];
         args.extend_from_slice(extra);

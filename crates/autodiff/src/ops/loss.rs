@@ -86,35 +86,81 @@ pub fn softmax_cross_entropy<T: Real>(t: &mut Tape<T>, logits: Var, labels: &[us
     softmax_cross_entropy_smoothed(t, logits, labels, 0.0)
 }
 
-/// [`softmax_cross_entropy`] against smoothed targets `q_nc = (1 − ε)·[c = y_n] + ε/C`:
-/// `L = (1/N)·Σ_n (log Σ_c e^{l_nc} − Σ_c q_nc·l_nc)`, and since Σ_c q_nc = 1 the backward is
-/// `dl_nc += dL·(softmax(l_n)_c − q_nc)/N`. With ε = 0 it is exactly the plain loss (the extra
-/// terms are skipped, so its bits are the plain one's).
+/// [`softmax_cross_entropy`] against smoothed targets `q_nc = (1 − ε)·[c = y_n] + ε/C`
+/// ([`softmax_cross_entropy_mixed`] with every target a single label). With ε = 0 it is exactly
+/// the plain loss.
 pub fn softmax_cross_entropy_smoothed<T: Real>(
     t: &mut Tape<T>,
     logits: Var,
     labels: &[usize],
     eps: f64,
 ) -> Var {
+    xent(t, logits, labels.len(), |n| Target::label(labels[n]), eps)
+}
+
+/// A classification target that may be a mix of two labels (CutMix's): label `a` with weight
+/// `share`, label `b` with weight 1 − `share`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Target {
+    pub a: usize,
+    pub b: usize,
+    pub share: f64,
+}
+
+impl Target {
+    /// A single label: weight 1 on `y`.
+    pub fn label(y: usize) -> Target {
+        Target { a: y, b: y, share: 1.0 }
+    }
+}
+
+/// Softmax cross-entropy against mixed, smoothed targets, averaged over the batch. Target n
+/// puts weight `s_n` on class `a_n` and `1 − s_n` on `b_n`; smoothing by ε gives
+/// `q_nc = (1 − ε)·(s_n·[c = a_n] + (1 − s_n)·[c = b_n]) + ε/C`, and
+/// `L = (1/N)·Σ_n (log Σ_c e^{l_nc} − Σ_c q_nc·l_nc)`.
+/// Backward: since Σ_c q_nc = 1, `dl_nc += dL·(softmax(l_n)_c − q_nc)/N`; the forward keeps
+/// `softmax(l_n)_c − q_nc`, so the backward needs no targets. A single label (s = 1, a = b)
+/// gives the plain or smoothed loss bit for bit: its extra terms are exact zeros.
+pub fn softmax_cross_entropy_mixed<T: Real>(
+    t: &mut Tape<T>,
+    logits: Var,
+    targets: &[Target],
+    eps: f64,
+) -> Var {
+    xent(t, logits, targets.len(), |n| targets[n], eps)
+}
+
+/// The cross-entropy of `rows` targets given by `target(n)`, smoothed by ε.
+fn xent<T: Real>(
+    t: &mut Tape<T>,
+    logits: Var,
+    rows: usize,
+    target: impl Fn(usize) -> Target,
+    eps: f64,
+) -> Var {
     let &[n, c] = t.shape(logits) else { panic!("cross-entropy: expected [N, C] logits") };
-    assert_eq!(labels.len(), n, "cross-entropy: {n} logit rows but {} labels", labels.len());
+    assert_eq!(rows, n, "cross-entropy: {n} logit rows but {rows} targets");
     assert!((0.0..1.0).contains(&eps), "cross-entropy: smoothing {eps} outside [0, 1)");
     let mut probs = t.take(n * c);
     probs.copy_from_slice(t.value(logits));
     let (keep, spread) = (T::from_f64(1.0 - eps), T::from_f64(eps / c as f64));
     let mut total = T::ZERO;
-    for (row, &y) in probs.chunks_exact_mut(c).zip(labels) {
-        assert!(y < c, "cross-entropy: label {y} out of range for {c} classes");
-        let ly = row[y];
+    for (i, row) in probs.chunks_exact_mut(c).enumerate() {
+        let Target { a, b, share } = target(i);
+        assert!(a < c && b < c, "cross-entropy: label {} out of range for {c} classes", a.max(b));
+        assert!((0.0..=1.0).contains(&share), "cross-entropy: share {share} outside [0, 1]");
+        let (sa, sb) = (keep * T::from_f64(share), keep * T::from_f64(1.0 - share));
+        // Σ_c (1 − ε)·(s·[c = a] + (1 − s)·[c = b])·l_c, the labels' part of Σ_c q_c·l_c.
+        let labelled = sa * row[a] + sb * row[b];
         if eps > 0.0 {
             let sum = row.iter().fold(T::ZERO, |s, &l| s + l);
-            total += softmax_row(row) - keep * ly - spread * sum;
+            total += softmax_row(row) - labelled - spread * sum;
             row.iter_mut().for_each(|p| *p -= spread);
-            row[y] -= keep;
         } else {
-            total += softmax_row(row) - ly;
-            row[y] -= T::ONE;
+            total += softmax_row(row) - labelled;
         }
+        row[a] -= sa;
+        row[b] -= sb;
     }
     let mut loss = t.zeros(1);
     loss[0] = total / T::from_f64(n as f64);

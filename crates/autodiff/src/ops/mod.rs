@@ -9,5 +9,8 @@ mod shape;
 
 pub use arith::{add, scale};
 pub use layers::{axis_mlp, dense, gated_axis_mlp, MlpVars};
-pub use loss::{mean, mse, softmax_cross_entropy, softmax_cross_entropy_smoothed, softmax_row};
+pub use loss::{
+    mean, mse, softmax_cross_entropy, softmax_cross_entropy_mixed, softmax_cross_entropy_smoothed,
+    softmax_row, Target,
+};
 pub use shape::{concat, pick, reshape, transpose};
