@@ -136,6 +136,9 @@ pub struct TrainArgs {
     /// target mixing the two labels by area (CutMix; 0: never).
     #[arg(long, conflicts_with = "resume", allow_hyphen_values = true)]
     pub cutmix: Option<f64>,
+    /// Test on each image and its mirror image, averaging the logits (classifier only).
+    #[arg(long, conflicts_with = "resume")]
+    pub test_flip: bool,
     /// Label smoothing ε, in [0, 1).
     #[arg(long, conflicts_with = "resume", allow_hyphen_values = true)]
     pub label_smoothing: Option<f64>,
@@ -201,6 +204,12 @@ pub struct EvalArgs {
     /// Worker threads (default: all cores).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub threads: Option<u64>,
+    /// Average each test image's logits with its mirror image's (default: as the run tested).
+    #[arg(long, conflicts_with = "no_test_flip")]
+    pub test_flip: bool,
+    /// Test on the images alone, even if the run averaged with mirror images.
+    #[arg(long)]
+    pub no_test_flip: bool,
 }
 
 #[derive(Args, Debug)]
@@ -361,6 +370,9 @@ pub fn train(args: TrainArgs) -> Result<(), String> {
         layers: cfg.layers,
     };
     cfg.recipe.check(cfg.epochs, arch.h, arch.w / cfg.dataset.channels())?;
+    if cfg.recipe.test_flip && cfg.task != Task::Classify {
+        return Err(TEST_FLIP_NEEDS_A_CLASSIFIER.into());
+    }
     let mut state = initial_state(&args, &cfg, arch, resumed)?;
     let n = cfg.limit.map_or(train_set.len(), |l| l.min(train_set.len()));
     eprintln!(
@@ -505,6 +517,7 @@ fn recipe_from_flags(args: &TrainArgs, dataset: DatasetKind) -> Result<(Recipe, 
         r.cutout = c as usize;
     }
     r.cutmix = args.cutmix.unwrap_or(r.cutmix);
+    r.test_flip |= args.test_flip;
     r.label_smoothing = args.label_smoothing.unwrap_or(r.label_smoothing);
     r.weight_decay = args.weight_decay.unwrap_or(r.weight_decay);
     r.warmup_epochs = args.warmup_epochs.unwrap_or(r.warmup_epochs);
@@ -581,16 +594,29 @@ fn progress(batch: usize) -> impl FnMut(usize, usize, f64, f64) -> bool {
     }
 }
 
-/// A checkpoint's model and the test set to use with it: the dataset and directory given, else
-/// the ones it was trained on, checked to have the model's image size.
+const TEST_FLIP_NEEDS_A_CLASSIFIER: &str = "--test-flip: only a classifier's logits can be averaged";
+
+/// A trained model, the recipe it was trained with, and the test set to use with it.
+struct Trained {
+    model: Model,
+    params: pmixer_autodiff::Params<f32>,
+    recipe: Recipe,
+    dataset: DatasetKind,
+    test: crate::data::Dataset,
+}
+
+/// A checkpoint's model and recipe, and the test set to use with it: the dataset and directory
+/// given, else the ones it was trained on, checked to have the model's image size.
 fn model_and_test_set(
     checkpoint: &Path,
     dataset: Option<DatasetKind>,
     data_dir: Option<PathBuf>,
-) -> Result<(Model, pmixer_autodiff::Params<f32>, DatasetKind, crate::data::Dataset), String> {
+) -> Result<Trained, String> {
     let ck = Checkpoint::load(checkpoint)?;
     let (model, params) =
         Model::from_checkpoint(&ck).map_err(|e| format!("{}: {e}", checkpoint.display()))?;
+    let recipe = Recipe::from_metadata(|k| ck.metadata.get(k).cloned())
+        .map_err(|e| format!("{}: {e}", checkpoint.display()))?;
     let trained_on = ck.metadata.get("train.dataset").and_then(|d| DatasetKind::parse(d));
     let dataset = dataset.or(trained_on).unwrap_or(DatasetKind::Mnist);
     let data_dir = data_dir.unwrap_or_else(|| match ck.metadata.get("train.data_dir") {
@@ -609,19 +635,26 @@ fn model_and_test_set(
             test.w
         ));
     }
-    Ok((model, params, dataset, test))
+    Ok(Trained { model, params, recipe, dataset, test })
 }
 
 pub fn eval(args: EvalArgs) -> Result<(), String> {
-    let (model, params, _, test) = model_and_test_set(&args.checkpoint, args.dataset, args.data_dir)?;
-    let m = train::evaluate(&model, &params, &test, args.batch_size as usize);
+    let Trained { model, params, recipe, dataset, test } =
+        model_and_test_set(&args.checkpoint, args.dataset, args.data_dir)?;
+    let flip = (args.test_flip || recipe.test_flip) && !args.no_test_flip;
+    if flip && model.arch.task != Task::Classify {
+        return Err(TEST_FLIP_NEEDS_A_CLASSIFIER.into());
+    }
+    let m =
+        train::evaluate(&model, &params, &test, args.batch_size as usize, flip.then(|| dataset.channels()));
     println!("test_loss: {:.6}", m.loss);
     println!("test_{}: {:.6}", train::metric_name(model.arch.task), m.metric);
     Ok(())
 }
 
 pub fn saliency(args: SaliencyArgs) -> Result<(), String> {
-    let (model, params, dataset, test) = model_and_test_set(&args.checkpoint, args.dataset, args.data_dir)?;
+    let Trained { model, params, dataset, test, .. } =
+        model_and_test_set(&args.checkpoint, args.dataset, args.data_dir)?;
     if model.arch.task != Task::Classify {
         return Err(format!(
             "{}: saliency needs a classifier, this is an autoencoder",

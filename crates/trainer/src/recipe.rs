@@ -18,7 +18,9 @@
 //! * **AdamW**: decoupled weight decay λ on the kernels (not biases, not gates),
 //!   p ← p − η_t·λ·p before Adam's step, η_t the scheduled rate;
 //! * a **schedule** ([`Recipe::lr_at`]): linear warmup to the base rate over `warmup_epochs`,
-//!   then cosine decay towards 0, reached just after the last step (or a constant rate).
+//!   then cosine decay towards 0, reached just after the last step (or a constant rate);
+//! * optionally **test-time flips**: the classifier's test logits are the mean of the image's and
+//!   its mirror image's (`train::evaluate`), in the run's test passes and in `pmixer eval`.
 
 use crate::train::DatasetKind;
 use std::ops::Range;
@@ -65,6 +67,8 @@ pub struct Recipe {
     /// Epochs of linear warmup (with the cosine schedule).
     pub warmup_epochs: f64,
     pub schedule: Schedule,
+    /// Evaluate on each test image and its mirror image, averaging the logits.
+    pub test_flip: bool,
 }
 
 /// The recipes' names, for `--recipe`.
@@ -91,6 +95,7 @@ impl Recipe {
             weight_decay: 0.0,
             warmup_epochs: 0.0,
             schedule: Schedule::Constant,
+            test_flip: false,
         }
     }
 
@@ -113,6 +118,7 @@ impl Recipe {
                     weight_decay: 0.05,
                     warmup_epochs: 1.0,
                     schedule: Schedule::Cosine,
+                    test_flip: false,
                 };
                 let defaults = match cifar {
                     true => Defaults { epochs: 45, batch_size: 128, lr: 2e-3 },
@@ -186,6 +192,7 @@ impl Recipe {
             ("train.weight_decay", format!("{:e}", self.weight_decay)),
             ("train.warmup_epochs", format!("{:e}", self.warmup_epochs)),
             ("train.schedule", self.schedule.name().to_string()),
+            ("train.test_flip", self.test_flip.to_string()),
         ]
     }
 
@@ -211,6 +218,8 @@ impl Recipe {
             weight_decay: num("train.weight_decay")?,
             warmup_epochs: num("train.warmup_epochs")?,
             schedule: Schedule::parse(&field("train.schedule")?).ok_or("unknown train.schedule")?,
+            // Recorded since test-time flips exist; none before.
+            test_flip: get("train.test_flip").is_some_and(|v| v == "true"),
         })
     }
 }
@@ -261,6 +270,8 @@ pub struct Draw {
 impl Draw {
     /// No augmentation at all.
     pub const NONE: Draw = Draw { shift: Shift { dy: 0, dx: 0, flip: false }, cut: None, mix: None };
+    /// The mirror image, nothing else (test-time flips).
+    pub const MIRROR: Draw = Draw { shift: Shift { dy: 0, dx: 0, flip: true }, cut: None, mix: None };
 }
 
 /// The hash a sample's draw comes from.
@@ -392,10 +403,6 @@ mod tests {
     use super::*;
     use pmixer_autodiff::ops::Target;
 
-    fn flipped_draw() -> Draw {
-        Draw { shift: Shift { dy: 0, dx: 0, flip: true }, ..Draw::NONE }
-    }
-
     /// The image augmented whole, as u8 values again (× 255, exact for these pixels).
     fn augmented(img: &[u8], geometry: (usize, usize, usize), d: Draw) -> Vec<u8> {
         let (h, w, _) = geometry;
@@ -412,7 +419,7 @@ mod tests {
         let (h, pixels, ch) = (2, 3, 3);
         let img: Vec<u8> =
             (0..h * pixels * ch).map(|i| (100 * (i / 9) + 10 * (i % 9 / 3) + i % 3) as u8).collect();
-        let out = augmented(&img, (h, pixels * ch, ch), flipped_draw());
+        let out = augmented(&img, (h, pixels * ch, ch), Draw::MIRROR);
         for r in 0..h {
             for p in 0..pixels {
                 for k in 0..ch {
@@ -436,7 +443,7 @@ mod tests {
             aug.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
         );
         assert_eq!(l1.iter().map(|&y| Target::label(y)).collect::<Vec<_>>(), l2);
-        d.fill_batch_augmented(&idx, 3, |_| flipped_draw(), &mut flipped, &mut l2);
+        d.fill_batch_augmented(&idx, 3, |_| Draw::MIRROR, &mut flipped, &mut l2);
         // (H, B, W) rows of 9 values: pixel p's channels come from pixel 2 − p.
         for row in 0..4 * 3 {
             for p in 0..3 {

@@ -545,19 +545,21 @@ fn param_name(params: &Params<f32>, i: usize) -> &str {
 }
 
 /// Inference over a batch in shards of [`SHARD`] samples, run concurrently, each with its own
-/// buffers. Every sample's outputs depend on that sample alone (each output element is a sum in a
+/// buffers; with `flip` (values per pixel), test-time flips ([`Inferer::with_flip`]). Every sample's outputs depend on that sample alone (each output element is a sum in a
 /// fixed order whatever the batch), so the results are bitwise those of one [`Model::infer`] over
 /// the whole batch; but a shard's activations (~100 KB for MNIST) stay in a core's L2, where a
 /// batch of 1,000's (3 MB per tensor) would stream from L3, and the threads meet once per batch.
 #[derive(Default)]
 pub struct Inferer {
     shards: Vec<InferShard>,
+    flip: Option<usize>,
 }
 
 #[derive(Default)]
 struct InferShard {
     x: Vec<f32>,
     labels: Vec<usize>,
+    targets: Vec<pmixer_autodiff::ops::Target>,
     buf: pmixer_model::InferBuffers<f32>,
     /// Per sample of the shard: its loss; and how many it classified correctly.
     losses: Vec<f64>,
@@ -567,11 +569,27 @@ struct InferShard {
 }
 
 impl InferShard {
-    fn run(&mut self, model: &Model, params: &Params<f32>, data: &Dataset, idx: &[usize]) {
+    fn run(
+        &mut self,
+        model: &Model,
+        params: &Params<f32>,
+        data: &Dataset,
+        idx: &[usize],
+        flip: Option<usize>,
+    ) {
         let (h, w, b) = (data.h, data.w, idx.len());
         self.x.resize(h * b * w, 0.0);
         data.fill_batch(idx, &mut self.x, &mut self.labels);
-        let out = model.infer(params, &self.x, b, &mut self.buf);
+        let mut out = model.infer(params, &self.x, b, &mut self.buf);
+        if let (Some(channels), Task::Classify) = (flip, model.arch.task) {
+            // Test-time flips: logits = (f(x) + f(mirror(x)))/2.
+            let mirror = |_| crate::recipe::Draw::MIRROR;
+            data.fill_batch_augmented(idx, channels, mirror, &mut self.x, &mut self.targets);
+            let flipped = model.infer(params, &self.x, b, &mut self.buf);
+            for (l, f) in out.iter_mut().zip(flipped) {
+                *l = 0.5 * (*l + f);
+            }
+        }
         self.losses.clear();
         self.correct = 0;
         match model.arch.task {
@@ -606,6 +624,12 @@ impl InferShard {
 }
 
 impl Inferer {
+    /// An inferer whose classifier logits are the mean of each image's and its mirror image's
+    /// (`channels` values a pixel: a mirror keeps each pixel's channels in order).
+    pub fn with_flip(channels: usize) -> Inferer {
+        Inferer { shards: Vec::new(), flip: Some(channels) }
+    }
+
     /// Runs samples `idx` of `data`: appends each sample's loss to `losses`, in sample order, and
     /// returns how many were classified correctly (0 for the autoencoder).
     pub fn run(
@@ -616,8 +640,9 @@ impl Inferer {
         idx: &[usize],
         losses: &mut Vec<f64>,
     ) -> usize {
+        let flip = self.flip;
         let shards = run_sharded(&mut self.shards, SHARD, idx, |s: &mut InferShard, part| {
-            s.run(model, params, data, part)
+            s.run(model, params, data, part, flip)
         });
         let mut correct = 0;
         for s in shards.iter() {
@@ -630,9 +655,18 @@ impl Inferer {
 
 /// Loss and metric of `params` on all of `data`, in batches of `batch` (each run in shards by an
 /// [`Inferer`]). Each sample's loss is computed on its own and summed in sample order, so the
-/// result does not depend on `batch`.
-pub fn evaluate(model: &Model, params: &Params<f32>, data: &Dataset, batch: usize) -> Metrics {
-    let mut inferer = Inferer::default();
+/// result does not depend on `batch`. With `flip` (values per pixel), test-time flips.
+pub fn evaluate(
+    model: &Model,
+    params: &Params<f32>,
+    data: &Dataset,
+    batch: usize,
+    flip: Option<usize>,
+) -> Metrics {
+    let mut inferer = match flip {
+        Some(channels) => Inferer::with_flip(channels),
+        None => Inferer::default(),
+    };
     let (mut losses, mut correct) = (Vec::new(), 0usize);
     let idx: Vec<usize> = (0..data.len()).collect();
     for chunk in idx.chunks(batch) {
@@ -751,7 +785,8 @@ fn epochs(
         }
         let totals = state.partial;
         let seconds = start.elapsed().as_secs_f64();
-        let test_metrics = evaluate(&state.model, &state.params, test, cfg.batch_size);
+        let flip = cfg.recipe.test_flip.then(|| cfg.dataset.channels());
+        let test_metrics = evaluate(&state.model, &state.params, test, cfg.batch_size, flip);
         if !test_metrics.loss.is_finite() {
             // No checkpoint is written for this epoch: the one on disk stays the last good one.
             let msg = format!("training diverged at epoch {epoch}: the test loss is {}", test_metrics.loss);

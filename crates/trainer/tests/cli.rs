@@ -547,9 +547,10 @@ fn a_closed_output_pipe_ends_pmixer_quietly() {
     assert!(!stderr.contains("panicked"), "stderr: {stderr}");
 }
 
-/// The strong recipe (crop, flip, cutout, CutMix, label smoothing, AdamW, warmup and cosine) interrupted in the
-/// middle of an epoch and resumed ends with the checkpoint of the uninterrupted run, on 1 thread
-/// or 3; its metrics log the scheduled rate; and it differs from the seed recipe's run.
+/// The strong recipe (crop, flip, cutout, CutMix, label smoothing, AdamW, warmup and cosine,
+/// test-time flips) interrupted in the middle of an epoch and resumed ends with the checkpoint of
+/// the uninterrupted run, on 1 thread or 3; its metrics log the scheduled rate; `eval` reports
+/// its last test pass (with flips, as the run tested); and it differs from the seed recipe's run.
 #[test]
 fn a_strong_recipe_run_resumes_bitwise_and_is_independent_of_the_thread_count() {
     let dir = scratch("strong");
@@ -558,7 +559,7 @@ fn a_strong_recipe_run_resumes_bitwise_and_is_independent_of_the_thread_count() 
     #[rustfmt::skip]
     let args = |out: &Path, threads: &str, recipe: &str| -> Vec<String> {
         ["train", "--data-dir", s(&data), "--layers", "2", "--batch-size", "32", "--epochs", "3", "--recipe", recipe,
-         "--flip", "--crop-pad", "2", "--cutout", "3", "--cutmix", "0.5", "--warmup-epochs", "1", "--threads", threads, "--out", s(out)]
+         "--flip", "--crop-pad", "2", "--cutout", "3", "--cutmix", "0.5", "--test-flip", "--warmup-epochs", "1", "--threads", threads, "--out", s(out)]
             .iter().map(|a| a.to_string()).collect()
     };
     let run = |out: &Path, threads: &str, recipe: &str, interrupt: Option<&str>| {
@@ -592,6 +593,16 @@ fn a_strong_recipe_run_resumes_bitwise_and_is_independent_of_the_thread_count() 
     let rates: Vec<f64> = csv.lines().skip(1).map(lr).collect();
     assert!(csv.starts_with("epoch,") && csv.lines().next().unwrap().ends_with(",lr"), "{csv}");
     assert!((rates[0] - 2e-3).abs() < 1e-12 && rates[1] < 2e-3 && rates[2] < 2e-5, "{rates:?}");
+    let last: Vec<&str> = csv.lines().last().unwrap().split(',').collect();
+    let ck = full.join("checkpoint.safetensors");
+    let ev = text(&pmixer(&["eval", "--checkpoint", s(&ck), "--batch-size", "32"]).stdout);
+    assert!(ev.contains(&format!("test_loss: {}\n", last[3])), "{ev} vs {last:?}");
+    assert!(ev.contains(&format!("test_accuracy: {}\n", last[4])), "{ev} vs {last:?}");
+    let plain = text(&pmixer(&["eval", "--checkpoint", s(&ck), "--no-test-flip"]).stdout);
+    assert!(
+        plain.contains("test_loss: ") && !plain.contains(&format!("test_loss: {}\n", last[3])),
+        "{plain}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -613,6 +624,7 @@ fn bad_recipe_settings_are_clear_errors() {
         (&["--cutout", "10"], "--cutout 10 is larger than the 8×9 image"),
         (&["--cutmix", "1.5"], "--cutmix must be a probability in [0, 1], not 1.5"),
         (&["--cutmix", "-0.5"], "--cutmix must be a probability in [0, 1], not -0.5"),
+        (&["--test-flip", "--task", "autoencode"], "--test-flip: only a classifier's logits can be averaged"),
     ] {
         let mut args = vec!["train", "--data-dir", s(&data), "--layers", "1", "--out", s(&dir)];
         args.extend_from_slice(extra);
