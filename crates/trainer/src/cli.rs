@@ -369,10 +369,7 @@ pub fn train(args: TrainArgs) -> Result<(), String> {
         classes: if cfg.task == Task::Classify { crate::data::CLASSES } else { 0 },
         layers: cfg.layers,
     };
-    cfg.recipe.check(cfg.epochs, arch.h, arch.w / cfg.dataset.channels())?;
-    if cfg.recipe.test_flip && cfg.task != Task::Classify {
-        return Err(TEST_FLIP_NEEDS_A_CLASSIFIER.into());
-    }
+    cfg.recipe.check(cfg.epochs, &arch, cfg.dataset.channels())?;
     let mut state = initial_state(&args, &cfg, arch, resumed)?;
     let n = cfg.limit.map_or(train_set.len(), |l| l.min(train_set.len()));
     eprintln!(
@@ -594,8 +591,6 @@ fn progress(batch: usize) -> impl FnMut(usize, usize, f64, f64) -> bool {
     }
 }
 
-const TEST_FLIP_NEEDS_A_CLASSIFIER: &str = "--test-flip: only a classifier's logits can be averaged";
-
 /// A trained model, the recipe it was trained with, and the test set to use with it.
 struct Trained {
     model: Model,
@@ -643,7 +638,7 @@ pub fn eval(args: EvalArgs) -> Result<(), String> {
         model_and_test_set(&args.checkpoint, args.dataset, args.data_dir)?;
     let flip = (args.test_flip || recipe.test_flip) && !args.no_test_flip;
     if flip && model.arch.task != Task::Classify {
-        return Err(TEST_FLIP_NEEDS_A_CLASSIFIER.into());
+        return Err(crate::recipe::TEST_FLIP_NEEDS_A_CLASSIFIER.into());
     }
     let m =
         train::evaluate(&model, &params, &test, args.batch_size as usize, flip.then(|| dataset.channels()));

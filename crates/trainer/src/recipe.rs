@@ -23,6 +23,7 @@
 //!   its mirror image's (`train::evaluate`), in the run's test passes and in `pmixer eval`.
 
 use crate::train::DatasetKind;
+use pmixer_model::{Arch, Task};
 use std::ops::Range;
 
 /// How the learning rate moves over a run.
@@ -70,6 +71,9 @@ pub struct Recipe {
     /// Evaluate on each test image and its mirror image, averaging the logits.
     pub test_flip: bool,
 }
+
+/// The error of `--test-flip` on an autoencoder.
+pub const TEST_FLIP_NEEDS_A_CLASSIFIER: &str = "--test-flip: only a classifier's logits can be averaged";
 
 /// The recipes' names, for `--recipe`.
 pub const RECIPES: [&str; 2] = ["seed", "strong"];
@@ -135,8 +139,13 @@ impl Recipe {
         self.crop_pad > 0 || self.flip || self.cutout > 0 || self.cutmix > 0.0
     }
 
-    /// Checks the recipe against the run: each problem named by its flag.
-    pub fn check(&self, epochs: usize, h: usize, w_pixels: usize) -> Result<(), String> {
+    /// Checks the recipe against the run (`epochs` of a model `arch` over images of `channels`
+    /// values a pixel): each problem named by its flag.
+    pub fn check(&self, epochs: usize, arch: &Arch, channels: usize) -> Result<(), String> {
+        let (h, w_pixels) = (arch.h, arch.w / channels);
+        if self.test_flip && arch.task != Task::Classify {
+            return Err(TEST_FLIP_NEEDS_A_CLASSIFIER.into());
+        }
         if !(0.0..1.0).contains(&self.label_smoothing) {
             return Err(format!("--label-smoothing must be in [0, 1), not {}", self.label_smoothing));
         }
@@ -563,20 +572,21 @@ mod tests {
     #[test]
     fn bad_settings_name_their_flag() {
         let mut r = Recipe::named("strong", DatasetKind::Mnist).unwrap().0;
-        assert!(r.check(20, 28, 28).is_ok());
+        let arch = Arch { task: Task::Classify, h: 28, w: 28, classes: 10, layers: 1 };
+        assert!(r.check(20, &arch, 1).is_ok());
         r.label_smoothing = 1.0;
-        assert!(r.check(20, 28, 28).unwrap_err().contains("--label-smoothing"));
+        assert!(r.check(20, &arch, 1).unwrap_err().contains("--label-smoothing"));
         r.label_smoothing = -0.1;
-        assert!(r.check(20, 28, 28).unwrap_err().contains("--label-smoothing"));
+        assert!(r.check(20, &arch, 1).unwrap_err().contains("--label-smoothing"));
         r.label_smoothing = 0.1;
         r.weight_decay = -1.0;
-        assert!(r.check(20, 28, 28).unwrap_err().contains("--weight-decay"));
+        assert!(r.check(20, &arch, 1).unwrap_err().contains("--weight-decay"));
         r.weight_decay = 0.0;
-        assert!(r.check(1, 28, 28).unwrap_err().contains("--warmup-epochs"));
+        assert!(r.check(1, &arch, 1).unwrap_err().contains("--warmup-epochs"));
         r.cutout = 29;
-        assert!(r.check(20, 28, 28).unwrap_err().contains("--cutout"));
+        assert!(r.check(20, &arch, 1).unwrap_err().contains("--cutout"));
         r.crop_pad = 28;
-        assert!(r.check(20, 28, 28).unwrap_err().contains("--crop-pad"));
+        assert!(r.check(20, &arch, 1).unwrap_err().contains("--crop-pad"));
         assert!(Recipe::named("fancy", DatasetKind::Mnist).unwrap_err().contains("unknown recipe"));
     }
 
