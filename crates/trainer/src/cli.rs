@@ -136,9 +136,13 @@ pub struct TrainArgs {
     /// target mixing the two labels by area (CutMix; 0: never).
     #[arg(long, conflicts_with = "resume", allow_hyphen_values = true)]
     pub cutmix: Option<f64>,
-    /// Test on each image and its mirror image, averaging the logits (classifier only).
-    #[arg(long, conflicts_with = "resume")]
+    /// Test on each image and its mirror image, averaging the logits (classifier only; the
+    /// strong recipe's default for CIFAR).
+    #[arg(long, conflicts_with_all = ["resume", "no_test_flip"])]
     pub test_flip: bool,
+    /// Test on the images alone.
+    #[arg(long, conflicts_with = "resume")]
+    pub no_test_flip: bool,
     /// Label smoothing ε, in [0, 1).
     #[arg(long, conflicts_with = "resume", allow_hyphen_values = true)]
     pub label_smoothing: Option<f64>,
@@ -514,7 +518,10 @@ fn recipe_from_flags(args: &TrainArgs, dataset: DatasetKind) -> Result<(Recipe, 
         r.cutout = c as usize;
     }
     r.cutmix = args.cutmix.unwrap_or(r.cutmix);
-    r.test_flip |= args.test_flip;
+    // The recipe's test-time flips are for classifiers; asked for explicitly, Recipe::check
+    // refuses them on an autoencoder.
+    r.test_flip = (r.test_flip && args.task.unwrap_or(Task::Classify) == Task::Classify || args.test_flip)
+        && !args.no_test_flip;
     r.label_smoothing = args.label_smoothing.unwrap_or(r.label_smoothing);
     r.weight_decay = args.weight_decay.unwrap_or(r.weight_decay);
     r.warmup_epochs = args.warmup_epochs.unwrap_or(r.warmup_epochs);

@@ -104,8 +104,9 @@ impl Recipe {
     }
 
     /// The recipe `name` for a dataset (its defaults depend on the image size: CIFAR-sized images
-    /// get flips and a 4-pixel crop, MNIST-sized ones a 2-pixel crop and no flip), with the
-    /// epochs, batch size and rate it trains with unless flags say otherwise.
+    /// get flips, a 4-pixel crop, CutMix on every image and test-time flips, MNIST-sized ones
+    /// a 2-pixel crop and nothing else: digits are not mirror-symmetric), with the epochs, batch
+    /// size and rate it trains with unless flags say otherwise.
     pub fn named(name: &str, dataset: DatasetKind) -> Result<(Recipe, Defaults), String> {
         let original = Defaults { epochs: 10, batch_size: 64, lr: 1e-3 };
         match name {
@@ -117,15 +118,15 @@ impl Recipe {
                     crop_pad: if cifar { 4 } else { 2 },
                     flip: cifar,
                     cutout: 0,
-                    cutmix: 0.0,
+                    cutmix: if cifar { 1.0 } else { 0.0 },
                     label_smoothing: 0.1,
                     weight_decay: 0.05,
                     warmup_epochs: 1.0,
                     schedule: Schedule::Cosine,
-                    test_flip: false,
+                    test_flip: cifar,
                 };
                 let defaults = match cifar {
-                    true => Defaults { epochs: 45, batch_size: 128, lr: 2e-3 },
+                    true => Defaults { epochs: 110, batch_size: 128, lr: 2e-3 },
                     false => Defaults { epochs: 40, batch_size: 128, lr: 2e-3 },
                 };
                 Ok((recipe, defaults))
@@ -588,6 +589,16 @@ mod tests {
         r.crop_pad = 28;
         assert!(r.check(20, &arch, 1).unwrap_err().contains("--crop-pad"));
         assert!(Recipe::named("fancy", DatasetKind::Mnist).unwrap_err().contains("unknown recipe"));
+    }
+
+    #[test]
+    fn the_strong_defaults_depend_on_the_image_size() {
+        let (cifar, long) = Recipe::named("strong", DatasetKind::Cifar10).unwrap();
+        assert!(cifar.flip && cifar.crop_pad == 4 && cifar.cutmix == 1.0 && cifar.test_flip);
+        assert_eq!(long.epochs, 110);
+        let (mnist, short) = Recipe::named("strong", DatasetKind::Mnist).unwrap();
+        assert!(!mnist.flip && mnist.crop_pad == 2 && mnist.cutmix == 0.0 && !mnist.test_flip);
+        assert_eq!(short.epochs, 40);
     }
 
     #[test]

@@ -638,3 +638,23 @@ fn bad_recipe_settings_are_clear_errors() {
     assert!(text(&out.stderr).contains("unknown schedule \"linear\""));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The strong recipe's CIFAR defaults (CutMix, test-time flips) serve the autoencoder too: its
+/// test passes are plain, the flips being a classifier's.
+#[test]
+fn the_strong_recipe_trains_a_cifar_autoencoder() {
+    let dir = scratch("strongae");
+    let data = dir.join("cifar");
+    testdata::write_cifar_dir(&data, 40, 20).unwrap();
+    let run = dir.join("run");
+    #[rustfmt::skip]
+    let out = pmixer(&["train", "--recipe", "strong", "--dataset", "cifar10", "--data-dir", s(&data), "--task", "autoencode",
+                       "--layers", "1", "--epochs", "2", "--batch-size", "20", "--out", s(&run)]);
+    assert_ok(&out);
+    let ck = Checkpoint::from_bytes(&std::fs::read(run.join("checkpoint.safetensors")).unwrap()).unwrap();
+    assert_eq!(
+        (ck.metadata["train.cutmix"].as_str(), ck.metadata["train.test_flip"].as_str()),
+        ("1e0", "false")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
