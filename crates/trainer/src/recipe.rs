@@ -280,8 +280,6 @@ pub struct Draw {
 impl Draw {
     /// No augmentation at all.
     pub const NONE: Draw = Draw { shift: Shift { dy: 0, dx: 0, flip: false }, cut: None, mix: None };
-    /// The mirror image, nothing else (test-time flips).
-    pub const MIRROR: Draw = Draw { shift: Shift { dy: 0, dx: 0, flip: true }, cut: None, mix: None };
 }
 
 /// The hash a sample's draw comes from.
@@ -323,9 +321,10 @@ pub fn draw(
         let (cy, cx) = ((c % h as u64) as isize, ((c >> 32) % pixels as u64) as isize);
         (cy - (side / 2) as isize, cx - (side / 2) as isize, side)
     });
-    let (m1, m2) = (mix(c), mix(mix(c)));
-    let (m3, m4) = (mix(m2), mix(mix(m2)));
+    let m1 = mix(c);
     let mix = (unit(m1) < recipe.cutmix).then(|| {
+        let m2 = mix(m1);
+        let (m3, m4) = (mix(m2), mix(mix(m2)));
         let ratio = (1.0 - unit(m2)).sqrt();
         let span = |centre: u64, len: usize| {
             let side = (len as f64 * ratio).round() as isize;
@@ -413,6 +412,9 @@ mod tests {
     use super::*;
     use pmixer_autodiff::ops::Target;
 
+    /// The mirror image, nothing else.
+    const MIRROR: Draw = Draw { shift: Shift { dy: 0, dx: 0, flip: true }, cut: None, mix: None };
+
     /// The image augmented whole, as u8 values again (× 255, exact for these pixels).
     fn augmented(img: &[u8], geometry: (usize, usize, usize), d: Draw) -> Vec<u8> {
         let (h, w, _) = geometry;
@@ -429,7 +431,7 @@ mod tests {
         let (h, pixels, ch) = (2, 3, 3);
         let img: Vec<u8> =
             (0..h * pixels * ch).map(|i| (100 * (i / 9) + 10 * (i % 9 / 3) + i % 3) as u8).collect();
-        let out = augmented(&img, (h, pixels * ch, ch), Draw::MIRROR);
+        let out = augmented(&img, (h, pixels * ch, ch), MIRROR);
         for r in 0..h {
             for p in 0..pixels {
                 for k in 0..ch {
@@ -453,7 +455,7 @@ mod tests {
             aug.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
         );
         assert_eq!(l1.iter().map(|&y| Target::label(y)).collect::<Vec<_>>(), l2);
-        d.fill_batch_augmented(&idx, 3, |_| Draw::MIRROR, &mut flipped, &mut l2);
+        d.fill_batch_augmented(&idx, 3, |_| MIRROR, &mut flipped, &mut l2);
         // (H, B, W) rows of 9 values: pixel p's channels come from pixel 2 − p.
         for row in 0..4 * 3 {
             for p in 0..3 {

@@ -545,9 +545,10 @@ fn param_name(params: &Params<f32>, i: usize) -> &str {
 }
 
 /// Inference over a batch in shards of [`SHARD`] samples, run concurrently, each with its own
-/// buffers; with `flip` (values per pixel), test-time flips ([`Inferer::with_flip`]). Every sample's outputs depend on that sample alone (each output element is a sum in a
-/// fixed order whatever the batch), so the results are bitwise those of one [`Model::infer`] over
-/// the whole batch; but a shard's activations (~100 KB for MNIST) stay in a core's L2, where a
+/// buffers; with `flip` (values per pixel), test-time flips ([`Inferer::with_flip`]). Every
+/// sample's outputs depend on that sample alone (each output element is a sum in a fixed order
+/// whatever the batch), so the results are bitwise those of one [`Model::infer`] over the whole
+/// batch; but a shard's activations (~100 KB for MNIST) stay in a core's L2, where a
 /// batch of 1,000's (3 MB per tensor) would stream from L3, and the threads meet once per batch.
 #[derive(Default)]
 pub struct Inferer {
@@ -559,7 +560,6 @@ pub struct Inferer {
 struct InferShard {
     x: Vec<f32>,
     labels: Vec<usize>,
-    targets: Vec<pmixer_autodiff::ops::Target>,
     buf: pmixer_model::InferBuffers<f32>,
     /// Per sample of the shard: its loss; and how many it classified correctly.
     losses: Vec<f64>,
@@ -582,9 +582,12 @@ impl InferShard {
         data.fill_batch(idx, &mut self.x, &mut self.labels);
         let mut out = model.infer(params, &self.x, b, &mut self.buf);
         if let (Some(channels), Task::Classify) = (flip, model.arch.task) {
-            // Test-time flips: logits = (f(x) + f(mirror(x)))/2.
-            let mirror = |_| crate::recipe::Draw::MIRROR;
-            data.fill_batch_augmented(idx, channels, mirror, &mut self.x, &mut self.targets);
+            // Test-time flips: logits = (f(x) + f(mirror(x)))/2. The mirror in place: each W-long
+            // run's pixels in reverse order, each pixel's channels kept in order.
+            for row in self.x.chunks_exact_mut(w) {
+                row.reverse();
+                row.chunks_exact_mut(channels).for_each(<[f32]>::reverse);
+            }
             let flipped = model.infer(params, &self.x, b, &mut self.buf);
             for (l, f) in out.iter_mut().zip(flipped) {
                 *l = 0.5 * (*l + f);
@@ -663,10 +666,7 @@ pub fn evaluate(
     batch: usize,
     flip: Option<usize>,
 ) -> Metrics {
-    let mut inferer = match flip {
-        Some(channels) => Inferer::with_flip(channels),
-        None => Inferer::default(),
-    };
+    let mut inferer = Inferer { shards: Vec::new(), flip };
     let (mut losses, mut correct) = (Vec::new(), 0usize);
     let idx: Vec<usize> = (0..data.len()).collect();
     for chunk in idx.chunks(batch) {
