@@ -269,6 +269,9 @@ entry_points!(neon, crate::isa::Neon);
 /// A 32 KB L1 data cache, in floats.
 const L1_FLOATS: usize = 8192;
 
+/// The widest panel of any tile shape, in floats (AVX-512's 6 vectors of 16).
+const PANEL_MAX: usize = 96;
+
 /// The direct product `d`, in sweeps of at most [`DIRECT_MAX_K`] along k, each adding into C
 /// what the last one stored. Within a sweep, C's columns go in panels of NV vectors (lanes past
 /// n masked off), rows MR at a time (the last few in blocks of 4, 2 and 1): MR × NV
@@ -291,13 +294,19 @@ const L1_FLOATS: usize = 8192;
 #[inline(always)]
 unsafe fn direct<S: Simd, const MR: usize, const NV: usize>(s: S, d: &Direct) {
     let nr = S::LANES * NV;
-    // B's rows `b.rs` floats apart: when that is a multiple of 1 KB (CIFAR's column products,
-    // whose rows are B·W = 32·96 floats apart) the k rows of a panel all fall in the same few
-    // L1 sets and evict each other, so the panel is first copied to `panel`, nr floats a row
-    // (read again by every block of rows, the copy costs 1/m of the products). Rows are copied
-    // whole, NV vectors each (lanes past n hold zeros the blocks never read).
-    let pack = nr <= 64 && d.b.rs.is_multiple_of(256) && d.m > MR;
-    let mut panel = std::mem::MaybeUninit::<[f32; DIRECT_MAX_K * 64]>::uninit();
+    const { assert!(S::LANES * NV <= PANEL_MAX, "a panel row must fit in `panel`") };
+    // The panel of B under a block of rows is first copied to `panel`, nr floats a row (read
+    // again by every block of rows, the copy costs 1/m of the products), in two cases:
+    // * B's rows `b.rs` floats apart, a multiple of 1 KB (CIFAR's column products, whose rows
+    //   are B·W = 32·96 floats apart): the k rows of a panel all fall in the same few L1 sets
+    //   and evict each other;
+    // * a panel narrower than nr (MNIST's 28 columns) on a set without cheap partial loads
+    //   ([`Simd::CHEAP_PARTIAL_LOADS`]): copied rows are whole vectors, so the blocks' k loops
+    //   read B with plain loads (on AVX2 a mask is a vector register, and the masks of a 6 × 2
+    //   tile do not fit beside its accumulators).
+    // Rows are copied whole, NV vectors each, lanes past n zero.
+    let aliased = d.b.rs.is_multiple_of(256) && d.m > MR;
+    let mut panel = std::mem::MaybeUninit::<[f32; DIRECT_MAX_K * PANEL_MAX]>::uninit();
     let panel = panel.as_mut_ptr() as *mut f32;
     let (mut p0, mut start) = (0, d.start);
     loop {
@@ -317,12 +326,12 @@ unsafe fn direct<S: Simd, const MR: usize, const NV: usize>(s: S, d: &Direct) {
             for (v, mv) in masks.iter_mut().enumerate() {
                 *mv = s.mask(w.saturating_sub(S::LANES * v));
             }
-            let bj = if pack {
+            let bj = if aliased || (w < nr && !S::CHEAP_PARTIAL_LOADS) {
                 for p in 0..kb {
                     let (src, dst) = (b.wrapping_add(p * d.b.rs + j), panel.wrapping_add(p * nr));
                     for (v, &mv) in masks.iter().enumerate() {
                         // SAFETY: the lanes in mv are inside B's row p; `panel` holds
-                        // DIRECT_MAX_K rows of 64 ≥ nr floats.
+                        // DIRECT_MAX_K rows of PANEL_MAX ≥ nr floats.
                         unsafe {
                             s.store(dst.add(S::LANES * v), s.load_part(mv, src.wrapping_add(S::LANES * v)))
                         };
@@ -422,8 +431,9 @@ struct Tile {
 
 /// One R × V-vector block of C: the accumulators start as `t.start` says, then for p in 0..k,
 /// acc[r] += A[r, p] · B[p, ..] (broadcast, FMA). With `FULL` every vector is whole (plain loads
-/// and stores, no mask in the loop: every panel but a last, narrower one); otherwise vector v
-/// covers the lanes in `masks[v]`.
+/// and stores: every panel but a last, narrower one); otherwise vector v of C (and of the bias)
+/// covers the lanes in `masks[v]`, and so does B's where partial loads are cheap (elsewhere a
+/// narrower panel of B is a zero-padded copy, read whole: no mask in the loop, see [`direct`]).
 ///
 /// Its shape is the one LLVM turns into registers reliably: the tile's fields copied to locals,
 /// B's vectors built fresh each step by `array::from_fn` over a plain function, iterator loops
@@ -432,8 +442,9 @@ struct Tile {
 /// (`docs/performance.md`).
 ///
 /// # Safety
-/// Rows 0..R of the tile's A and C, and the lanes in `masks` of B's k rows, must be inside their
-/// buffers; `s`'s instructions must be enabled in the caller.
+/// Rows 0..R of the tile's A and C, and of B's k rows the lanes in `masks` (V whole vectors
+/// unless `FULL` or [`Simd::CHEAP_PARTIAL_LOADS`]), must be inside their buffers; `s`'s
+/// instructions must be enabled in the caller.
 #[inline(always)]
 unsafe fn block<S: Simd, const R: usize, const V: usize, const FULL: bool>(
     s: S,
@@ -461,9 +472,16 @@ unsafe fn block<S: Simd, const R: usize, const V: usize, const FULL: bool>(
     }
     for p in 0..k {
         let bp = b.p.wrapping_add(p * b.rs);
-        // SAFETY: vector v of B's row p, inside the panel.
-        let bv: [S::V; V] =
-            std::array::from_fn(|v| unsafe { load::<S, FULL>(s, masks[v], bp.wrapping_add(S::LANES * v)) });
+        // SAFETY: vector v of B's row p: its lanes in masks[v] inside B, or whole inside B or
+        // its padded copy (see the safety section).
+        let bv: [S::V; V] = std::array::from_fn(|v| unsafe {
+            let q = bp.wrapping_add(S::LANES * v);
+            if FULL || !S::CHEAP_PARTIAL_LOADS {
+                s.load(q)
+            } else {
+                s.load_part(masks[v], q)
+            }
+        });
         let ap = a.p.wrapping_add(p * a.cs);
         for (r, row) in acc.iter_mut().enumerate() {
             // SAFETY: A's element (r, p), inside the tile.

@@ -27,6 +27,11 @@ pub trait Simd: Copy + Send + Sync + 'static {
     const LANES: usize;
     /// The instruction set's name, as `pmixer` prints it.
     const NAME: &'static str;
+    /// Whether [`Simd::load_part`] costs about what a plain load does, so that a micro-kernel
+    /// may use it in its inner loop (AVX-512's mask registers). Where it does not (AVX2's
+    /// masks are vector registers, NEON's a copy through memory) the GEMM copies a partial
+    /// panel of B into a zero-padded buffer first and reads that with plain loads.
+    const CHEAP_PARTIAL_LOADS: bool;
 
     fn zero(self) -> Self::V;
     fn splat(self, x: f32) -> Self::V;
@@ -113,6 +118,7 @@ mod x86 {
         type Mask = __mmask16;
         type W = __m512;
         const LANES: usize = 16;
+        const CHEAP_PARTIAL_LOADS: bool = true;
         const NAME: &'static str = "avx512";
 
         #[inline(always)]
@@ -257,6 +263,7 @@ mod x86 {
         /// Lanes 0–7 and 8–15.
         type W = [__m256; 2];
         const LANES: usize = 8;
+        const CHEAP_PARTIAL_LOADS: bool = false;
         const NAME: &'static str = "avx2";
 
         #[inline(always)]
@@ -431,6 +438,7 @@ mod arm {
         type Mask = usize;
         type W = [float32x4_t; 4];
         const LANES: usize = 4;
+        const CHEAP_PARTIAL_LOADS: bool = false;
         const NAME: &'static str = "neon";
 
         #[inline(always)]
