@@ -258,11 +258,89 @@ fn gemm_paths(c: &mut Criterion) {
     g.finish();
 }
 
+/// The bf16 pair products ([`pmixer_kernels::bf16::gemm_pairs`]) on the shapes of
+/// [`gemm_paths`]'s row and column products, one thread, operands packed once and in cache,
+/// each printed beside its fraction of the per-core `VDPBF16PS` roof and its speed against the
+/// f32 product of the same shape (where the CPU has AVX512_BF16).
+#[cfg(target_arch = "x86_64")]
+fn bf16_products(c: &mut Criterion) {
+    use pmixer_kernels::bf16::{gemm_pairs, pack_pairs, PairInit};
+    use pmixer_kernels::gemm::{gemm, Init};
+    use pmixer_kernels::{isa::Avx512Bf16, roof};
+    let (Some(s), Some(peak)) = (Avx512Bf16::detect(), roof::bf16_peak_gflops_one_thread()) else {
+        println!("bf16 pair products: this CPU has no AVX512_BF16");
+        return;
+    };
+    println!("per-core bf16 roof: {peak:.1} GFLOP/s");
+    let mut g = c.benchmark_group("bf16_one_thread");
+    let buf = |len: usize| -> Vec<f32> { (0..len).map(|i| (i % 97) as f32 / 97.0 - 0.5).collect() };
+    // (label, m, k, n, column product): C (m×n) = A (m×k) · B (k×n). Rows: A items × features,
+    // B the weights. Columns: A the weights read transposed (m features × k), B items along
+    // rows; f32 computes these as the model does, Cᵀ = Bᵀ·Aᵀ on its transposed path.
+    let cases = [
+        ("rows_128x96x96", 128, 96, 96, false),
+        ("rows_128x28x28", 128, 28, 28, false),
+        ("cols_32x32x192", 32, 32, 192, true),
+        ("cols_28x28x128", 28, 28, 128, true),
+    ];
+    let rate = |run: &mut dyn FnMut(), flops: usize| -> f64 {
+        let mut rates: Vec<f64> = (0..15)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                (0..2000).for_each(|_| run());
+                (2000 * flops) as f64 / t.elapsed().as_secs_f64() / 1e9
+            })
+            .collect();
+        rates.sort_by(f64::total_cmp);
+        rates[7]
+    };
+    for (label, m, k, n, cols) in cases {
+        let (a, b, kq) = (buf(m * k), buf(k * n), k.div_ceil(2));
+        // A's elements (i, p): row-major, or (columns) a k × m weight matrix read transposed.
+        let la = if cols { (1, m) } else { (k, 1) };
+        let (mut ap, mut bp, mut cm) = (vec![0u32; m * kq], vec![0u32; kq * n], vec![0f32; m * n]);
+        pack_pairs(MatRef::new(&a, m, k, la).t(), MatMut::new(&mut ap, kq, m, (1, kq)));
+        pack_pairs(MatRef::new(&b, k, n, (n, 1)), MatMut::new(&mut bp, kq, n, (n, 1)));
+        let mut run = || {
+            gemm_pairs(
+                s,
+                MatRef::new(&ap, m, kq, (kq, 1)),
+                MatRef::new(&bp, kq, n, (n, 1)),
+                MatMut::new(&mut cm, m, n, (n, 1)),
+                PairInit::Zero,
+            )
+        };
+        g.throughput(Throughput::Elements((2 * m * k * n) as u64));
+        g.bench_function(label, |bench| bench.iter(&mut run));
+        let bf16 = rate(&mut run, 2 * m * k * n);
+        let mut c32 = vec![0f32; m * n];
+        let mut run32 = || {
+            let (a, b) = (MatRef::new(&a, m, k, la), MatRef::new(&b, k, n, (n, 1)));
+            if cols {
+                gemm(b.t(), a.t(), MatMut::new(&mut c32, m, n, (n, 1)).t(), Init::Zero)
+            } else {
+                gemm(a, b, MatMut::new(&mut c32, m, n, (n, 1)), Init::Zero)
+            }
+        };
+        let f32_rate = rate(&mut run32, 2 * m * k * n);
+        println!(
+            "{label}: bf16 {bf16:.1} GFLOP/s, {:.2} of the per-core bf16 roof; f32 {f32_rate:.1}; bf16/f32 {:.2}",
+            bf16 / peak,
+            bf16 / f32_rate
+        );
+    }
+    g.finish();
+}
+
+/// No bf16 products off x86-64.
+#[cfg(not(target_arch = "x86_64"))]
+fn bf16_products(_: &mut Criterion) {}
+
 criterion_group! {
     name = kernels;
     config = Criterion::default().sample_size(20).warm_up_time(std::time::Duration::from_millis(500))
         .measurement_time(std::time::Duration::from_secs(2));
-    targets = bench, one_shard, layout, gemm_paths
+    targets = bench, one_shard, layout, gemm_paths, bf16_products
 }
 
 /// `criterion_main!`, but run on a rayon worker, as `pmixer` runs its commands (see

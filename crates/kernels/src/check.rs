@@ -312,3 +312,155 @@ pub fn gelu_bits(n: u32) -> Report {
     };
     Report { name, err: wrong as f64, bound: 0.0 }
 }
+
+/// Values that test a rounding to bf16: ties on both sides of an even kept value, the largest
+/// finite `f32`s (which round to infinity), infinities, quiet and signalling NaNs of both signs,
+/// subnormals, the smallest normals, zeros; then `n` more spread over every exponent.
+pub fn bf16_edge_values(n: u32) -> Vec<f32> {
+    let bits = [
+        0x3F80_8000u32,
+        0x3F81_8000,
+        0x3F80_8001,
+        0x3F80_7FFF,
+        0xBF80_8000,
+        0xBF81_8000,
+        0x7F7F_FFFF,
+        0x7F7F_8000,
+        0x7F7F_7FFF,
+        0xFF7F_FFFF,
+        0x7F80_0000,
+        0xFF80_0000,
+        0x7FC0_0001,
+        0x7F80_0001,
+        0xFF80_0001,
+        0xFFC1_2345,
+        0x0000_0001,
+        0x807F_FFFF,
+        0x0040_0000,
+        0x0080_0000,
+        0x8080_8000,
+        0x0000_0000,
+        0x8000_0000,
+    ];
+    let mut v: Vec<f32> = bits.iter().map(|&b| f32::from_bits(b)).collect();
+    v.extend((0..n).map(|i| f32::from_bits(i.wrapping_mul(2_654_435_761))));
+    v
+}
+
+/// bf16 rounding: the scalar twin ([`crate::bf16::round`]) against the nearest bf16 worked out
+/// in f64 (ties to even) for every finite normal value of [`bf16_edge_values`] below bf16's
+/// largest, then the packing ([`crate::bf16::pack_pairs`], `VCVTNEPS2BF16` where the CPU has it)
+/// in both of its vector layouts against the twin, odd k and partial vectors included. The
+/// count of values that differ (bound 0).
+pub fn bf16_rounding() -> Report {
+    use crate::bf16::{pack_pairs, pack_pairs_scalar, round, widen};
+    let (k, n) = (37, 53);
+    let x = bf16_edge_values((k * n) as u32);
+    let mut wrong = 0;
+    for &v in &x {
+        let b = v.to_bits();
+        if !v.is_finite() || b & 0x7F80_0000 == 0 || v.abs() >= widen(0x7F7F) {
+            continue;
+        }
+        // The two bf16 values around v: its bits truncated, and the next one up in magnitude.
+        let down = (b >> 16) as u16;
+        let up = down + 1;
+        let (dd, du) = ((v as f64 - widen(down) as f64).abs(), (widen(up) as f64 - v as f64).abs());
+        let want = if dd < du || (dd == du && down.is_multiple_of(2)) { down } else { up };
+        wrong += usize::from(round(v) != want);
+    }
+    let checked = x.len() + 2 * k * n;
+    let x = &x[..k * n];
+    // (k × n) views of x: rows contiguous, then k contiguous (the transposed layout).
+    for strides in [(n, 1), (1, k)] {
+        let src = MatRef::new(x, k, n, strides);
+        let dst_strides = if strides.0 == 1 { (1, k.div_ceil(2)) } else { (n, 1) };
+        let (mut fast, mut twin) = (vec![0u32; k.div_ceil(2) * n], vec![0u32; k.div_ceil(2) * n]);
+        pack_pairs(src, MatMut::new(&mut fast, k.div_ceil(2), n, dst_strides));
+        pack_pairs_scalar(src, MatMut::new(&mut twin, k.div_ceil(2), n, dst_strides));
+        wrong += fast.iter().zip(&twin).filter(|(a, b)| a != b).count();
+    }
+    let how = if crate::bf16::available() { "VCVTNEPS2BF16" } else { "the twin itself, no AVX512_BF16," };
+    let name =
+        format!("bf16 rounding of {checked} values (f64 nearest-even; packing by {how} against the twin)");
+    Report { name, err: wrong as f64, bound: 0.0 }
+}
+
+/// [`crate::bf16::gemm_pairs`] against sums in f64 of the same bf16 values, over row- and
+/// column-major A, odd k, partial vectors, k past one sweep and every [`crate::bf16::PairInit`]:
+/// one report per shape, the worst element's error divided by its bound
+/// 2⁻²³·(⌈k/2⌉ + 2)·(|start| + Σ|a·b|) (each of the ⌈k/2⌉ + 1 additions into the f32
+/// accumulator rounds at most twice, the bf16 products themselves being exact), so the bound
+/// reported is 1. Empty where the CPU lacks AVX512_BF16.
+#[cfg(target_arch = "x86_64")]
+pub fn bf16_products() -> Vec<Report> {
+    use crate::bf16::{gemm_pairs, pack_pairs, unpair, PairInit};
+    let Some(s) = crate::isa::Avx512Bf16::detect() else { return Vec::new() };
+    let mut gen = Gen(91);
+    let mut out = Vec::new();
+    let shapes: [(usize, usize, usize); 7] =
+        [(1, 1, 1), (3, 5, 7), (37, 28, 28), (9, 96, 96), (13, 33, 100), (5, 300, 17), (64, 32, 40)];
+    for (m, k, n) in shapes {
+        let (kq, a, b) = (k.div_ceil(2), gen.vec::<f32>(m * k, 1.0), gen.vec::<f32>(k * n, 1.0));
+        let (c0, col_bias, row_bias) =
+            (gen.vec::<f32>(m * n, 1.0), gen.vec::<f32>(n, 1.0), gen.vec::<f32>(m, 1.0));
+        let mut bp = vec![0u32; kq * n];
+        pack_pairs(MatRef::new(&b, k, n, (n, 1)), MatMut::new(&mut bp, kq, n, (n, 1)));
+        // A's pairs row-major (m × kq) and column-major (kq rows of m).
+        let mut ap = vec![0u32; m * kq];
+        pack_pairs(MatRef::new(&a, k, m, (1, k)), MatMut::new(&mut ap, kq, m, (1, kq)));
+        let mut at = vec![0u32; m * kq];
+        pack_pairs(MatRef::new(&a, k, m, (1, k)), MatMut::new(&mut at, kq, m, (m, 1)));
+        let mut worst = 0f64;
+        for (pairs, la) in [(&ap, (kq, 1)), (&at, (1, m))] {
+            for init in [
+                PairInit::Zero,
+                PairInit::Accumulate,
+                PairInit::ColBias(&col_bias),
+                PairInit::RowBias(&row_bias),
+            ] {
+                // C's rows n + 3 apart, the gap holding values the product must not touch.
+                let rsc = n + 3;
+                let mut c = vec![9.0f32; m * rsc];
+                for i in 0..m {
+                    c[i * rsc..i * rsc + n].copy_from_slice(&c0[i * n..(i + 1) * n]);
+                }
+                gemm_pairs(
+                    s,
+                    MatRef::new(pairs, m, kq, la),
+                    MatRef::new(&bp, kq, n, (n, 1)),
+                    MatMut::new(&mut c, m, n, (rsc, 1)),
+                    init,
+                );
+                for i in 0..m {
+                    for j in 0..n {
+                        let start = match init {
+                            PairInit::Zero => 0.0,
+                            PairInit::Accumulate => c0[i * n + j] as f64,
+                            PairInit::ColBias(v) => v[j] as f64,
+                            PairInit::RowBias(v) => v[i] as f64,
+                        };
+                        let (mut want, mut size) = (start, start.abs());
+                        for q in 0..kq {
+                            let ((a0, a1), (b0, b1)) = (unpair(ap[i * kq + q]), unpair(bp[q * n + j]));
+                            let (p0, p1) = (a0 as f64 * b0 as f64, a1 as f64 * b1 as f64);
+                            want += p0 + p1;
+                            size += p0.abs() + p1.abs();
+                        }
+                        let bound = (kq as f64 + 2.0) * size * f64::powi(2.0, -23) + f64::MIN_POSITIVE;
+                        worst = worst.max((c[i * rsc + j] as f64 - want).abs() / bound);
+                    }
+                    if c[i * rsc + n..(i + 1) * rsc].iter().any(|&v| v != 9.0) {
+                        worst = f64::INFINITY;
+                    }
+                }
+            }
+        }
+        out.push(Report {
+            name: format!("bf16 pair product {m}×{k}×{n} (error / bound)"),
+            err: worst,
+            bound: 1.0,
+        });
+    }
+    out
+}

@@ -15,6 +15,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![deny(clippy::too_many_lines)]
 
+pub mod bf16;
 pub mod check;
 pub mod dense;
 pub mod gelu;

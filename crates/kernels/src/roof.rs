@@ -137,6 +137,19 @@ pub fn bf16_peak_gflops() -> Option<f64> {
     None
 }
 
+/// [`bf16_peak_gflops`] on the calling thread alone: the per-thread roof of the pair products.
+pub fn bf16_peak_gflops_one_thread() -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(s) = crate::isa::Avx512Bf16::detect() {
+        return Some(median_rate(7, |rounds| {
+            let t = Instant::now();
+            std::hint::black_box(s.dot_chains::<BF16_CHAINS>(rounds, std::hint::black_box(1.0)));
+            ((rounds * BF16_CHAINS * 64) as f64, t.elapsed().as_secs_f64())
+        }));
+    }
+    None
+}
+
 /// Runs `f(rounds)` (returning work done and seconds) `runs` times with `rounds` grown until a
 /// run lasts about 20 ms; the median of the rates, in units of 1e9 a second.
 fn median_rate(runs: usize, mut f: impl FnMut(usize) -> (f64, f64)) -> f64 {

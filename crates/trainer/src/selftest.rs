@@ -70,6 +70,7 @@ pub fn run(args: SelftestArgs) -> Result<(), String> {
         check_level(level, args.full, &mut first, &mut tally);
     }
     simd::set_level(start)?;
+    check_bf16(&mut tally);
     let arch = Arch { task: Task::Classify, h: 5, w: 7, classes: 10, layers: 2 };
     let g = pmixer_model::gradcheck(arch, 2, 11);
     let name = format!(
@@ -84,6 +85,22 @@ pub fn run(args: SelftestArgs) -> Result<(), String> {
         return Err(format!("{} check(s) failed on this CPU", tally.failed));
     }
     Ok(())
+}
+
+/// The bf16 packing against its scalar twin, and where the CPU has AVX512_BF16 the pair
+/// products against f64 sums (a skip line where it has not).
+fn check_bf16(tally: &mut Tally) {
+    tally.report("bf16", &check::bf16_rounding());
+    #[cfg(target_arch = "x86_64")]
+    let products = check::bf16_products();
+    #[cfg(not(target_arch = "x86_64"))]
+    let products: Vec<Report> = Vec::new();
+    if products.is_empty() {
+        tally.skip("bf16", "pair products: this CPU has no AVX512_BF16");
+    }
+    for r in &products {
+        tally.report("bf16", r);
+    }
 }
 
 /// Bits of the first direct level's GEMM results, which every later one must reproduce.

@@ -1,0 +1,428 @@
+//! bf16 (bfloat16) for mixed-precision products: the format, rounding from `f32`, the pair
+//! layout that `VDPBF16PS` reads, and a GEMM over it that accumulates in `f32` (AVX512_BF16).
+//!
+//! A bf16 is the upper half of an `f32`'s bits: the sign, the same 8 exponent bits and the top 7
+//! fraction bits. So it keeps every `f32` exponent, widening it back is exact ([`widen`]), and the
+//! product of two bf16 values (8 significant bits each, 16 together) is exact in `f32`.
+//!
+//! **Rounding** `f32` → bf16 is round-to-nearest, ties to even, and happens in two places only:
+//! [`round`], the scalar twin (integer arithmetic on the bits), and the vector instruction
+//! `VCVTNEPS2BF16` inside [`pack_pairs`], which `tests/bf16.rs` holds to the twin bit for bit.
+//! Both follow the instruction's conventions: a NaN stays a quiet NaN of the same sign, a
+//! subnormal `f32` becomes a zero of the same sign (the instruction reads denormal inputs as
+//! zero), and a finite value past bf16's largest (about 3.39e38) rounds to infinity.
+//!
+//! **Pairs.** `VDPBF16PS` takes 32 bf16 values from each operand and adds two products into each
+//! of 16 `f32` lanes: lane j += a₂ⱼ·b₂ⱼ + a₂ⱼ₊₁·b₂ⱼ₊₁. A product C = A·B (k the inner
+//! dimension) therefore wants its operands with the two values of a pair consecutive along k.
+//! A *pair matrix* holds them so: element (r, q) of the pairs of X (k × n) is one `u32` with
+//! bf16(X[2q, r]) in its low half and bf16(X[2q + 1, r]) in its high half (zero when 2q + 1 = k),
+//! for q < ⌈k/2⌉. [`pack_pairs`] makes one from any strided `f32` view; the GEMM
+//! ([`gemm_pairs`]) takes A's pairs with any strides (a broadcast of one `u32` per row and pair)
+//! and B's with rows of contiguous columns (16 columns a vector).
+//!
+//! Where k is contiguous in memory (the rows of a row-major A) the pairs are just the rounded
+//! values in order; where k is the strided axis (a weight matrix read down its rows, a column
+//! product's activations) packing interleaves two rows. Either is a pass over the data, which a
+//! training step can fold into a pass that already reads it.
+
+use crate::mat::{MatMut, MatRef};
+
+/// bf16(x), rounded to nearest with ties to even; NaN → quiet NaN (sign kept), subnormal →
+/// signed zero, as `VCVTNEPS2BF16` does (see the module docs).
+///
+/// Adding 0x7FFF plus the lowest kept bit to the bits and truncating rounds the 16 dropped bits
+/// to nearest, ties towards the even kept value; a carry out of the fraction moves to the next
+/// binade, or from the largest finite values to infinity, as rounding must.
+pub fn round(x: f32) -> u16 {
+    let bits = x.to_bits();
+    if x.is_nan() {
+        return ((bits >> 16) | 0x0040) as u16;
+    }
+    if bits & 0x7F80_0000 == 0 {
+        return ((bits >> 16) & 0x8000) as u16;
+    }
+    let lowest_kept = (bits >> 16) & 1;
+    ((bits + 0x7FFF + lowest_kept) >> 16) as u16
+}
+
+/// The `f32` a bf16 stands for (exact).
+pub fn widen(h: u16) -> f32 {
+    f32::from_bits((h as u32) << 16)
+}
+
+/// One pair: bf16(lo) in the low half, bf16(hi) in the high half.
+pub fn pair(lo: f32, hi: f32) -> u32 {
+    round(lo) as u32 | (round(hi) as u32) << 16
+}
+
+/// The two values a pair stands for, (low, high).
+pub fn unpair(p: u32) -> (f32, f32) {
+    (widen(p as u16), widen((p >> 16) as u16))
+}
+
+/// Whether this CPU runs [`gemm_pairs`] (x86-64 with AVX-512F and AVX512_BF16).
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return crate::isa::Avx512Bf16::detect().is_some();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// The pairs of `src` (k × n, any strides) along k: `dst` (⌈k/2⌉ × n) element (q, j) =
+/// [`pair`]`(src[2q, j], src[2q + 1, j])`, the high half zero when 2q + 1 = k.
+///
+/// Two layouts take the vector instruction where the CPU has it (the same bits as the scalar
+/// twin): k contiguous (`src`'s row stride 1 and `dst`'s q contiguous: the values rounded in
+/// order) and rows contiguous (`src` and `dst` column stride 1: two rows interleaved).
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))] // written through only by the x86 paths
+pub fn pack_pairs(src: MatRef<f32>, mut dst: MatMut<u32>) {
+    let (k, n) = (src.rows(), src.cols());
+    assert!(
+        dst.rows() == k.div_ceil(2) && dst.cols() == n,
+        "pack_pairs: {k}×{n} into {}×{}",
+        dst.rows(),
+        dst.cols()
+    );
+    #[cfg(target_arch = "x86_64")]
+    if let Some(s) = crate::isa::Avx512Bf16::detect() {
+        let ((rs, cs), (drs, dcs)) = (src.strides(), dst.strides());
+        if rs == 1 && drs == 1 {
+            // SAFETY: the views lie in their buffers (checked or promised when they were made),
+            // the token proves the instructions, and this is the layout the function reads.
+            return unsafe { x86::pack_along_k(s, src.as_ptr(), k, n, cs, dst.as_mut_ptr(), dcs) };
+        }
+        if cs == 1 && dcs == 1 {
+            // SAFETY: as above.
+            return unsafe { x86::pack_two_rows(s, src.as_ptr(), k, n, rs, dst.as_mut_ptr(), drs) };
+        }
+    }
+    pack_pairs_scalar(src, dst)
+}
+
+/// [`pack_pairs`] by [`pair`] alone: the twin the vector layouts are tested against.
+pub fn pack_pairs_scalar(src: MatRef<f32>, mut dst: MatMut<u32>) {
+    let (k, n) = (src.rows(), src.cols());
+    assert!(dst.rows() == k.div_ceil(2) && dst.cols() == n, "pack_pairs_scalar: shapes");
+    let ((rs, cs), (drs, dcs)) = (src.strides(), dst.strides());
+    let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
+    for q in 0..k.div_ceil(2) {
+        for j in 0..n {
+            // SAFETY: (q, j) is inside dst, and (2q, j) and (2q + 1 < k, j) inside src.
+            unsafe {
+                let lo = *s.add(2 * q * rs + j * cs);
+                let hi = if 2 * q + 1 < k { *s.add((2 * q + 1) * rs + j * cs) } else { 0.0 };
+                *d.add(q * drs + j * dcs) = pair(lo, hi);
+            }
+        }
+    }
+}
+
+/// What C holds before the pair product is added to it.
+#[derive(Clone, Copy, Debug)]
+pub enum PairInit<'a> {
+    /// `C ← A·B`.
+    Zero,
+    /// `C ← C + A·B`.
+    Accumulate,
+    /// `C[i, j] ← bias[j] + (A·B)[i, j]` (one bias per column, as a row product's).
+    ColBias(&'a [f32]),
+    /// `C[i, j] ← bias[i] + (A·B)[i, j]` (one bias per row, as a column product's, whose rows
+    /// are features).
+    RowBias(&'a [f32]),
+}
+
+/// `C ← A·B` (plus C or a bias, as `init` says) from the pairs of A and B: `a` is m × ⌈k/2⌉
+/// (A's pairs along k, any strides), `b` is ⌈k/2⌉ × n (B's pairs, columns contiguous), `c` is
+/// m × n `f32` with contiguous columns. Every element of C is one chain of `VDPBF16PS` steps
+/// over the pairs in ascending order, started from zero, C or the bias, whatever the tile or
+/// the thread: the same bits on every run. The token proves the CPU has the instruction; ask
+/// [`crate::isa::Avx512Bf16::detect`] for it, and tell the user when there is none.
+#[cfg(target_arch = "x86_64")]
+pub fn gemm_pairs(
+    s: crate::isa::Avx512Bf16,
+    a: MatRef<u32>,
+    b: MatRef<u32>,
+    mut c: MatMut<f32>,
+    init: PairInit,
+) {
+    let (m, kq, n) = (a.rows(), a.cols(), b.cols());
+    assert!(
+        b.rows() == kq && c.rows() == m && c.cols() == n,
+        "gemm_pairs: {m}×{kq} pairs times {}×{n} into {}×{}",
+        b.rows(),
+        c.rows(),
+        c.cols()
+    );
+    assert!(b.strides().1 == 1 && c.strides().1 == 1, "gemm_pairs: B's and C's columns must be contiguous");
+    let start = match init {
+        PairInit::Zero => x86::Start::Zero,
+        PairInit::Accumulate => x86::Start::C,
+        PairInit::ColBias(v) => {
+            assert_eq!(v.len(), n, "gemm_pairs: one bias per column");
+            x86::Start::ColBias(v.as_ptr())
+        }
+        PairInit::RowBias(v) => {
+            assert_eq!(v.len(), m, "gemm_pairs: one bias per row");
+            x86::Start::RowBias(v.as_ptr())
+        }
+    };
+    if m == 0 || n == 0 {
+        return;
+    }
+    let ((rsa, csa), rsb, rsc) = (a.strides(), b.strides().0, c.strides().0);
+    let p =
+        x86::Problem { m, kq, n, a: a.as_ptr(), rsa, csa, b: b.as_ptr(), rsb, c: c.as_mut_ptr(), rsc, start };
+    // SAFETY: the views lie in their buffers and C is a mutable borrow, so overlaps neither
+    // operand; the token proves the instructions.
+    unsafe {
+        match n {
+            0..=32 => x86::product::<8, 2>(s, &p),
+            33..=96 => x86::product::<4, 6>(s, &p),
+            _ => x86::product::<4, 4>(s, &p),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use crate::isa::Avx512Bf16;
+    use std::arch::x86_64::*;
+
+    /// Where the accumulators start.
+    #[derive(Clone, Copy)]
+    pub(super) enum Start {
+        Zero,
+        C,
+        ColBias(*const f32),
+        RowBias(*const f32),
+    }
+
+    /// C (m × n) = A (m × kq pairs, any strides) · B (kq × n pairs, rows `rsb` apart) + start.
+    pub(super) struct Problem {
+        pub m: usize,
+        pub kq: usize,
+        pub n: usize,
+        pub a: *const u32,
+        pub rsa: usize,
+        pub csa: usize,
+        pub b: *const u32,
+        pub rsb: usize,
+        pub c: *mut f32,
+        pub rsc: usize,
+        pub start: Start,
+    }
+
+    /// Pairs per sweep along k: a 6-vector panel of B (96 columns) is 48 KB at 128 pairs, which
+    /// stays in L2 for every block of rows; a longer k adds each sweep into what the last stored.
+    const SWEEP: usize = 128;
+
+    /// C's columns in panels of NV vectors of 16, rows MR at a time (the last few in blocks of 4,
+    /// 2 and 1), k in sweeps of [`SWEEP`] pairs.
+    ///
+    /// # Safety
+    /// The problem's pointers address every element its shapes and strides imply; C overlaps
+    /// neither operand.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn product<const MR: usize, const NV: usize>(_s: Avx512Bf16, p: &Problem) {
+        let mut q0 = 0;
+        let mut start = p.start;
+        loop {
+            let kq = (p.kq - q0).min(SWEEP);
+            let mut j = 0;
+            while j < p.n {
+                let w = (p.n - j).min(16 * NV);
+                let masks: [__mmask16; NV] = std::array::from_fn(|v| lanes(w.saturating_sub(16 * v)));
+                let mut i = 0;
+                while i < p.m {
+                    let left = p.m - i;
+                    let rows = [MR, 4, 2, 1].into_iter().find(|&r| r <= left).unwrap_or(1);
+                    let t = Tile {
+                        kq,
+                        a: p.a.wrapping_add(i * p.rsa + q0 * p.csa),
+                        rsa: p.rsa,
+                        csa: p.csa,
+                        b: p.b.wrapping_add(q0 * p.rsb + j),
+                        rsb: p.rsb,
+                        c: p.c.wrapping_add(i * p.rsc + j),
+                        rsc: p.rsc,
+                        start: match start {
+                            Start::ColBias(v) => Start::ColBias(v.wrapping_add(j)),
+                            Start::RowBias(v) => Start::RowBias(v.wrapping_add(i)),
+                            st => st,
+                        },
+                    };
+                    // SAFETY: rows [i, i + rows) and the panel's w columns are inside A, B and C.
+                    unsafe {
+                        match rows {
+                            r if r == MR => tile::<MR, NV>(&t, &masks),
+                            4 => tile::<4, NV>(&t, &masks),
+                            2 => tile::<2, NV>(&t, &masks),
+                            _ => tile::<1, NV>(&t, &masks),
+                        }
+                    }
+                    i += rows;
+                }
+                j += 16 * NV;
+            }
+            q0 += kq;
+            if q0 >= p.kq {
+                break;
+            }
+            start = Start::C;
+        }
+    }
+
+    /// One block of C: R rows, V vectors of 16 columns (the lanes in `masks`), `kq` pairs.
+    struct Tile {
+        kq: usize,
+        a: *const u32,
+        rsa: usize,
+        csa: usize,
+        b: *const u32,
+        rsb: usize,
+        c: *mut f32,
+        rsc: usize,
+        start: Start,
+    }
+
+    /// The first `n` (≤ 16) lanes.
+    #[inline(always)]
+    fn lanes(n: usize) -> __mmask16 {
+        if n >= 16 {
+            0xFFFF
+        } else {
+            ((1u32 << n) - 1) as __mmask16
+        }
+    }
+
+    /// acc[r][v] starts as the tile's start says, then for each pair q:
+    /// acc[r][v] += A's pair (r, q) broadcast · B's pairs (q, vector v), by `VDPBF16PS`.
+    ///
+    /// # Safety
+    /// Rows 0..R of A and C and the lanes in `masks` of B's kq rows and of C are inside their
+    /// buffers.
+    #[inline(always)]
+    unsafe fn tile<const R: usize, const V: usize>(t: &Tile, masks: &[__mmask16; V]) {
+        let Tile { kq, a, rsa, csa, b, rsb, c, rsc, start } = *t;
+        // SAFETY: (every access below) inside the tile, as the caller promises; partial vectors
+        // touch only their masks' lanes.
+        unsafe {
+            let mut acc: [[__m512; V]; R] = std::array::from_fn(|r| {
+                std::array::from_fn(|v| match start {
+                    Start::Zero => _mm512_setzero_ps(),
+                    Start::C => _mm512_maskz_loadu_ps(masks[v], c.add(r * rsc + 16 * v)),
+                    Start::ColBias(bias) => _mm512_maskz_loadu_ps(masks[v], bias.add(16 * v)),
+                    Start::RowBias(bias) => _mm512_set1_ps(*bias.add(r)),
+                })
+            });
+            for q in 0..kq {
+                let bq = b.add(q * rsb);
+                let bv: [__m512bh; V] = std::array::from_fn(|v| {
+                    std::mem::transmute::<__m512i, __m512bh>(_mm512_maskz_loadu_epi32(
+                        masks[v],
+                        bq.add(16 * v) as _,
+                    ))
+                });
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let av = std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(
+                        *a.add(r * rsa + q * csa) as i32,
+                    ));
+                    for (x, &bv) in row.iter_mut().zip(&bv) {
+                        *x = _mm512_dpbf16_ps(*x, av, bv);
+                    }
+                }
+            }
+            for (r, row) in acc.iter().enumerate() {
+                for (v, &x) in row.iter().enumerate() {
+                    _mm512_mask_storeu_ps(c.add(r * rsc + 16 * v), masks[v], x);
+                }
+            }
+        }
+    }
+
+    /// 16 lanes of bf16 (`VCVTNEPS2BF16`) widened to the low halves of 16 `u32`s.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F and AVX512_BF16 (the caller enables them).
+    #[inline(always)]
+    unsafe fn low_halves(x: __m512) -> __m512i {
+        // SAFETY: register operations only, on a CPU with the instructions (the caller's promise).
+        unsafe { _mm512_cvtepu16_epi32(std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(x))) }
+    }
+
+    /// [`super::pack_pairs`] for k contiguous: dst (q, j) at `dst + q + j·dcs` from src (p, j) at
+    /// `src + p + j·cs`: each column's k values rounded in order, 32 at a time.
+    ///
+    /// # Safety
+    /// The views lie in their buffers.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn pack_along_k(
+        _s: Avx512Bf16,
+        src: *const f32,
+        k: usize,
+        n: usize,
+        cs: usize,
+        dst: *mut u32,
+        dcs: usize,
+    ) {
+        for j in 0..n {
+            let (col, out) = (src.wrapping_add(j * cs), dst.wrapping_add(j * dcs));
+            let mut p = 0;
+            while p < k {
+                let (lo, hi) = (lanes(k - p), lanes((k - p).saturating_sub(16)));
+                // SAFETY: the lanes in the masks are values p.. of the column (k of them), and
+                // the ⌈(k − p)/2⌉ pairs written from q = p/2 are inside dst's column.
+                unsafe {
+                    let first = _mm512_maskz_loadu_ps(lo, col.add(p));
+                    let second = _mm512_maskz_loadu_ps(hi, col.add(p + 16));
+                    // Lanes 0..15 of the result are `first`'s rounded values, 16..31 `second`'s.
+                    let words = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(second, first));
+                    _mm512_mask_storeu_epi32(out.add(p / 2) as _, lanes((k - p).div_ceil(2)), words);
+                }
+                p += 32;
+            }
+        }
+    }
+
+    /// [`super::pack_pairs`] for contiguous rows: dst (q, j) at `dst + q·drs + j` from rows 2q
+    /// and 2q + 1 of src (`rs` apart), 16 columns at a time.
+    ///
+    /// # Safety
+    /// The views lie in their buffers.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn pack_two_rows(
+        _s: Avx512Bf16,
+        src: *const f32,
+        k: usize,
+        n: usize,
+        rs: usize,
+        dst: *mut u32,
+        drs: usize,
+    ) {
+        for q in 0..k.div_ceil(2) {
+            let (lo_row, out) = (src.wrapping_add(2 * q * rs), dst.wrapping_add(q * drs));
+            let has_hi = 2 * q + 1 < k;
+            let mut j = 0;
+            while j < n {
+                let m = lanes(n - j);
+                // SAFETY: the lanes in m are columns j.. of rows 2q and (if it exists) 2q + 1,
+                // and of dst's row q.
+                unsafe {
+                    let lo = low_halves(_mm512_maskz_loadu_ps(m, lo_row.add(j)));
+                    let hi = if has_hi {
+                        low_halves(_mm512_maskz_loadu_ps(m, lo_row.add(rs + j)))
+                    } else {
+                        _mm512_setzero_si512()
+                    };
+                    _mm512_mask_storeu_epi32(
+                        out.add(j) as _,
+                        m,
+                        _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)),
+                    );
+                }
+                j += 16;
+            }
+        }
+    }
+}
