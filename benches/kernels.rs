@@ -262,7 +262,6 @@ fn gemm_paths(c: &mut Criterion) {
 /// [`gemm_paths`]'s row and column products, one thread, operands packed once and in cache,
 /// each printed beside its fraction of the per-core `VDPBF16PS` roof and its speed against the
 /// f32 product of the same shape (where the CPU has AVX512_BF16).
-#[cfg(target_arch = "x86_64")]
 fn bf16_products(c: &mut Criterion) {
     use pmixer_kernels::bf16::{gemm_pairs, pack_pairs, PairInit};
     use pmixer_kernels::gemm::{gemm, Init};
@@ -332,15 +331,87 @@ fn bf16_products(c: &mut Criterion) {
     g.finish();
 }
 
-/// No bf16 products off x86-64.
-#[cfg(not(target_arch = "x86_64"))]
-fn bf16_products(_: &mut Criterion) {}
+/// One shard through one axis MLP on one thread, f32 ([`pmixer_kernels::mlp_forward`] and
+/// backward) against mixed precision ([`pmixer_kernels::mlp_bf16`]), forward and backward
+/// separately: the criterion timings of the bf16 kernels, and the ratio of the two, each the
+/// median of 15 runs of 200 calls, printed.
+fn mlp_bf16_one_shard(c: &mut Criterion) {
+    use pmixer_kernels::mlp_bf16::*;
+    let Some(s) = pmixer_kernels::isa::Avx512Bf16::detect() else {
+        println!("mixed-precision MLP: this CPU has no AVX512_BF16");
+        return;
+    };
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("a one-thread pool");
+    let median = |run: &mut dyn FnMut()| -> f64 {
+        let mut t: Vec<f64> = (0..15)
+            .map(|_| {
+                let t0 = std::time::Instant::now();
+                (0..200).for_each(|_| run());
+                t0.elapsed().as_secs_f64() / 200.0
+            })
+            .collect();
+        t.sort_by(f64::total_cmp);
+        t[7]
+    };
+    let mut g = c.benchmark_group("mlp_bf16_one_shard_one_thread");
+    for (label, sh) in [("28x28", Hbw { h: 28, b: 32, w: 28 }), ("32x96", Hbw { h: 32, b: 32, w: 96 })] {
+        for axis in [Axis::Rows, Axis::Cols] {
+            let st = setup(axis, sh);
+            let wts = MlpWeights { k1: &st.w[0], c1: &st.w[1], k2: &st.w[2], c2: &st.w[3] };
+            let (hid, out) = (hidden_len(axis, sh, st.n), st.dy.len());
+            let (mut z, mut a, mut y) = (vec![0.0; hid], vec![0.0; hid], vec![0.0; out]);
+            let (mut zb, mut ab) = (vec![0u16; hid], vec![0u16; hid]);
+            let mut fw = vec![0.0; forward_workspace_bf16(axis, sh, st.n)];
+            let mut bw = Backward::new(&st);
+            let mut bwork = vec![0.0; backward_workspace_bf16(axis, sh, st.n)];
+            let mut grads =
+                [vec![0.0; st.n_in * st.n], vec![0.0; st.n], vec![0.0; st.n * st.n], vec![0.0; st.n]];
+            let mut dx = vec![0.0; st.x.len()];
+            let mut fwd32 = || fused_forward(&st, wts, &mut z, &mut a, &mut y);
+            let f32_fwd = pool.install(|| median(&mut fwd32));
+            let mut fwd16 = || {
+                let io =
+                    ForwardIoBf16 { cpu: s, x: &st.x, gz: &mut zb, a: &mut ab, y: &mut y, work: &mut fw };
+                mlp_forward_bf16(axis, sh, wts, io, true, None)
+            };
+            let bf16_fwd = pool.install(|| median(&mut fwd16));
+            g.bench_function(format!("forward/{label}/{axis:?}"), |b| pool.install(|| b.iter(&mut fwd16)));
+            let mut bwd32 = || bw.fused(&st, &z, &a, Write::Set);
+            let f32_bwd = pool.install(|| median(&mut bwd32));
+            let mut bwd16 = || {
+                let [k1, c1, k2, c2] = &mut grads;
+                let grads = MlpGrads { k1, c1, k2, c2, write: Write::Set };
+                let saved = SavedBf16 { x: &st.x, dgelu: &zb, a: &ab };
+                let io = BackwardIoBf16 {
+                    cpu: s,
+                    dy: &st.dy,
+                    dx: &mut dx,
+                    dx_write: Write::Set,
+                    work: &mut bwork,
+                };
+                mlp_backward_bf16(axis, sh, wts, saved, io, grads, None)
+            };
+            let bf16_bwd = pool.install(|| median(&mut bwd16));
+            g.bench_function(format!("backward/{label}/{axis:?}"), |b| pool.install(|| b.iter(&mut bwd16)));
+            println!(
+                "{label}/{axis:?}: forward f32 {:.1} µs, bf16 {:.1} µs ({:.2}×); backward f32 {:.1} µs, bf16 {:.1} µs ({:.2}×)",
+                f32_fwd * 1e6,
+                bf16_fwd * 1e6,
+                f32_fwd / bf16_fwd,
+                f32_bwd * 1e6,
+                bf16_bwd * 1e6,
+                f32_bwd / bf16_bwd
+            );
+        }
+    }
+    g.finish();
+}
 
 criterion_group! {
     name = kernels;
     config = Criterion::default().sample_size(20).warm_up_time(std::time::Duration::from_millis(500))
         .measurement_time(std::time::Duration::from_secs(2));
-    targets = bench, one_shard, layout, gemm_paths, bf16_products
+    targets = bench, one_shard, layout, gemm_paths, bf16_products, mlp_bf16_one_shard
 }
 
 /// `criterion_main!`, but run on a rayon worker, as `pmixer` runs its commands (see

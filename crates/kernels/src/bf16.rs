@@ -28,6 +28,66 @@
 
 use crate::mat::{MatMut, MatRef};
 
+/// A bf16 tensor kept in an `f32` buffer, two values a slot (a tape's buffers are `f32`s): the
+/// first `2·v.len()` bf16 values it holds.
+pub fn in_f32s(v: &[f32]) -> &[u16] {
+    // SAFETY: u16's alignment divides f32's, the byte length is the same, and every bit pattern
+    // is a valid u16.
+    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u16, 2 * v.len()) }
+}
+
+/// [`in_f32s`], writable.
+pub fn in_f32s_mut(v: &mut [f32]) -> &mut [u16] {
+    // SAFETY: as in `in_f32s`; and every bit pattern written through the u16s is a valid f32 (a
+    // NaN at worst), never read as a float by anything but this view.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u16, 2 * v.len()) }
+}
+
+/// What a training step or an inference pass computes its products in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    /// Everything in `f32`.
+    #[default]
+    F32,
+    /// The axis-MLPs' products on bf16 operands accumulated in `f32`, their saved hidden tensors
+    /// in bf16 ([`crate::mlp_bf16`]); everything else `f32`.
+    Bf16,
+}
+
+impl Precision {
+    /// The name `--precision` takes and a checkpoint records.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Precision> {
+        [Precision::F32, Precision::Bf16].into_iter().find(|p| p.name() == s)
+    }
+
+    /// The precisions this CPU runs, `f32` first.
+    pub fn available() -> Vec<Precision> {
+        let mut v = vec![Precision::F32];
+        if available() {
+            v.push(Precision::Bf16);
+        }
+        v
+    }
+
+    /// `Ok` where this CPU runs the precision; for bf16 elsewhere, an error naming what it lacks.
+    pub fn check(self) -> Result<(), String> {
+        match self {
+            Precision::Bf16 if !available() => Err(format!(
+                "bf16 needs AVX512_BF16 (VDPBF16PS) with AVX-512F, BW and VL; this CPU ({}) lacks it",
+                std::env::consts::ARCH
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// bf16(x), rounded to nearest with ties to even; NaN → quiet NaN (sign kept), subnormal →
 /// signed zero, as `VCVTNEPS2BF16` does (see the module docs).
 ///
@@ -72,9 +132,10 @@ pub fn available() -> bool {
 /// The pairs of `src` (k × n, any strides) along k: `dst` (⌈k/2⌉ × n) element (q, j) =
 /// [`pair`]`(src[2q, j], src[2q + 1, j])`, the high half zero when 2q + 1 = k.
 ///
-/// Two layouts take the vector instruction where the CPU has it (the same bits as the scalar
-/// twin): k contiguous (`src`'s row stride 1 and `dst`'s q contiguous: the values rounded in
-/// order) and rows contiguous (`src` and `dst` column stride 1: two rows interleaved).
+/// Three layouts take the vector instruction where the CPU has it (the same bits as the scalar
+/// twin): k contiguous both in `src` and `dst` (the values rounded in order), rows contiguous in
+/// both (two rows interleaved), and k contiguous in `src` with `dst`'s rows contiguous (each
+/// pair read as two adjacent floats, 8 columns at a time by a gather: a transpose).
 #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))] // written through only by the x86 paths
 pub fn pack_pairs(src: MatRef<f32>, mut dst: MatMut<u32>) {
     let (k, n) = (src.rows(), src.cols());
@@ -95,6 +156,10 @@ pub fn pack_pairs(src: MatRef<f32>, mut dst: MatMut<u32>) {
         if cs == 1 && dcs == 1 {
             // SAFETY: as above.
             return unsafe { x86::pack_two_rows(s, src.as_ptr(), k, n, rs, dst.as_mut_ptr(), drs) };
+        }
+        if rs == 1 && dcs == 1 {
+            // SAFETY: as above.
+            return unsafe { x86::pack_gathered(s, src.as_ptr(), k, n, cs, dst.as_mut_ptr(), drs) };
         }
     }
     pack_pairs_scalar(src, dst)
@@ -118,6 +183,54 @@ pub fn pack_pairs_scalar(src: MatRef<f32>, mut dst: MatMut<u32>) {
     }
 }
 
+/// The pairs of `src` (k × n bf16 values, any strides) along k, as [`pack_pairs`] lays them out:
+/// no rounding, the values are bf16 already. Where the CPU has AVX512_BF16, into rows of `dst`
+/// with contiguous columns: contiguous rows of `src` are interleaved, and with k contiguous in
+/// `src` each pair is one 32-bit word, gathered 16 columns at a time.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))] // written through only by the x86 path
+pub fn pack_pairs_bf16(src: MatRef<u16>, mut dst: MatMut<u32>) {
+    let (k, n) = (src.rows(), src.cols());
+    assert!(dst.rows() == k.div_ceil(2) && dst.cols() == n, "pack_pairs_bf16: shapes");
+    let ((rs, cs), (drs, dcs)) = (src.strides(), dst.strides());
+    let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
+    #[cfg(target_arch = "x86_64")]
+    if let Some(t) = crate::isa::Avx512Bf16::detect() {
+        if cs == 1 && dcs == 1 {
+            // SAFETY: the views lie in their buffers, the token proves the instructions, and the
+            // layout is the one the function reads.
+            return unsafe { x86::interleave_rows(t, s, k, n, rs, d, drs) };
+        }
+        if rs == 1 && dcs == 1 {
+            // SAFETY: as above.
+            return unsafe { x86::gather_pairs(t, s, k, n, cs, d, drs) };
+        }
+    }
+    for q in 0..k.div_ceil(2) {
+        for j in 0..n {
+            // SAFETY: (q, j) is inside dst, and (2q, j) and (2q + 1 < k, j) inside src.
+            unsafe {
+                let lo = *s.add(2 * q * rs + j * cs) as u32;
+                let hi = if 2 * q + 1 < k { *s.add((2 * q + 1) * rs + j * cs) as u32 } else { 0 };
+                *d.add(q * drs + j * dcs) = lo | hi << 16;
+            }
+        }
+    }
+}
+
+/// `dst[j] = round(src[j])`: by `VCVTNEPS2BF16`, 16 at a time, where the CPU has it (the same
+/// bits as [`round`]).
+pub fn round_into(src: &[f32], dst: &mut [u16]) {
+    assert_eq!(src.len(), dst.len(), "round_into: lengths");
+    #[cfg(target_arch = "x86_64")]
+    if let Some(t) = crate::isa::Avx512Bf16::detect() {
+        // SAFETY: both slices hold src.len() values; the token proves the instructions.
+        return unsafe { x86::round_run(t, src.as_ptr(), dst.as_mut_ptr(), src.len()) };
+    }
+    for (d, &v) in dst.iter_mut().zip(src) {
+        *d = round(v);
+    }
+}
+
 /// What C holds before the pair product is added to it.
 #[derive(Clone, Copy, Debug)]
 pub enum PairInit<'a> {
@@ -138,14 +251,7 @@ pub enum PairInit<'a> {
 /// over the pairs in ascending order, started from zero, C or the bias, whatever the tile or
 /// the thread: the same bits on every run. The token proves the CPU has the instruction; ask
 /// [`crate::isa::Avx512Bf16::detect`] for it, and tell the user when there is none.
-#[cfg(target_arch = "x86_64")]
-pub fn gemm_pairs(
-    s: crate::isa::Avx512Bf16,
-    a: MatRef<u32>,
-    b: MatRef<u32>,
-    mut c: MatMut<f32>,
-    init: PairInit,
-) {
+pub fn gemm_pairs(s: crate::isa::Avx512Bf16, a: MatRef<u32>, b: MatRef<u32>, c: MatMut<f32>, init: PairInit) {
     let (m, kq, n) = (a.rows(), a.cols(), b.cols());
     assert!(
         b.rows() == kq && c.rows() == m && c.cols() == n,
@@ -155,38 +261,26 @@ pub fn gemm_pairs(
         c.cols()
     );
     assert!(b.strides().1 == 1 && c.strides().1 == 1, "gemm_pairs: B's and C's columns must be contiguous");
-    let start = match init {
-        PairInit::Zero => x86::Start::Zero,
-        PairInit::Accumulate => x86::Start::C,
-        PairInit::ColBias(v) => {
-            assert_eq!(v.len(), n, "gemm_pairs: one bias per column");
-            x86::Start::ColBias(v.as_ptr())
-        }
-        PairInit::RowBias(v) => {
-            assert_eq!(v.len(), m, "gemm_pairs: one bias per row");
-            x86::Start::RowBias(v.as_ptr())
-        }
-    };
+    match init {
+        PairInit::ColBias(v) => assert_eq!(v.len(), n, "gemm_pairs: one bias per column"),
+        PairInit::RowBias(v) => assert_eq!(v.len(), m, "gemm_pairs: one bias per row"),
+        PairInit::Zero | PairInit::Accumulate => {}
+    }
     if m == 0 || n == 0 {
         return;
     }
-    let ((rsa, csa), rsb, rsc) = (a.strides(), b.strides().0, c.strides().0);
-    let p =
-        x86::Problem { m, kq, n, a: a.as_ptr(), rsa, csa, b: b.as_ptr(), rsb, c: c.as_mut_ptr(), rsc, start };
-    // SAFETY: the views lie in their buffers and C is a mutable borrow, so overlaps neither
-    // operand; the token proves the instructions.
-    unsafe {
-        match n {
-            0..=32 => x86::product::<8, 2>(s, &p),
-            33..=96 => x86::product::<4, 6>(s, &p),
-            _ => x86::product::<4, 4>(s, &p),
-        }
-    }
+    #[cfg(target_arch = "x86_64")]
+    x86::gemm_pairs(s, a, b, c, init);
+    // Off x86-64 the token cannot exist.
+    #[cfg(not(target_arch = "x86_64"))]
+    match s {}
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use super::PairInit;
     use crate::isa::Avx512Bf16;
+    use crate::mat::{MatMut, MatRef};
     use std::arch::x86_64::*;
 
     /// Where the accumulators start.
@@ -213,6 +307,35 @@ mod x86 {
         pub start: Start,
     }
 
+    /// [`super::gemm_pairs`] once its shapes are checked and C is not empty.
+    pub(super) fn gemm_pairs(
+        s: Avx512Bf16,
+        a: MatRef<u32>,
+        b: MatRef<u32>,
+        mut c: MatMut<f32>,
+        init: PairInit,
+    ) {
+        let (m, kq, n) = (a.rows(), a.cols(), b.cols());
+        let start = match init {
+            PairInit::Zero => Start::Zero,
+            PairInit::Accumulate => Start::C,
+            PairInit::ColBias(v) => Start::ColBias(v.as_ptr()),
+            PairInit::RowBias(v) => Start::RowBias(v.as_ptr()),
+        };
+        let ((rsa, csa), rsb, rsc) = (a.strides(), b.strides().0, c.strides().0);
+        let p =
+            Problem { m, kq, n, a: a.as_ptr(), rsa, csa, b: b.as_ptr(), rsb, c: c.as_mut_ptr(), rsc, start };
+        // SAFETY: the views lie in their buffers and C is a mutable borrow, so overlaps neither
+        // operand; the token proves the instructions.
+        unsafe {
+            match n {
+                0..=32 => product::<8, 2>(s, &p),
+                33..=96 => product::<4, 6>(s, &p),
+                _ => product::<4, 4>(s, &p),
+            }
+        }
+    }
+
     /// Pairs per sweep along k: a 6-vector panel of B (96 columns) is 48 KB at 128 pairs, which
     /// stays in L2 for every block of rows; a longer k adds each sweep into what the last stored.
     const SWEEP: usize = 128;
@@ -223,7 +346,7 @@ mod x86 {
     /// # Safety
     /// The problem's pointers address every element its shapes and strides imply; C overlaps
     /// neither operand.
-    #[target_feature(enable = "avx512f,avx512bf16")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
     pub(super) unsafe fn product<const MR: usize, const NV: usize>(_s: Avx512Bf16, p: &Problem) {
         let mut q0 = 0;
         let mut start = p.start;
@@ -356,7 +479,7 @@ mod x86 {
     ///
     /// # Safety
     /// The views lie in their buffers.
-    #[target_feature(enable = "avx512f,avx512bf16")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
     pub(super) unsafe fn pack_along_k(
         _s: Avx512Bf16,
         src: *const f32,
@@ -385,12 +508,161 @@ mod x86 {
         }
     }
 
+    /// [`super::round_into`]: `len` values from `src` rounded into `dst`.
+    ///
+    /// # Safety
+    /// `src` and `dst` hold `len` values each.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    pub(super) unsafe fn round_run(_s: Avx512Bf16, src: *const f32, dst: *mut u16, len: usize) {
+        let mut i = 0;
+        while i < len {
+            let m = lanes(len - i);
+            // SAFETY: the lanes in m are values i.. of both.
+            unsafe {
+                let h = std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(
+                    m,
+                    src.add(i),
+                )));
+                _mm256_mask_storeu_epi16(dst.add(i) as _, m, h);
+            }
+            i += 16;
+        }
+    }
+
+    /// [`super::pack_pairs_bf16`] for contiguous rows: dst (q, j) at `dst + q·drs + j` from bf16
+    /// rows 2q and 2q + 1 of src (`rs` apart), 16 columns at a time.
+    ///
+    /// # Safety
+    /// The views lie in their buffers.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    pub(super) unsafe fn interleave_rows(
+        _s: Avx512Bf16,
+        src: *const u16,
+        k: usize,
+        n: usize,
+        rs: usize,
+        dst: *mut u32,
+        drs: usize,
+    ) {
+        for q in 0..k.div_ceil(2) {
+            let (lo_row, out) = (src.wrapping_add(2 * q * rs), dst.wrapping_add(q * drs));
+            let has_hi = 2 * q + 1 < k;
+            let mut j = 0;
+            while j < n {
+                let m = lanes(n - j);
+                // SAFETY: the lanes in m are columns j.. of rows 2q and (if it exists) 2q + 1,
+                // and of dst's row q.
+                unsafe {
+                    let lo = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, lo_row.add(j) as _));
+                    let hi = if has_hi {
+                        _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, lo_row.add(rs + j) as _))
+                    } else {
+                        _mm512_setzero_si512()
+                    };
+                    _mm512_mask_storeu_epi32(
+                        out.add(j) as _,
+                        m,
+                        _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)),
+                    );
+                }
+                j += 16;
+            }
+        }
+    }
+
+    /// [`super::pack_pairs`] with k contiguous in src (column j at `src + j·cs`) into dst rows
+    /// of contiguous columns (`drs` apart): the two floats of each pair are adjacent, so 8
+    /// columns' pairs are one gather of 64-bit words, rounded in one conversion. An odd k's last
+    /// pair and the last n mod 8 columns by the scalar twin.
+    ///
+    /// # Safety
+    /// The views lie in their buffers; `16·cs` fits an i32.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    pub(super) unsafe fn pack_gathered(
+        _s: Avx512Bf16,
+        src: *const f32,
+        k: usize,
+        n: usize,
+        cs: usize,
+        dst: *mut u32,
+        drs: usize,
+    ) {
+        let offsets = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let index = _mm256_mullo_epi32(offsets, _mm256_set1_epi32(cs as i32));
+        let (whole, n8) = (k / 2, n / 8 * 8);
+        for q in 0..k.div_ceil(2) {
+            let row = dst.wrapping_add(q * drs);
+            let mut j = 0;
+            while q < whole && j < n8 {
+                // SAFETY: columns j..j + 8, floats 2q and 2q + 1 < k of each, are inside src;
+                // the 8 words written are inside dst's row q.
+                unsafe {
+                    let base = src.add(2 * q + j * cs) as *const i64;
+                    let words = _mm512_i32gather_epi64::<4>(index, base);
+                    let halves = _mm512_cvtneps_pbh(_mm512_castsi512_ps(words));
+                    _mm256_storeu_si256(row.add(j) as _, std::mem::transmute::<__m256bh, __m256i>(halves));
+                }
+                j += 8;
+            }
+            for j in j..n {
+                // SAFETY: (2q, j) and (2q + 1 < k, j) inside src, (q, j) inside dst.
+                unsafe {
+                    let lo = *src.add(2 * q + j * cs);
+                    let hi = if 2 * q + 1 < k { *src.add(2 * q + 1 + j * cs) } else { 0.0 };
+                    *row.add(j) = super::pair(lo, hi);
+                }
+            }
+        }
+    }
+
+    /// [`super::pack_pairs_bf16`] with k contiguous in src (column j at `src + j·cs`) into dst
+    /// rows of contiguous columns: each pair is one 32-bit word, 16 columns a gather. An odd
+    /// k's last pair and the last n mod 16 columns one by one.
+    ///
+    /// # Safety
+    /// The views lie in their buffers; `16·cs` fits an i32.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    pub(super) unsafe fn gather_pairs(
+        _s: Avx512Bf16,
+        src: *const u16,
+        k: usize,
+        n: usize,
+        cs: usize,
+        dst: *mut u32,
+        drs: usize,
+    ) {
+        let offsets = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        let index = _mm512_mullo_epi32(offsets, _mm512_set1_epi32(cs as i32));
+        let (whole, n16) = (k / 2, n / 16 * 16);
+        for q in 0..k.div_ceil(2) {
+            let row = dst.wrapping_add(q * drs);
+            let mut j = 0;
+            while q < whole && j < n16 {
+                // SAFETY: columns j..j + 16, values 2q and 2q + 1 < k of each, are inside src;
+                // the 16 words written are inside dst's row q.
+                unsafe {
+                    let words = _mm512_i32gather_epi32::<2>(index, src.add(2 * q + j * cs) as *const i32);
+                    _mm512_storeu_si512(row.add(j) as _, words);
+                }
+                j += 16;
+            }
+            for j in j..n {
+                // SAFETY: (2q, j) and (2q + 1 < k, j) inside src, (q, j) inside dst.
+                unsafe {
+                    let lo = *src.add(2 * q + j * cs) as u32;
+                    let hi = if 2 * q + 1 < k { *src.add(2 * q + 1 + j * cs) as u32 } else { 0 };
+                    *row.add(j) = lo | hi << 16;
+                }
+            }
+        }
+    }
+
     /// [`super::pack_pairs`] for contiguous rows: dst (q, j) at `dst + q·drs + j` from rows 2q
     /// and 2q + 1 of src (`rs` apart), 16 columns at a time.
     ///
     /// # Safety
     /// The views lie in their buffers.
-    #[target_feature(enable = "avx512f,avx512bf16")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
     pub(super) unsafe fn pack_two_rows(
         _s: Avx512Bf16,
         src: *const f32,

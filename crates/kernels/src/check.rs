@@ -349,11 +349,12 @@ pub fn bf16_edge_values(n: u32) -> Vec<f32> {
 
 /// bf16 rounding: the scalar twin ([`crate::bf16::round`]) against the nearest bf16 worked out
 /// in f64 (ties to even) for every finite normal value of [`bf16_edge_values`] below bf16's
-/// largest, then the packing ([`crate::bf16::pack_pairs`], `VCVTNEPS2BF16` where the CPU has it)
-/// in both of its vector layouts against the twin, odd k and partial vectors included. The
-/// count of values that differ (bound 0).
+/// largest, then the packing ([`crate::bf16::pack_pairs`], `VCVTNEPS2BF16` where the CPU has it,
+/// and [`crate::bf16::pack_pairs_bf16`] of the rounded values) in each of their vector layouts
+/// against the twin, odd k and partial vectors included. The count of values that differ
+/// (bound 0).
 pub fn bf16_rounding() -> Report {
-    use crate::bf16::{pack_pairs, pack_pairs_scalar, round, widen};
+    use crate::bf16::{pack_pairs, pack_pairs_bf16, pack_pairs_scalar, round, widen};
     let (k, n) = (37, 53);
     let x = bf16_edge_values((k * n) as u32);
     let mut wrong = 0;
@@ -369,16 +370,20 @@ pub fn bf16_rounding() -> Report {
         let want = if dd < du || (dd == du && down.is_multiple_of(2)) { down } else { up };
         wrong += usize::from(round(v) != want);
     }
-    let checked = x.len() + 2 * k * n;
+    let checked = x.len() + 6 * k * n;
     let x = &x[..k * n];
-    // (k × n) views of x: rows contiguous, then k contiguous (the transposed layout).
-    for strides in [(n, 1), (1, k)] {
-        let src = MatRef::new(x, k, n, strides);
-        let dst_strides = if strides.0 == 1 { (1, k.div_ceil(2)) } else { (n, 1) };
-        let (mut fast, mut twin) = (vec![0u32; k.div_ceil(2) * n], vec![0u32; k.div_ceil(2) * n]);
-        pack_pairs(src, MatMut::new(&mut fast, k.div_ceil(2), n, dst_strides));
-        pack_pairs_scalar(src, MatMut::new(&mut twin, k.div_ceil(2), n, dst_strides));
+    // (k × n) views of x and of its bf16 values into (⌈k/2⌉ × n) pairs: rows contiguous in both;
+    // k contiguous in both; k contiguous into contiguous rows (the gathers).
+    let kq = k.div_ceil(2);
+    let rounded: Vec<u16> = x.iter().map(|&v| round(v)).collect();
+    for (from, to) in [((n, 1), (n, 1)), ((1, k), (1, kq)), ((1, k), (n, 1))] {
+        let (mut fast, mut twin, mut from_bf16) =
+            (vec![0u32; kq * n], vec![0u32; kq * n], vec![0u32; kq * n]);
+        pack_pairs(MatRef::new(x, k, n, from), MatMut::new(&mut fast, kq, n, to));
+        pack_pairs_scalar(MatRef::new(x, k, n, from), MatMut::new(&mut twin, kq, n, to));
+        pack_pairs_bf16(MatRef::new(&rounded, k, n, from), MatMut::new(&mut from_bf16, kq, n, to));
         wrong += fast.iter().zip(&twin).filter(|(a, b)| a != b).count();
+        wrong += from_bf16.iter().zip(&twin).filter(|(a, b)| a != b).count();
     }
     let how = if crate::bf16::available() { "VCVTNEPS2BF16" } else { "the twin itself, no AVX512_BF16," };
     let name =
@@ -392,7 +397,6 @@ pub fn bf16_rounding() -> Report {
 /// 2⁻²³·(⌈k/2⌉ + 2)·(|start| + Σ|a·b|) (each of the ⌈k/2⌉ + 1 additions into the f32
 /// accumulator rounds at most twice, the bf16 products themselves being exact), so the bound
 /// reported is 1. Empty where the CPU lacks AVX512_BF16.
-#[cfg(target_arch = "x86_64")]
 pub fn bf16_products() -> Vec<Report> {
     use crate::bf16::{gemm_pairs, pack_pairs, unpair, PairInit};
     let Some(s) = crate::isa::Avx512Bf16::detect() else { return Vec::new() };
@@ -463,4 +467,64 @@ pub fn bf16_products() -> Vec<Report> {
         });
     }
     out
+}
+
+/// The mixed-precision MLP's bound, relative to each tensor's scale: bf16 keeps 8 significant
+/// bits, so every rounded operand is within 2⁻⁹ of its value, and a product over k terms of
+/// random sign errs by about 2⁻⁸·√k times a typical term: under 0.03 of the scale for these
+/// cases (k ≤ 520, terms about 0.5), and 0.041 measured for the gate's gradient, one sum over
+/// the whole tensor. A wrong pair (a lost or swapped half) errs by about the value itself.
+pub const MLP_BF16_TOL: f64 = 0.06;
+
+/// [`fused_into`] in mixed precision ([`crate::mlp_bf16`]) on the same inputs, with the
+/// gradient buffers starting at 1 and added to; z (as gelu′) and a widened from their stored
+/// bf16. `None` where the CPU lacks AVX512_BF16.
+pub fn fused_bf16(c: &Case, seed: u64) -> Option<Run<f32>> {
+    use crate::mlp_bf16::*;
+    let s = crate::isa::Avx512Bf16::detect()?;
+    let mut gen = Gen(seed);
+    let (ni, n) = (n_in(c), c.n_out);
+    let w = weights::<f32>(&mut gen, ni, n);
+    let x: Vec<f32> = gen.vec(c.s.len(), 1.5);
+    let out = output_shape(c.axis, c.s, n).len();
+    let dy: Vec<f32> = gen.vec(out, 1.0);
+    let h: Vec<f32> = gen.vec(out, 1.0);
+    let wts = MlpWeights { k1: &w[0], c1: &w[1], k2: &w[2], c2: &w[3] };
+    let hid = hidden_len(c.axis, c.s, n);
+    let (mut gz, mut a, mut y) = (vec![0u16; hid], vec![0u16; hid], vec![0f32; out]);
+    // Workspaces full of garbage: the kernels must not depend on their contents.
+    let mut work = vec![7.0f32; forward_workspace_bf16(c.axis, c.s, n)];
+    let skip = c.gate.map(|g| Skip { h: &h, g: g as f32 });
+    let io = ForwardIoBf16 { cpu: s, x: &x, gz: &mut gz, a: &mut a, y: &mut y, work: &mut work };
+    mlp_forward_bf16(c.axis, c.s, wts, io, true, skip);
+    let mut dx = vec![1f32; x.len()];
+    let mut g = [vec![1f32; ni * n], vec![1f32; n], vec![1f32; n * n], vec![1f32; n]];
+    let [g0, g1, g2, g3] = &mut g;
+    let grads = MlpGrads { k1: g0, c1: g1, k2: g2, c2: g3, write: Write::Add };
+    let mut work = vec![7.0f32; backward_workspace_bf16(c.axis, c.s, n)];
+    let mut dg = if c.gate.is_some() { 1f32 } else { 0.0 };
+    let gate = c.gate.map(|g| GateGrad { g: g as f32, dg: &mut dg });
+    let saved = SavedBf16 { x: &x, dgelu: &gz, a: &a };
+    let io = BackwardIoBf16 { cpu: s, dy: &dy, dx: &mut dx, dx_write: Write::Add, work: &mut work };
+    mlp_backward_bf16(c.axis, c.s, wts, saved, io, grads, gate);
+    let widen = |v: &[u16]| v.iter().map(|&b| crate::bf16::widen(b)).collect::<Vec<f32>>();
+    let (z, a) = (unpad(c, &widen(&gz)), unpad(c, &widen(&a)));
+    Some(Run { z, a, y, dx, grads: g, dg })
+}
+
+/// The mixed-precision MLP against the f64 reference on the f32 inputs (as [`mlp`]), each
+/// tensor within `tol` relative to its scale. Empty where the CPU lacks AVX512_BF16.
+pub fn mlp_bf16(c: &Case, seed: u64, tol: f64) -> Vec<Report> {
+    let Some(f) = fused_bf16(c, seed) else { return Vec::new() };
+    let r = naive::<f32>(c, seed);
+    let gate = c.gate.map_or(String::new(), |g| format!(", gate {g}"));
+    let label = format!("bf16 mlp {:?} {}×{}×{} → {}{gate}", c.axis, c.s.h, c.s.b, c.s.w, c.n_out);
+    let mut errs =
+        vec![("gelu'", rel_err(&f.z, &r.z)), ("a", rel_err(&f.a, &r.a)), ("y", rel_err(&f.y, &r.y))];
+    errs.push(("dx", rel_err(&f.dx, &r.dx)));
+    errs.push(("dg", rel_err(&[f.dg], &[r.dg])));
+    for (name, (gf, gr)) in ["dK1", "dc1", "dK2", "dc2"].iter().zip(f.grads.iter().zip(&r.grads)) {
+        errs.push((name, rel_err(gf, gr)));
+    }
+    errs.into_iter().map(|(name, err)| Report { name: format!("{label}: {name}"), err, bound: tol }).collect()
 }

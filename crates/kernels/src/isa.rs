@@ -376,21 +376,25 @@ mod x86 {
 mod x86_bf16 {
     use std::arch::x86_64::*;
 
-    /// The token, where the CPU has AVX-512F and AVX512_BF16.
+    /// The token, where the CPU has AVX-512F, BW and VL and AVX512_BF16 (every CPU with the
+    /// last has the others).
     #[derive(Clone, Copy, Debug)]
     pub struct Avx512Bf16(());
 
     impl Avx512Bf16 {
         pub fn detect() -> Option<Self> {
-            (is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16"))
-                .then_some(Avx512Bf16(()))
+            let has = is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vl")
+                && is_x86_feature_detected!("avx512bf16");
+            has.then_some(Avx512Bf16(()))
         }
 
         /// `rounds` rounds of `N` independent `acc ← acc + Σ_pair a·b` chains (`VDPBF16PS` on
         /// 16 f32 lanes, each adding two bf16 products: 64 FLOPs an instruction); one lane of
         /// their sum, so that nothing is optimised away.
         pub fn dot_chains<const N: usize>(self, rounds: usize, seed: f32) -> f32 {
-            #[target_feature(enable = "avx512f,avx512bf16")]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
             fn run<const N: usize>(rounds: usize, seed: f32) -> f32 {
                 let mut acc = [_mm512_set1_ps(seed); N];
                 let a = _mm512_set1_ps(0.999_9);
@@ -403,7 +407,7 @@ mod x86_bf16 {
                 let total = acc.iter().fold(_mm512_setzero_ps(), |t, &v| _mm512_add_ps(t, v));
                 _mm512_reduce_add_ps(total)
             }
-            // SAFETY: the token exists only where the CPU has AVX-512F and AVX512_BF16.
+            // SAFETY: the token exists only where the CPU has AVX-512F, BW, VL and AVX512_BF16.
             unsafe { run::<N>(rounds, seed) }
         }
     }
@@ -411,6 +415,20 @@ mod x86_bf16 {
 
 #[cfg(target_arch = "x86_64")]
 pub use x86_bf16::Avx512Bf16;
+
+/// Off x86-64 there is no AVX512_BF16: a token that cannot exist, so that the bf16 kernels,
+/// which take one, compile on every architecture and run on none but x86-64.
+#[cfg(not(target_arch = "x86_64"))]
+#[derive(Clone, Copy, Debug)]
+pub enum Avx512Bf16 {}
+
+#[cfg(not(target_arch = "x86_64"))]
+impl Avx512Bf16 {
+    /// Never: see the type.
+    pub fn detect() -> Option<Self> {
+        None
+    }
+}
 
 #[cfg(target_arch = "aarch64")]
 pub use arm::Neon;

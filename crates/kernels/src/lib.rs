@@ -23,6 +23,7 @@ pub mod gemm;
 pub mod isa;
 pub mod mat;
 pub mod mlp;
+pub mod mlp_bf16;
 pub mod par;
 pub mod real;
 pub mod reference;

@@ -176,27 +176,27 @@ pub struct GateGrad<'a, T> {
 
 /// An items × features view of an (H, B, W) tensor, as [`Axis`] defines it.
 #[derive(Clone, Copy, Debug)]
-struct View {
-    items: usize,
+pub(crate) struct View {
+    pub(crate) items: usize,
     /// Stride between consecutive items.
-    is: usize,
+    pub(crate) is: usize,
     /// Stride between consecutive features.
-    fs: usize,
+    pub(crate) fs: usize,
 }
 
 /// How one MLP call addresses its input, its output, and its hidden tensors (z or gelu'(z),
 /// a, and the backward's dz: see [`hidden_len`]).
 #[derive(Clone, Copy, Debug)]
-struct Geometry {
-    n_in: usize,
-    n_out: usize,
-    x: View,
-    y: View,
-    t: View,
+pub(crate) struct Geometry {
+    pub(crate) n_in: usize,
+    pub(crate) n_out: usize,
+    pub(crate) x: View,
+    pub(crate) y: View,
+    pub(crate) t: View,
 }
 
 impl Geometry {
-    fn new(axis: Axis, x: Hbw, n_out: usize) -> Self {
+    pub(crate) fn new(axis: Axis, x: Hbw, n_out: usize) -> Self {
         match axis {
             Axis::Rows => {
                 let items = x.h * x.b;
@@ -216,7 +216,7 @@ impl Geometry {
         }
     }
 
-    fn params(&self) -> usize {
+    pub(crate) fn params(&self) -> usize {
         self.n_in * self.n_out + self.n_out + self.n_out * self.n_out + self.n_out
     }
 }
@@ -276,14 +276,14 @@ pub fn backward_chunks(items: usize) -> usize {
     (items / 512).clamp(1, 16)
 }
 
-fn chunk_range(items: usize, chunks: usize, c: usize) -> (usize, usize) {
+pub(crate) fn chunk_range(items: usize, chunks: usize, c: usize) -> (usize, usize) {
     (c * items / chunks, (c + 1) * items / chunks)
 }
 
 /// A raw pointer that rayon tasks may share. Each task writes a disjoint set of elements through
 /// it (its own chunk of items), which is what makes the sharing sound.
 #[derive(Clone, Copy)]
-struct SharedMut<T>(*mut T);
+pub(crate) struct SharedMut<T>(pub(crate) *mut T);
 // SAFETY: the pointer is only dereferenced through `at` and `mat`, whose callers promise that
 // each task touches only its own elements; sending it to another thread sends no access to any
 // element another task uses.
@@ -296,7 +296,7 @@ impl<T> SharedMut<T> {
     ///
     /// # Safety
     /// `offset` must lie within the buffer the pointer came from (at most its length).
-    unsafe fn at(self, offset: usize) -> *mut T {
+    pub(crate) unsafe fn at(self, offset: usize) -> *mut T {
         // SAFETY: the caller keeps offset inside the buffer.
         unsafe { self.0.add(offset) }
     }
@@ -306,7 +306,7 @@ impl<T> SharedMut<T> {
     /// # Safety
     /// Those elements must lie in the buffer and be touched by no other task meanwhile (each
     /// chunk owns its items).
-    unsafe fn mat<'a>(self, v: View, i0: usize, m: usize, features: usize) -> MatMut<'a, T> {
+    pub(crate) unsafe fn mat<'a>(self, v: View, i0: usize, m: usize, features: usize) -> MatMut<'a, T> {
         // SAFETY: the caller's promise.
         unsafe { MatMut::from_raw(self.at(i0 * v.is), m, features, (v.is, v.fs)) }
     }
@@ -314,7 +314,7 @@ impl<T> SharedMut<T> {
 
 impl View {
     /// Items [i0, i0 + m) × `features` of `data`, addressed as this view, as a matrix.
-    fn of<T>(self, data: &[T], i0: usize, m: usize, features: usize) -> MatRef<'_, T> {
+    pub(crate) fn of<T>(self, data: &[T], i0: usize, m: usize, features: usize) -> MatRef<'_, T> {
         MatRef::new(&data[i0 * self.is..], m, features, (self.is, self.fs))
     }
 }
@@ -322,7 +322,13 @@ impl View {
 /// Calls `f(offset, len)` for every contiguous run of the tile of items [i0, i1) of a tensor
 /// addressed as `v` with `features` features. Rows: the tile is contiguous, one run of
 /// (i1−i0)·features values. Columns: one run of i1−i0 items per feature.
-fn for_each_run_of(v: View, features: usize, i0: usize, i1: usize, mut f: impl FnMut(usize, usize)) {
+pub(crate) fn for_each_run_of(
+    v: View,
+    features: usize,
+    i0: usize,
+    i1: usize,
+    mut f: impl FnMut(usize, usize),
+) {
     if v.fs == 1 {
         f(i0 * v.is, (i1 - i0) * features);
     } else {
@@ -333,19 +339,19 @@ fn for_each_run_of(v: View, features: usize, i0: usize, i1: usize, mut f: impl F
 }
 
 /// [`for_each_run_of`] the output tile.
-fn for_each_run(g: &Geometry, i0: usize, i1: usize, f: impl FnMut(usize, usize)) {
+pub(crate) fn for_each_run(g: &Geometry, i0: usize, i1: usize, f: impl FnMut(usize, usize)) {
     for_each_run_of(g.y, g.n_out, i0, i1, f)
 }
 
 /// [`for_each_run_of`] the hidden tile.
-fn for_each_hidden_run(g: &Geometry, i0: usize, i1: usize, f: impl FnMut(usize, usize)) {
+pub(crate) fn for_each_hidden_run(g: &Geometry, i0: usize, i1: usize, f: impl FnMut(usize, usize)) {
     for_each_run_of(g.t, g.n_out, i0, i1, f)
 }
 
 /// Adds a run of an output gradient `d` (at `offset` in the output) into the bias gradient
 /// `db`: rows, a tile of whole items, summed item by item into all of `db`; columns, one
 /// feature's items, summed into that feature's entry.
-fn bias_grad<T: Real>(g: &Geometry, d: &[T], db: &mut [T], offset: usize) {
+pub(crate) fn bias_grad<T: Real>(g: &Geometry, d: &[T], db: &mut [T], offset: usize) {
     if g.y.fs == 1 {
         simd::add_rows(d, db);
     } else {
@@ -541,7 +547,7 @@ pub fn mlp_backward<T: Real>(
 /// K1ᵀ and g·K2ᵀ for [`mlp_backward`], packed once per call (n_in·n + n² values, never an
 /// activation), so that every product reads its B operand row by row. Gated, g·K2ᵀ makes
 /// dz = dy·(g·K2)ᵀ = (g·dy)·K2ᵀ; ungated, g = 1 and 1·K2ᵀ is exactly K2ᵀ.
-fn pack_transposed<T: Real>(wts: &MlpWeights<T>, g: T, k1t: &mut [T], k2t: &mut [T]) {
+pub(crate) fn pack_transposed<T: Real>(wts: &MlpWeights<T>, g: T, k1t: &mut [T], k2t: &mut [T]) {
     let (n_in, n) = (wts.k1.len() / wts.c1.len(), wts.c1.len());
     for f in 0..n_in {
         for j in 0..n {
@@ -558,7 +564,7 @@ fn pack_transposed<T: Real>(wts: &MlpWeights<T>, g: T, k1t: &mut [T], k2t: &mut 
 /// The end of [`mlp_backward`]: the chunks' weight-gradient partials summed into the first, in
 /// chunk order; with a gate, dg taken from the sums and g folded in ([`GateGrad`]); the result
 /// set into or added to `grads`.
-fn reduce_partials<T: Real>(
+pub(crate) fn reduce_partials<T: Real>(
     partials: &mut [T],
     wts: &MlpWeights<T>,
     grads: MlpGrads<T>,
@@ -592,7 +598,7 @@ fn reduce_partials<T: Real>(
     }
 }
 
-fn check_weights<T>(g: &Geometry, w: &MlpWeights<T>) {
+pub(crate) fn check_weights<T>(g: &Geometry, w: &MlpWeights<T>) {
     assert!(
         w.k1.len() == g.n_in * g.n_out
             && w.c1.len() == g.n_out

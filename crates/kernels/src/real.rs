@@ -57,12 +57,30 @@ pub trait Real:
     /// `C ← A·B + β·C` by matrixmultiply (single-threaded): the products no direct path of
     /// [`crate::gemm::gemm`] takes, and every `f64` product.
     fn gemm_fallback(a: MatRef<Self>, b: MatRef<Self>, beta: Self, c: MatMut<Self>);
+
+    /// `v` as `f32`s where `Self` is `f32` (what the mixed-precision kernels take), else `None`.
+    fn as_f32(v: &[Self]) -> Option<&[f32]>;
+    /// [`Real::as_f32`], writable.
+    fn as_f32_mut(v: &mut [Self]) -> Option<&mut [f32]>;
+    fn is_f32() -> bool {
+        Self::as_f32(&[]).is_some()
+    }
+}
+
+/// The slice itself, for `f32`'s [`Real::as_f32`].
+fn itself<T>(v: T) -> Option<T> {
+    Some(v)
+}
+
+/// Nothing, for `f64`'s [`Real::as_f32`].
+fn nothing<T, U>(_: T) -> Option<U> {
+    None
 }
 
 /// The two implementations differ only in the names below: `exp` and Φ/φ (see [`crate::gelu`])
 /// and matrixmultiply's single- or double-precision GEMM.
 macro_rules! impl_real {
-    ($t:ident, $dtype:literal, exp: $exp:path, cdf_pdf: $cdf_pdf:ident, gemm: $gemm:path) => {
+    ($t:ident, $dtype:literal, exp: $exp:path, cdf_pdf: $cdf_pdf:ident, gemm: $gemm:path, as_f32: $as_f32:ident) => {
         impl Real for $t {
             const DTYPE: &'static str = $dtype;
             const ZERO: Self = 0.0;
@@ -101,6 +119,12 @@ macro_rules! impl_real {
             fn cdf_pdf_with<M: crate::gelu::MulAdd>(z: Self) -> (Self, Self) {
                 crate::gelu::$cdf_pdf::<M>(z)
             }
+            fn as_f32(v: &[Self]) -> Option<&[f32]> {
+                $as_f32(v)
+            }
+            fn as_f32_mut(v: &mut [Self]) -> Option<&mut [f32]> {
+                $as_f32(v)
+            }
             fn gemm_fallback(a: MatRef<Self>, b: MatRef<Self>, beta: Self, mut c: MatMut<Self>) {
                 let (m, k, n) = crate::mat::product_shape(&a, &b, &c);
                 let ((rsa, csa), (rsb, csb), (rsc, csc)) = (a.strides(), b.strides(), c.strides());
@@ -129,5 +153,5 @@ macro_rules! impl_real {
     };
 }
 
-impl_real!(f32, "F32", exp: crate::gelu::exp_f32, cdf_pdf: cdf_pdf_fast_with, gemm: matrixmultiply::sgemm);
-impl_real!(f64, "F64", exp: f64::exp, cdf_pdf: cdf_pdf_precise_with, gemm: matrixmultiply::dgemm);
+impl_real!(f32, "F32", exp: crate::gelu::exp_f32, cdf_pdf: cdf_pdf_fast_with, gemm: matrixmultiply::sgemm, as_f32: itself);
+impl_real!(f64, "F64", exp: f64::exp, cdf_pdf: cdf_pdf_precise_with, gemm: matrixmultiply::dgemm, as_f32: nothing);

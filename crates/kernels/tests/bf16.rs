@@ -58,7 +58,6 @@ fn strided_packing_puts_each_pair_in_its_place() {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
 #[test]
 fn pair_products_match_f64_sums_within_their_bound() {
     let reports = check::bf16_products();
@@ -71,7 +70,6 @@ fn pair_products_match_f64_sums_within_their_bound() {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
 #[test]
 fn pair_products_give_the_same_bits_whatever_the_tile() {
     use pmixer_kernels::bf16::{gemm_pairs, PairInit};
@@ -104,5 +102,37 @@ fn pair_products_give_the_same_bits_whatever_the_tile() {
         gemm_pairs(s, ar, bj, MatMut::new(&mut col, m, 1, (1, 1)), PairInit::ColBias(&bias[j..j + 1]));
         let want: Vec<f32> = (0..m).map(|i| whole[i * n + j]).collect();
         assert_eq!(col, want, "column {j}");
+    }
+}
+
+#[test]
+fn mixed_precision_mlp_matches_the_f64_reference_within_bf16_error() {
+    if !bf16::available() {
+        eprintln!("skipped: this CPU has no AVX512_BF16");
+        return;
+    }
+    for (i, c) in check::cases().iter().enumerate() {
+        for r in check::mlp_bf16(c, 40 + i as u64, check::MLP_BF16_TOL) {
+            assert!(r.passed(), "{r}");
+        }
+    }
+}
+
+#[test]
+fn mixed_precision_mlp_is_bitwise_independent_of_thread_count() {
+    if !bf16::available() {
+        eprintln!("skipped: this CPU has no AVX512_BF16");
+        return;
+    }
+    let bits = |threads: usize, c: &check::Case| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a pool");
+        let r = pool.install(|| check::fused_bf16(c, 5)).expect("AVX512_BF16");
+        let all = [&r.z, &r.a, &r.y, &r.dx, &r.grads[0], &r.grads[1], &r.grads[2], &r.grads[3]];
+        let mut v: Vec<u32> = all.iter().flat_map(|t| t.iter().map(|x| x.to_bits())).collect();
+        v.push(r.dg.to_bits());
+        v
+    };
+    for c in check::cases().iter().filter(|c| c.s.b == 64) {
+        assert_eq!(bits(1, c), bits(3, c), "{:?} {:?} → {}", c.axis, c.s, c.n_out);
     }
 }

@@ -1,0 +1,371 @@
+//! The axis-MLP in mixed precision: [`crate::mlp`]'s forward and backward (the same math, the
+//! same layouts, the same chunks), with every product on bf16 operands accumulated in `f32`
+//! ([`crate::bf16::gemm_pairs`], `VDPBF16PS`) and the two hidden tensors the backward reads,
+//! a = gelu(z) and gelu'(z), stored as bf16: half their bytes. The biases, the GELU's arithmetic,
+//! the bias gradients, the chunks' weight-gradient partials and their sum stay `f32`, and so do
+//! the input x, the output y and the gradients the caller passes in and gets back.
+//!
+//! Where values are rounded to bf16 (to nearest, ties to even: [`crate::bf16::round`]):
+//! * every `f32` operand of a product, as it is packed into pairs along k right before the
+//!   product: x, the weights (K1, K2, K1ᵀ, g·K2ᵀ), a's tile, dy and dz;
+//! * a and gelu'(z), as the forward stores them. a's stored values are the ones its forward
+//!   product used, so dK2 = aᵀ·dy sees the same a as y = a·K2 did.
+//!
+//! The math is [`crate::mlp`]'s; per chunk of items:
+//! ```text
+//! forward                                   backward
+//! z  = bf(x)·bf(K1) + c1                    dc2 += Σ dy
+//! a  = gelu(z), g' = gelu'(z)   (f32)       dK2 += bf(a)ᵀ·bf(dy)
+//! store bf(a), bf(g')                       dz   = bf(dy)·bf(K2ᵀ) ⊙ bf(g')   (f32 product)
+//! y  = bf(a)·bf(K2) + c2                    dc1 += Σ dz
+//!                                           dK1 += bf(x)ᵀ·bf(dz)
+//!                                           dx  += bf(dz)·bf(K1ᵀ)
+//! ```
+//! with bf(·) the rounding, each product a chain of `f32` accumulations over pairs in a fixed
+//! order. The chunks and the order of every sum depend on the item count alone, so any number of
+//! threads gives bitwise the same results, as in `f32`.
+
+use crate::bf16::{gemm_pairs, pack_pairs, pack_pairs_bf16, round_into, widen, PairInit};
+use crate::isa::Avx512Bf16;
+use crate::mat::{MatMut, MatRef};
+use crate::mlp::{
+    backward_chunks, bias_grad, check_weights, chunk_range, for_each_hidden_run, for_each_run,
+    forward_chunks, hidden_len, output_shape, pack_transposed, reduce_partials, Geometry, SharedMut,
+};
+use crate::{par, simd, Axis, GateGrad, Hbw, MlpGrads, MlpWeights, Skip, Write};
+use rayon::prelude::*;
+
+/// The tensors of one [`mlp_forward_bf16`] call.
+pub struct ForwardIoBf16<'a> {
+    /// The proof that this CPU runs the bf16 products ([`Avx512Bf16::detect`]).
+    pub cpu: Avx512Bf16,
+    /// The input, (H, B, W).
+    pub x: &'a [f32],
+    /// gelu'(z) in bf16, of [`hidden_len`] (written in training only).
+    pub gz: &'a mut [u16],
+    /// a = gelu(z) in bf16, of [`hidden_len`] (written in training only).
+    pub a: &'a mut [u16],
+    /// y = a·K2 + c2 (plus the [`Skip`]), of [`output_shape`].
+    pub y: &'a mut [f32],
+    /// Scratch of [`forward_workspace_bf16`] floats.
+    pub work: &'a mut [f32],
+}
+
+/// What [`mlp_backward_bf16`] reads of a training forward.
+#[derive(Clone, Copy)]
+pub struct SavedBf16<'a> {
+    pub x: &'a [f32],
+    /// gelu'(z), bf16.
+    pub dgelu: &'a [u16],
+    /// a = gelu(z), bf16.
+    pub a: &'a [u16],
+}
+
+/// The gradients one [`mlp_backward_bf16`] call takes and gives, and its scratch.
+pub struct BackwardIoBf16<'a> {
+    /// The proof that this CPU runs the bf16 products ([`Avx512Bf16::detect`]).
+    pub cpu: Avx512Bf16,
+    pub dy: &'a [f32],
+    /// The input's gradient, set or added to as `dx_write` says.
+    pub dx: &'a mut [f32],
+    pub dx_write: Write,
+    /// Scratch of [`backward_workspace_bf16`] floats.
+    pub work: &'a mut [f32],
+}
+
+/// A product's operand: `f32` values, rounded as they are packed, or bf16 ones.
+#[derive(Clone, Copy)]
+enum Operand<'a> {
+    F32(MatRef<'a, f32>),
+    Bf16(MatRef<'a, u16>),
+}
+
+impl Operand<'_> {
+    fn shape(&self) -> (usize, usize) {
+        match self {
+            Operand::F32(v) => (v.rows(), v.cols()),
+            Operand::Bf16(v) => (v.rows(), v.cols()),
+        }
+    }
+
+    /// Whether its columns are contiguous.
+    fn unit_cols(&self) -> bool {
+        match self {
+            Operand::F32(v) => v.strides().1 == 1,
+            Operand::Bf16(v) => v.strides().1 == 1,
+        }
+    }
+
+    fn t(self) -> Self {
+        match self {
+            Operand::F32(v) => Operand::F32(v.t()),
+            Operand::Bf16(v) => Operand::Bf16(v.t()),
+        }
+    }
+
+    /// Its pairs along its rows (the product's k) into `dst` (⌈rows/2⌉ × cols).
+    fn pack(self, dst: MatMut<u32>) {
+        match self {
+            Operand::F32(v) => pack_pairs(v, dst),
+            Operand::Bf16(v) => pack_pairs_bf16(v, dst),
+        }
+    }
+}
+
+/// Pair slots the packed operands of an (m × k)·(k × n) product take.
+fn pairs_len(m: usize, k: usize, n: usize) -> usize {
+    k.div_ceil(2) * (m + n)
+}
+
+/// `C ← A·B` (plus what `init` says) on bf16 operands: A's and B's pairs along k packed into
+/// `scratch` (at least [`pairs_len`]), then [`gemm_pairs`]. C needs contiguous columns or
+/// contiguous rows; for the latter the transposed problem Cᵀ = Bᵀ·Aᵀ is computed (a row bias
+/// becoming a column bias), the same sums.
+fn product(s: Avx512Bf16, a: Operand, b: Operand, c: MatMut<f32>, init: PairInit, scratch: &mut [u32]) {
+    let ((m, k), n) = (a.shape(), b.shape().1);
+    if c.strides().1 != 1 {
+        assert_eq!(c.strides().0, 1, "product: C needs contiguous rows or columns");
+        let init = match init {
+            PairInit::ColBias(v) => PairInit::RowBias(v),
+            PairInit::RowBias(v) => PairInit::ColBias(v),
+            other => other,
+        };
+        return product(s, b.t(), a.t(), c.t(), init, scratch);
+    }
+    let kq = k.div_ceil(2);
+    let (ap, rest) = scratch.split_at_mut(m * kq);
+    let bp = &mut rest[..kq * n];
+    // A's pairs, laid out along whichever of A's axes is contiguous, so that the packing is a
+    // vector pass: k (pairs row-major, m × kq) or the rows (kq rows of m).
+    let (packed, read) = if a.t().unit_cols() { ((m, 1), (1, m)) } else { ((1, kq), (kq, 1)) };
+    a.t().pack(MatMut::new(ap, kq, m, packed));
+    b.pack(MatMut::new(bp, kq, n, (n, 1)));
+    gemm_pairs(s, MatRef::new(ap, m, kq, read), MatRef::new(bp, kq, n, (n, 1)), c, init);
+}
+
+/// `v` as pair slots: `f32` and `u32` have the same size and alignment.
+fn as_pairs(v: &mut [f32]) -> &mut [u32] {
+    // SAFETY: u32 has f32's size and alignment, every bit pattern is a valid value of both, and
+    // the borrow of `v` is handed over whole.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u32, v.len()) }
+}
+
+/// The strides of a chunk's m × n hidden tile in scratch, oriented as the hidden tensor is
+/// (rows: items × features row-major; columns: one run of m items per feature), so that the
+/// tile's runs are the hidden tensor's runs in order.
+fn tile_strides(axis: Axis, m: usize, n: usize) -> (usize, usize) {
+    match axis {
+        Axis::Rows => (n, 1),
+        Axis::Cols => (1, m),
+    }
+}
+
+/// Items a chunk holds at most when `items` are split into `chunks`.
+fn chunk_max(items: usize, chunks: usize) -> usize {
+    items.div_ceil(chunks)
+}
+
+/// Scratch floats per forward chunk: z's and a's f32 tiles, then the larger product's pairs.
+fn forward_per_chunk(g: &Geometry, m: usize) -> usize {
+    2 * m * g.n_out + pairs_len(m, g.n_in, g.n_out).max(pairs_len(m, g.n_out, g.n_out))
+}
+
+/// Length of the `work` buffer [`mlp_forward_bf16`] needs.
+pub fn forward_workspace_bf16(axis: Axis, x_shape: Hbw, n_out: usize) -> usize {
+    let g = Geometry::new(axis, x_shape, n_out);
+    let chunks = forward_chunks(g.x.items);
+    chunks * forward_per_chunk(&g, chunk_max(g.x.items, chunks))
+}
+
+/// Forward of `MLP(n_out)` along `axis` in mixed precision (module docs); with `keep`
+/// (training) a and gelu'(z) are stored, in bf16, for [`mlp_backward_bf16`].
+pub fn mlp_forward_bf16(
+    axis: Axis,
+    x_shape: Hbw,
+    wts: MlpWeights<f32>,
+    io: ForwardIoBf16,
+    keep: bool,
+    skip: Option<Skip<f32>>,
+) {
+    let (ForwardIoBf16 { cpu: s, x, gz, a, y, work }, n) = (io, wts.c1.len());
+    let g = Geometry::new(axis, x_shape, n);
+    check_weights(&g, &wts);
+    let hid = hidden_len(axis, x_shape, n);
+    assert_eq!(x.len(), x_shape.len(), "mlp_forward_bf16: input length");
+    assert!(!keep || (gz.len() == hid && a.len() == hid), "mlp_forward_bf16: hidden length");
+    assert_eq!(y.len(), output_shape(axis, x_shape, n).len(), "mlp_forward_bf16: output length");
+    assert_eq!(work.len(), forward_workspace_bf16(axis, x_shape, n), "mlp_forward_bf16: workspace length");
+    let (items, n_in) = (g.x.items, g.n_in);
+    let chunks = forward_chunks(items);
+    let (gzp, ap, yp) = (SharedMut(gz.as_mut_ptr()), SharedMut(a.as_mut_ptr()), SharedMut(y.as_mut_ptr()));
+    let (k1, k2) = (MatRef::new(wts.k1, n_in, n, (n, 1)), MatRef::new(wts.k2, n, n, (n, 1)));
+    let per_chunk = work.len() / chunks;
+    par::region(|reg| {
+        work.par_chunks_mut(per_chunk).enumerate().for_each(|(c, scratch)| {
+            let _task = reg.task();
+            let (i0, i1) = chunk_range(items, chunks, c);
+            let m = i1 - i0;
+            if m == 0 {
+                return;
+            }
+            let (zs, rest) = scratch.split_at_mut(m * n);
+            let (act, rest) = rest.split_at_mut(m * n);
+            let pairs = as_pairs(rest);
+            let ts = tile_strides(axis, m, n);
+            let xt = g.x.of(x, i0, m, n_in);
+            product(
+                s,
+                Operand::F32(xt),
+                Operand::F32(k1),
+                MatMut::new(zs, m, n, ts),
+                PairInit::ColBias(wts.c1),
+                pairs,
+            );
+            if keep {
+                simd::gelu_keep_tile(zs, act);
+                // Store gelu'(z) and a in bf16, run by run of the hidden tensor (the tile's order).
+                let mut o = 0;
+                for_each_hidden_run(&g, i0, i1, |off, len| {
+                    // SAFETY: chunk c writes only items [i0, i1) of gz and a, which no other
+                    // chunk touches; the runs lie inside them.
+                    let (gzr, ar) = unsafe {
+                        (
+                            std::slice::from_raw_parts_mut(gzp.at(off), len),
+                            std::slice::from_raw_parts_mut(ap.at(off), len),
+                        )
+                    };
+                    round_into(&zs[o..o + len], gzr);
+                    round_into(&act[o..o + len], ar);
+                    o += len;
+                });
+            } else {
+                simd::gelu_tile(zs, act);
+            }
+            let at = MatRef::new(act, m, n, ts);
+            // SAFETY: as above, for y's items [i0, i1).
+            let yt = unsafe { yp.mat(g.y, i0, m, n) };
+            product(s, Operand::F32(at), Operand::F32(k2), yt, PairInit::ColBias(wts.c2), pairs);
+            if let Some(sk) = &skip {
+                for_each_run(&g, i0, i1, |off, len| {
+                    // SAFETY: as above.
+                    let yr = unsafe { std::slice::from_raw_parts_mut(yp.at(off), len) };
+                    simd::skip_add(yr, &sk.h[off..off + len], sk.g);
+                });
+            }
+        })
+    });
+}
+
+/// Scratch floats per backward chunk: dz's f32 tile, then the largest product's pairs.
+fn backward_per_chunk(g: &Geometry, m: usize) -> usize {
+    let (n_in, n) = (g.n_in, g.n_out);
+    let pairs = [pairs_len(n, m, n), pairs_len(m, n, n), pairs_len(n_in, m, n), pairs_len(m, n, n_in)];
+    m * n + pairs.into_iter().max().unwrap_or(0)
+}
+
+/// Length of the `work` buffer [`mlp_backward_bf16`] needs: K1ᵀ and g·K2ᵀ, the chunks'
+/// weight-gradient partials, and each chunk's scratch.
+pub fn backward_workspace_bf16(axis: Axis, x_shape: Hbw, n_out: usize) -> usize {
+    let g = Geometry::new(axis, x_shape, n_out);
+    let chunks = backward_chunks(g.x.items);
+    g.n_in * n_out
+        + n_out * n_out
+        + chunks * (g.params() + backward_per_chunk(&g, chunk_max(g.x.items, chunks)))
+}
+
+/// Backward of [`mlp_forward_bf16`] (module docs): the input gradient into `io.dx`, the weight
+/// gradients into `grads`, as [`crate::mlp_backward`] does in `f32`.
+pub fn mlp_backward_bf16(
+    axis: Axis,
+    x_shape: Hbw,
+    wts: MlpWeights<f32>,
+    saved: SavedBf16,
+    io: BackwardIoBf16,
+    grads: MlpGrads<f32>,
+    gate: Option<GateGrad<f32>>,
+) {
+    let (SavedBf16 { x, dgelu, a }, n) = (saved, wts.c1.len());
+    let BackwardIoBf16 { cpu: s, dy, dx, dx_write, work } = io;
+    let g = Geometry::new(axis, x_shape, n);
+    check_weights(&g, &wts);
+    let hid = hidden_len(axis, x_shape, n);
+    assert!(x.len() == x_shape.len() && dx.len() == x_shape.len(), "mlp_backward_bf16: input length");
+    assert!(dgelu.len() == hid && a.len() == hid, "mlp_backward_bf16: hidden length");
+    assert_eq!(dy.len(), output_shape(axis, x_shape, n).len(), "mlp_backward_bf16: output length");
+    assert_eq!(work.len(), backward_workspace_bf16(axis, x_shape, n), "mlp_backward_bf16: workspace length");
+    let (items, n_in) = (g.x.items, g.n_in);
+    let chunks = backward_chunks(items);
+    let (k1t, rest) = work.split_at_mut(n_in * n);
+    let (k2t, rest) = rest.split_at_mut(n * n);
+    let (partials, scratch) = rest.split_at_mut(chunks * g.params());
+    pack_transposed(&wts, gate.as_ref().map_or(1.0, |gg| gg.g), k1t, k2t);
+    let (k1t, k2t) = (MatRef::new(k1t, n, n_in, (n_in, 1)), MatRef::new(k2t, n, n, (n, 1)));
+    let dxp = SharedMut(dx.as_mut_ptr());
+    let dx_init = match dx_write {
+        Write::Add => PairInit::Accumulate,
+        Write::Set => PairInit::Zero,
+    };
+    let per_chunk = scratch.len() / chunks;
+    par::region(|reg| {
+        let parts = partials.par_chunks_mut(g.params()).zip(scratch.par_chunks_mut(per_chunk));
+        parts.enumerate().for_each(|(c, (part, scratch))| {
+            let _task = reg.task();
+            part.fill(0.0);
+            let (i0, i1) = chunk_range(items, chunks, c);
+            let m = i1 - i0;
+            if m == 0 {
+                return;
+            }
+            let (pk1, rest) = part.split_at_mut(n_in * n);
+            let (pc1, rest) = rest.split_at_mut(n);
+            let (pk2, pc2) = rest.split_at_mut(n * n);
+            let (dzs, rest) = scratch.split_at_mut(m * n);
+            let pairs = as_pairs(rest);
+            let dyt = Operand::F32(g.y.of(dy, i0, m, n));
+            for_each_run(&g, i0, i1, |off, len| bias_grad(&g, &dy[off..off + len], pc2, off));
+            let at = Operand::Bf16(g.t.of(a, i0, m, n).t());
+            product(s, at, dyt, MatMut::new(pk2, n, n, (n, 1)), PairInit::Zero, pairs);
+            let ts = tile_strides(axis, m, n);
+            product(s, dyt, Operand::F32(k2t), MatMut::new(dzs, m, n, ts), PairInit::Zero, pairs);
+            // dz ⊙= gelu'(z) and dc1 += Σ dz, run by run (the tile's runs are the hidden tensor's).
+            let mut o = 0;
+            for_each_hidden_run(&g, i0, i1, |off, len| {
+                let (d, gz) = (&mut dzs[o..o + len], &dgelu[off..off + len]);
+                match axis {
+                    Axis::Rows => mul_widen_add_rows(d, gz, pc1),
+                    Axis::Cols => pc1[off / g.t.fs] += mul_widen_sum(d, gz),
+                }
+                o += len;
+            });
+            let dzt = Operand::F32(MatRef::new(dzs, m, n, ts));
+            let xt = Operand::F32(g.x.of(x, i0, m, n_in).t());
+            product(s, xt, dzt, MatMut::new(pk1, n_in, n, (n, 1)), PairInit::Zero, pairs);
+            // SAFETY: chunk c writes only items [i0, i1) of dx, which no other chunk touches.
+            let dxt = unsafe { dxp.mat(g.x, i0, m, n_in) };
+            product(s, dzt, Operand::F32(k1t), dxt, dx_init, pairs);
+        })
+    });
+    reduce_partials(partials, &wts, grads, gate);
+}
+
+/// `d[j] *= widen(g[j])` and `acc[c] += Σ_r d[r·n + c]` for n = acc.len(): the activation's
+/// backward and the bias gradient over a row-major tile.
+fn mul_widen_add_rows(d: &mut [f32], g: &[u16], acc: &mut [f32]) {
+    for (row, g) in d.chunks_exact_mut(acc.len()).zip(g.chunks_exact(acc.len())) {
+        for ((a, d), &g) in acc.iter_mut().zip(row.iter_mut()).zip(g) {
+            *d *= widen(g);
+            *a += *d;
+        }
+    }
+}
+
+/// `d[j] *= widen(g[j])`, returning `Σ d[j]` in eight interleaved partial sums (as
+/// [`simd::sum`] adds them).
+fn mul_widen_sum(d: &mut [f32], g: &[u16]) -> f32 {
+    let mut acc = [0f32; 8];
+    for (i, (d, &g)) in d.iter_mut().zip(g).enumerate() {
+        *d *= widen(g);
+        acc[i % 8] += *d;
+    }
+    ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
+}
