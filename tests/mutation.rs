@@ -171,6 +171,7 @@ fn no_input_panics_or_allocates_beyond_what_the_file_implies() {
         shuffle: true,
         shard: 4,
         recipe: pmixer::recipe::Recipe::named("strong", pmixer::train::DatasetKind::Mnist).unwrap().0,
+        precision: pmixer::train::Precision::F32,
     };
     let state = pmixer::train::fresh_state(&cfg, arch, None).unwrap();
     let ck = pmixer::train::to_checkpoint(&cfg, &state).to_bytes();

@@ -16,6 +16,7 @@ use crate::params::{ParamId, Params};
 use crate::pool::Pool;
 use crate::profile::{Phase, Profile};
 use crate::tensor::Tensor;
+use pmixer_kernels::bf16::Precision;
 use pmixer_kernels::{simd, Real};
 use std::any::Any;
 use std::ops::{Index, Range};
@@ -179,6 +180,8 @@ pub struct Tape<'p, T> {
     /// When profiling: the profile and the time of the last event (an op's forward is the time
     /// since the event before it).
     profile: Option<(Profile, Instant)>,
+    /// What the axis-MLPs recorded from now on compute in.
+    precision: Precision,
 }
 
 fn data<'a, T: Real>(values: &'a [Value<T>], params: &'a Params<T>, v: Var) -> &'a [T] {
@@ -204,7 +207,21 @@ impl<'p, T: Real> Tape<'p, T> {
     /// [`Tape::new`] versus [`Tape::no_grad`].
     pub fn with_pool(params: &'p Params<T>, mut pool: Pool<T>, train: bool) -> Self {
         let rec = std::mem::take(&mut pool.spare.record);
-        Tape { params, params_need_grad: train, rec, pool, profile: None }
+        Tape { params, params_need_grad: train, rec, pool, profile: None, precision: Precision::F32 }
+    }
+
+    /// Makes the axis-MLPs recorded from now on compute in `precision` (`f32` unless set).
+    /// bf16 needs `T = f32` and a CPU that has it ([`Precision::check`]); panics otherwise.
+    pub fn set_precision(&mut self, precision: Precision) {
+        if precision == Precision::Bf16 {
+            assert!(T::is_f32(), "bf16 is for f32 tapes");
+            precision.check().expect("bf16 on this CPU");
+        }
+        self.precision = precision;
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// Times every op from now on into `profile`.

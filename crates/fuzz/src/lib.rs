@@ -81,6 +81,7 @@ pub fn seeds(name: &str) -> Vec<Vec<u8>> {
                 shuffle: true,
                 shard: 2,
                 recipe: pmixer::recipe::Recipe::named("strong", pmixer::train::DatasetKind::Mnist).unwrap().0,
+                precision: pmixer::train::Precision::F32,
             };
             let st = pmixer::train::fresh_state(&cfg, arch, None).expect("a fresh state");
             vec![pmixer::train::to_checkpoint(&cfg, &st).to_bytes()]

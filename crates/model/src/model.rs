@@ -17,6 +17,7 @@
 use crate::rng::Rng;
 use pmixer_autodiff::ops::{self, MlpVars};
 use pmixer_autodiff::{ParamId, Params, Tape, Var};
+use pmixer_kernels::bf16::Precision;
 use pmixer_kernels::{Axis, Real};
 use rand::distributions::{Distribution, Uniform};
 
@@ -306,7 +307,7 @@ impl Model {
     }
 }
 
-/// Buffers [`Model::infer`] reuses from batch to batch.
+/// Buffers [`Model::infer`] reuses from batch to batch, and the precision it computes in.
 #[derive(Debug, Default)]
 pub struct InferBuffers<T> {
     h: Vec<T>,
@@ -314,6 +315,22 @@ pub struct InferBuffers<T> {
     y: Vec<T>,
     z: Vec<T>,
     a: Vec<T>,
+    /// The mixed-precision kernels' scratch.
+    work: Vec<T>,
+    precision: Precision,
+}
+
+impl<T> InferBuffers<T> {
+    /// Makes the passes from now on compute in `precision` (f32 unless set; bf16 needs `T = f32`
+    /// and a CPU that has it: check [`Precision::check`] first, [`Model::infer`] panics otherwise).
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.precision = precision;
+    }
+}
+
+/// `v` as the `f32`s it is in bf16 inference (which needs `T = f32`).
+fn f32s<T: Real>(v: &[T]) -> &[f32] {
+    T::as_f32(v).expect("bf16 inference is f32")
 }
 
 fn sized<T: Real>(v: &mut Vec<T>, len: usize) -> &mut [T] {
@@ -335,6 +352,8 @@ impl Model {
     /// bitwise equal outputs for classifiers and autoencoders, gates and biases non-zero.
     pub fn infer<T: Real>(&self, params: &Params<T>, x: &[T], b: usize, buf: &mut InferBuffers<T>) -> Vec<T> {
         use pmixer_kernels::dense::dense_forward;
+        use pmixer_kernels::isa::Avx512Bf16;
+        use pmixer_kernels::mlp_bf16::{forward_workspace_bf16, mlp_forward_bf16, ForwardIoBf16};
         use pmixer_kernels::{hidden_len, mlp_forward, output_shape, ForwardIo, Hbw, MlpWeights, Skip};
         let (h, w) = (self.arch.h, self.arch.w);
         let s = Hbw { h, b, w };
@@ -345,13 +364,28 @@ impl Model {
             k2: params.get(m.k2),
             c2: params.get(m.c2),
         };
-        let InferBuffers { h: act, m: mixed, y, z, a } = buf;
+        let InferBuffers { h: act, m: mixed, y, z, a, work, precision } = buf;
+        let bf16 = match *precision {
+            Precision::F32 => None,
+            Precision::Bf16 => {
+                Some(Avx512Bf16::detect().expect("bf16 inference on a CPU without AVX512_BF16"))
+            }
+        };
         act.clear();
         act.extend_from_slice(x);
         let n = s.len();
         // MLP(n_out) along `axis` of `x` into `out`, through the shared hidden buffers.
         let mut mlp = |axis: Axis, m: &MlpIds, x: &[T], out: &mut [T], skip: Option<Skip<T>>| {
             let n_out = params.get(m.c1).len();
+            if let Some(token) = bf16 {
+                let w = weights(m);
+                let wts = MlpWeights { k1: f32s(w.k1), c1: f32s(w.c1), k2: f32s(w.k2), c2: f32s(w.c2) };
+                let work = T::as_f32_mut(sized(work, forward_workspace_bf16(axis, s, n_out))).expect("f32");
+                let y = T::as_f32_mut(out).expect("f32");
+                let io = ForwardIoBf16 { cpu: token, x: f32s(x), gz: &mut [], a: &mut [], y, work };
+                let skip = skip.map(|sk| Skip { h: f32s(sk.h), g: sk.g.to_f64() as f32 });
+                return mlp_forward_bf16(axis, s, wts, io, false, skip);
+            }
             let hid = hidden_len(axis, s, n_out);
             let io = ForwardIo { x, gz: sized(z, hid), a: sized(a, hid), y: out };
             mlp_forward(axis, s, weights(m), io, false, skip);

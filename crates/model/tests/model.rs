@@ -3,6 +3,7 @@
 //! checkpoints round-trip bitwise.
 
 use pmixer_autodiff::{Params, Tape, Tensor};
+use pmixer_kernels::bf16::Precision;
 use pmixer_model::{Arch, Checkpoint, Model, Rng, Task};
 
 fn classifier(h: usize, w: usize, layers: usize) -> Arch {
@@ -213,7 +214,12 @@ fn malformed_checkpoints_are_rejected_with_a_reason() {
 
 #[test]
 fn tape_free_inference_equals_the_tape_forward_bitwise() {
-    for arch in [classifier(28, 28, 3), autoencoder(32, 96, 2), classifier(5, 7, 2)] {
+    let mut precisions = vec![Precision::F32];
+    if pmixer_kernels::bf16::available() {
+        precisions.push(Precision::Bf16);
+    }
+    let archs = [classifier(28, 28, 3), autoencoder(32, 96, 2), classifier(5, 7, 2)];
+    for (precision, arch) in precisions.iter().flat_map(|&p| archs.map(|a| (p, a))) {
         let (m, mut p) = Model::new::<f32>(arch);
         m.init(&mut p, &mut Rng::seed(8));
         for v in p.data.iter_mut().filter(|v| **v == 0.0) {
@@ -221,13 +227,21 @@ fn tape_free_inference_equals_the_tape_forward_bitwise() {
         }
         let b = 67;
         let x: Vec<f32> = batch(arch.h, b, arch.w, 4).iter().map(|&v| v as f32).collect();
-        let mut tape = Tape::no_grad(&p);
-        let xv = tape.input(Tensor::new(&[arch.h, b, arch.w], x.clone()), false);
-        let out = m.forward(&mut tape, xv);
+        // A training tape (which keeps the hidden tensors) and an inference one give the same.
+        let (mut train_tape, mut tape) = (Tape::new(&p), Tape::no_grad(&p));
+        let mut outs = Vec::new();
+        for t in [&mut train_tape, &mut tape] {
+            t.set_precision(precision);
+            let xv = t.input(Tensor::new(&[arch.h, b, arch.w], x.clone()), false);
+            let out = m.forward(t, xv);
+            outs.push(t.value(out).to_vec());
+        }
         let mut buf = pmixer_model::InferBuffers::default();
+        buf.set_precision(precision);
         let direct = m.infer(&p, &x, b, &mut buf);
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(tape.value(out)), bits(&direct), "{arch:?}");
+        assert_eq!(bits(&outs[0]), bits(&direct), "{arch:?}, {precision:?}, training tape");
+        assert_eq!(bits(&outs[1]), bits(&direct), "{arch:?}, {precision:?}");
         // And again with the buffers already sized by a different batch.
         let direct = m.infer(&p, &x[..arch.h * 3 * arch.w], 3, &mut buf);
         assert_eq!(direct.len(), if arch.task == Task::Classify { 30 } else { arch.h * 3 * arch.w });

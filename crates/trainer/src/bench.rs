@@ -17,6 +17,7 @@ use clap::Args;
 use pmixer_autodiff::optim::AdamState;
 use pmixer_autodiff::profile::Profile;
 use pmixer_autodiff::Params;
+use pmixer_kernels::bf16::Precision;
 use pmixer_kernels::par;
 use pmixer_kernels::{roof, MatMut, MatRef, Real};
 use pmixer_model::{Arch, Model, Rng, Task};
@@ -36,6 +37,9 @@ pub struct BenchArgs {
     /// Samples per shard of a training step (default 32; see `pmixer train --shard`).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub shard: Option<u64>,
+    /// f32 or bf16 (see `pmixer train --precision`).
+    #[arg(long, default_value = "f32", value_parser = crate::cli::precision)]
+    pub precision: Precision,
     /// Mixer layers (default: the original's).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub layers: Option<u64>,
@@ -182,8 +186,11 @@ impl Subject {
         model.init(&mut params, &mut Rng::seed(0));
         let adam = AdamState::new(params.len());
         let shard = args.shard.map_or(crate::train::SHARD, |n| n as usize);
-        let trainer = Trainer::new(model.clone(), OptimizerKind::Adam, 1e-3).with_shard(shard);
-        let (inferer, losses) = (Inferer::default(), Vec::new());
+        args.precision.check().map_err(|e| format!("--precision bf16: {e}"))?;
+        let trainer = Trainer::new(model.clone(), OptimizerKind::Adam, 1e-3)
+            .with_shard(shard)
+            .with_precision(args.precision);
+        let (inferer, losses) = (Inferer::default().with_precision(args.precision), Vec::new());
         Ok(Subject { data, model, params, adam, trainer, inferer, losses, batch, cursor: 0 })
     }
 
@@ -293,8 +300,10 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
     println!("fma_peak_gflops: {:.2}", roofs.peak);
     println!("fma_peak_gflops_per_thread: {:.2}", roofs.peak_one);
     println!("fraction_of_peak: {:.3}", gflops / roofs.peak);
-    // What pmixer computes in (f32 only so far), and the CPU's bf16 roof where it has one.
-    println!("precisions: f32");
+    // What this run computed in, what the CPU offers, and its bf16 roof where it has one.
+    println!("precision: {}", args.precision.name());
+    let offered: Vec<_> = Precision::available().into_iter().map(Precision::name).collect();
+    println!("precisions: {}", offered.join(", "));
     match roofs.bf16 {
         Some(bf16) => println!("bf16_peak_gflops: {bf16:.2}"),
         None => println!("bf16_peak_gflops: none (this CPU has no AVX512_BF16)"),

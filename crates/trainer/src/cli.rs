@@ -5,6 +5,7 @@ use crate::recipe::{Defaults, Recipe, Schedule};
 use crate::train::{self, DatasetKind, OptimizerKind, Stop, TrainConfig, TrainState};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use pmixer_kernels::bf16::Precision;
 use pmixer_model::{Arch, Checkpoint, Model, Task};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -82,6 +83,10 @@ fn positive_f64(s: &str) -> Result<f64, String> {
 
 fn dataset(s: &str) -> Result<DatasetKind, String> {
     DatasetKind::parse(s).ok_or_else(|| format!("unknown dataset {s:?} (expected mnist or cifar10)"))
+}
+
+pub fn precision(s: &str) -> Result<Precision, String> {
+    Precision::parse(s).ok_or_else(|| format!("unknown precision {s:?} (expected f32 or bf16)"))
 }
 
 fn task(s: &str) -> Result<Task, String> {
@@ -176,6 +181,11 @@ pub struct TrainArgs {
     /// checkpoint, which a resume keeps.
     #[arg(long, conflicts_with = "resume", value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub shard: Option<u64>,
+    /// f32, or bf16: the axis-MLPs' products on bf16 operands (f32 accumulation) and their saved
+    /// activations in bf16, on CPUs with AVX512_BF16. Recorded in the checkpoint, which a resume
+    /// keeps.
+    #[arg(long, default_value = "f32", conflicts_with = "resume", value_parser = precision)]
+    pub precision: Precision,
     /// Start from the weights of this checkpoint instead of a random initialisation.
     #[arg(long, conflicts_with = "resume")]
     pub init: Option<PathBuf>,
@@ -214,6 +224,9 @@ pub struct EvalArgs {
     /// Test on the images alone, even if the run averaged with mirror images.
     #[arg(long)]
     pub no_test_flip: bool,
+    /// f32 or bf16 (default: the precision the checkpoint was trained in).
+    #[arg(long, value_parser = precision)]
+    pub precision: Option<Precision>,
 }
 
 #[derive(Args, Debug)]
@@ -364,6 +377,7 @@ pub fn train(args: TrainArgs) -> Result<(), String> {
         Some(dir) => resume_config(dir, args.epochs)?,
         None => new_config(&args)?,
     };
+    cfg.precision.check().map_err(|e| format!("--precision bf16: {e}"))?;
     check_writable(&run_dir)?;
     let (train_set, test_set) = cfg.dataset.load(&cfg.data_dir).map_err(|e| e.to_string())?;
     let arch = Arch {
@@ -493,6 +507,7 @@ fn new_config(args: &TrainArgs) -> Result<(TrainConfig, Option<TrainState>, Path
         shuffle: !args.no_shuffle,
         shard: args.shard.map_or(train::SHARD, |n| n as usize),
         recipe,
+        precision: args.precision,
     };
     let run_dir = args
         .out
@@ -603,6 +618,8 @@ struct Trained {
     model: Model,
     params: pmixer_autodiff::Params<f32>,
     recipe: Recipe,
+    /// The precision the checkpoint was trained in (f32 for checkpoints from before bf16).
+    precision: Precision,
     dataset: DatasetKind,
     test: crate::data::Dataset,
 }
@@ -620,6 +637,11 @@ fn model_and_test_set(
     let recipe = Recipe::from_metadata(|k| ck.metadata.get(k).cloned())
         .map_err(|e| format!("{}: {e}", checkpoint.display()))?;
     let trained_on = ck.metadata.get("train.dataset").and_then(|d| DatasetKind::parse(d));
+    let precision = match ck.metadata.get("train.precision") {
+        None => Precision::F32,
+        Some(p) => Precision::parse(p)
+            .ok_or_else(|| format!("{}: train.precision {p:?} is not f32 or bf16", checkpoint.display()))?,
+    };
     let dataset = dataset.or(trained_on).unwrap_or(DatasetKind::Mnist);
     let data_dir = data_dir.unwrap_or_else(|| match ck.metadata.get("train.data_dir") {
         Some(d) if trained_on == Some(dataset) => PathBuf::from(d),
@@ -637,18 +659,20 @@ fn model_and_test_set(
             test.w
         ));
     }
-    Ok(Trained { model, params, recipe, dataset, test })
+    Ok(Trained { model, params, recipe, precision, dataset, test })
 }
 
 pub fn eval(args: EvalArgs) -> Result<(), String> {
-    let Trained { model, params, recipe, dataset, test } =
+    let Trained { model, params, recipe, precision, dataset, test } =
         model_and_test_set(&args.checkpoint, args.dataset, args.data_dir)?;
+    let precision = args.precision.unwrap_or(precision);
+    precision.check().map_err(|e| format!("precision bf16 (the checkpoint's, or --precision): {e}"))?;
     let flip = (args.test_flip || recipe.test_flip) && !args.no_test_flip;
     if flip && model.arch.task != Task::Classify {
         return Err(crate::recipe::TEST_FLIP_NEEDS_A_CLASSIFIER.into());
     }
-    let m =
-        train::evaluate(&model, &params, &test, args.batch_size as usize, flip.then(|| dataset.channels()));
+    let batch = args.batch_size as usize;
+    let m = train::evaluate(&model, &params, &test, batch, flip.then(|| dataset.channels()), precision);
     println!("test_loss: {:.6}", m.loss);
     println!("test_{}: {:.6}", train::metric_name(model.arch.task), m.metric);
     Ok(())

@@ -70,7 +70,7 @@ pub fn run(args: SelftestArgs) -> Result<(), String> {
         check_level(level, args.full, &mut first, &mut tally);
     }
     simd::set_level(start)?;
-    check_bf16(&mut tally);
+    check_bf16(args.full, &mut tally);
     let arch = Arch { task: Task::Classify, h: 5, w: 7, classes: 10, layers: 2 };
     let g = pmixer_model::gradcheck(arch, 2, 11);
     let name = format!(
@@ -88,18 +88,28 @@ pub fn run(args: SelftestArgs) -> Result<(), String> {
 }
 
 /// The bf16 packing against its scalar twin, and where the CPU has AVX512_BF16 the pair
-/// products against f64 sums (a skip line where it has not).
-fn check_bf16(tally: &mut Tally) {
+/// products against f64 sums and the mixed-precision MLP against the f64 reference (skip lines
+/// where it has not).
+fn check_bf16(full: bool, tally: &mut Tally) {
     tally.report("bf16", &check::bf16_rounding());
-    #[cfg(target_arch = "x86_64")]
     let products = check::bf16_products();
-    #[cfg(not(target_arch = "x86_64"))]
-    let products: Vec<Report> = Vec::new();
     if products.is_empty() {
         tally.skip("bf16", "pair products: this CPU has no AVX512_BF16");
     }
     for r in &products {
         tally.report("bf16", r);
+    }
+    if products.is_empty() {
+        tally.skip("bf16", "mixed-precision MLP: this CPU has no AVX512_BF16");
+        return;
+    }
+    for (i, c) in check::cases().iter().enumerate() {
+        if !full && c.s.len() > 2_000 {
+            continue;
+        }
+        let reports = check::mlp_bf16(c, 40 + i as u64, check::MLP_BF16_TOL);
+        let worst = reports.into_iter().max_by(|a, b| a.err.total_cmp(&b.err)).expect("nine tensors");
+        tally.report("bf16", &worst);
     }
 }
 

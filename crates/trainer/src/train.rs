@@ -25,6 +25,7 @@ use pmixer_autodiff::ops::{softmax_row, Target};
 use pmixer_autodiff::optim::{Adam, AdamState, Sgd};
 use pmixer_autodiff::profile::{Phase, Profile};
 use pmixer_autodiff::{Params, Pool, Tape, Tensor};
+pub use pmixer_kernels::bf16::Precision;
 use pmixer_kernels::{par, simd};
 use pmixer_model::{Arch, Checkpoint, Model, NamedTensor, Rng, Task};
 use rayon::prelude::*;
@@ -123,6 +124,8 @@ pub struct TrainConfig {
     pub shard: usize,
     /// What the run adds to the original's training ([`Recipe::seed`]: nothing).
     pub recipe: Recipe,
+    /// What the axis-MLPs compute in (`--precision`, recorded in the checkpoint).
+    pub precision: Precision,
 }
 
 impl TrainConfig {
@@ -273,6 +276,8 @@ fn run_sharded<'a, S: Default + Send>(
 #[derive(Clone, Debug, Default)]
 struct BatchPlan {
     smoothing: f64,
+    /// What the shards' tapes compute the axis-MLPs in.
+    precision: Precision,
     augment: Option<(Recipe, u64, usize, usize)>,
 }
 
@@ -308,6 +313,7 @@ impl Shard {
         self.grads.clear();
         self.grads.resize(params.len(), 0.0);
         let mut tape = Tape::with_pool(params, std::mem::take(&mut self.pool), true);
+        tape.set_precision(plan.precision);
         let mut x = tape.take(h * n * w); // fill_batch writes every element
         let augmented = match &plan.augment {
             Some((recipe, seed, epoch, channels)) => {
@@ -412,6 +418,13 @@ impl Trainer {
         if let Some((_, _, e, _)) = &mut self.plan.augment {
             *e = epoch;
         }
+    }
+
+    /// Computes the axis-MLPs in `precision` (f32 unless set; bf16 where [`Precision::check`]
+    /// allows it, or the first step panics).
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.plan.precision = precision;
+        self
     }
 
     /// Splits each batch into shards of `samples` samples instead of [`SHARD`] (at least 1).
@@ -554,6 +567,7 @@ fn param_name(params: &Params<f32>, i: usize) -> &str {
 pub struct Inferer {
     shards: Vec<InferShard>,
     flip: Option<usize>,
+    precision: Precision,
 }
 
 #[derive(Default)]
@@ -576,8 +590,10 @@ impl InferShard {
         data: &Dataset,
         idx: &[usize],
         flip: Option<usize>,
+        precision: Precision,
     ) {
         let (h, w, b) = (data.h, data.w, idx.len());
+        self.buf.set_precision(precision);
         self.x.resize(h * b * w, 0.0);
         data.fill_batch(idx, &mut self.x, &mut self.labels);
         let mut out = model.infer(params, &self.x, b, &mut self.buf);
@@ -627,10 +643,16 @@ impl InferShard {
 }
 
 impl Inferer {
+    /// An inferer whose axis-MLPs compute in `precision`.
+    pub fn with_precision(mut self, precision: Precision) -> Inferer {
+        self.precision = precision;
+        self
+    }
+
     /// An inferer whose classifier logits are the mean of each image's and its mirror image's
     /// (`channels` values a pixel: a mirror keeps each pixel's channels in order).
     pub fn with_flip(channels: usize) -> Inferer {
-        Inferer { shards: Vec::new(), flip: Some(channels) }
+        Inferer { shards: Vec::new(), flip: Some(channels), precision: Precision::F32 }
     }
 
     /// Runs samples `idx` of `data`: appends each sample's loss to `losses`, in sample order, and
@@ -643,9 +665,9 @@ impl Inferer {
         idx: &[usize],
         losses: &mut Vec<f64>,
     ) -> usize {
-        let flip = self.flip;
+        let (flip, precision) = (self.flip, self.precision);
         let shards = run_sharded(&mut self.shards, SHARD, idx, |s: &mut InferShard, part| {
-            s.run(model, params, data, part, flip)
+            s.run(model, params, data, part, flip, precision)
         });
         let mut correct = 0;
         for s in shards.iter() {
@@ -658,15 +680,17 @@ impl Inferer {
 
 /// Loss and metric of `params` on all of `data`, in batches of `batch` (each run in shards by an
 /// [`Inferer`]). Each sample's loss is computed on its own and summed in sample order, so the
-/// result does not depend on `batch`. With `flip` (values per pixel), test-time flips.
+/// result does not depend on `batch`. With `flip` (values per pixel), test-time flips; the
+/// axis-MLPs in `precision`.
 pub fn evaluate(
     model: &Model,
     params: &Params<f32>,
     data: &Dataset,
     batch: usize,
     flip: Option<usize>,
+    precision: Precision,
 ) -> Metrics {
-    let mut inferer = Inferer { shards: Vec::new(), flip };
+    let mut inferer = Inferer { shards: Vec::new(), flip, precision };
     let (mut losses, mut correct) = (Vec::new(), 0usize);
     let idx: Vec<usize> = (0..data.len()).collect();
     for chunk in idx.chunks(batch) {
@@ -735,6 +759,7 @@ pub fn run_epochs(
 ) -> Result<(), Stop> {
     let mut trainer = Trainer::new(state.model.clone(), cfg.optimizer, cfg.lr)
         .with_shard(cfg.shard)
+        .with_precision(cfg.precision)
         .with_recipe(&cfg.recipe, cfg.seed, cfg.dataset.channels(), &state.params);
     trainer.set_profile(profile.take());
     let result = epochs(cfg, state, train, test, &mut progress, &mut after_epoch, &mut trainer);
@@ -786,7 +811,7 @@ fn epochs(
         let totals = state.partial;
         let seconds = start.elapsed().as_secs_f64();
         let flip = cfg.recipe.test_flip.then(|| cfg.dataset.channels());
-        let test_metrics = evaluate(&state.model, &state.params, test, cfg.batch_size, flip);
+        let test_metrics = evaluate(&state.model, &state.params, test, cfg.batch_size, flip, cfg.precision);
         if !test_metrics.loss.is_finite() {
             // No checkpoint is written for this epoch: the one on disk stays the last good one.
             let msg = format!("training diverged at epoch {epoch}: the test loss is {}", test_metrics.loss);
@@ -878,6 +903,7 @@ pub fn to_checkpoint(cfg: &TrainConfig, st: &TrainState) -> Checkpoint {
         ("train.limit", cfg.limit.map_or("none".into(), |l| l.to_string())),
         ("train.shuffle", cfg.shuffle.to_string()),
         ("train.shard", cfg.shard.to_string()),
+        ("train.precision", cfg.precision.name().to_string()),
         ("train.epoch", st.epoch.to_string()),
         ("train.step", st.adam.t.to_string()),
         ("train.rng", rng.join(",")),
@@ -929,6 +955,13 @@ pub fn from_checkpoint(ck: &Checkpoint) -> Result<(TrainConfig, TrainState), Str
             Some(_) => Some(num("train.shard")? as usize)
                 .filter(|&n| n > 0)
                 .ok_or("train.shard must be at least 1")?,
+        },
+        // Checkpoints written before bf16 existed trained in f32.
+        precision: match ck.metadata.get("train.precision") {
+            None => Precision::F32,
+            Some(p) => {
+                Precision::parse(p).ok_or_else(|| format!("train.precision {p:?} is not f32 or bf16"))?
+            }
         },
     };
     let moment = |name: &str| -> Result<Vec<f32>, String> {
@@ -982,14 +1015,15 @@ mod tests {
 
     /// A checkpoint from before the shard size was a setting (no `train.shard`) resumes with the
     /// shards it was trained with, the default; a recorded size round-trips; a zero is an error.
+    /// The same for the precision: recorded, f32 when absent, an unknown name an error.
     #[test]
-    fn the_shard_size_round_trips_and_defaults_for_older_checkpoints() {
+    fn the_shard_size_and_precision_round_trip_and_default_for_older_checkpoints() {
         let arch = Arch { task: Task::Autoencode, h: 3, w: 4, classes: 0, layers: 1 };
         #[rustfmt::skip]
         let cfg = TrainConfig {
             dataset: DatasetKind::Mnist, data_dir: "d".into(), task: arch.task, layers: 1, epochs: 2,
             batch_size: 8, lr: 1e-3, optimizer: OptimizerKind::Adam, seed: 1, limit: None, shuffle: true,
-            shard: 3, recipe: Recipe::named("strong", DatasetKind::Mnist).unwrap().0,
+            shard: 3, recipe: Recipe::named("strong", DatasetKind::Mnist).unwrap().0, precision: Precision::Bf16,
         };
         let state = fresh_state(&cfg, arch, None).unwrap();
         let mut ck = to_checkpoint(&cfg, &state);
@@ -998,5 +1032,10 @@ mod tests {
         assert_eq!(from_checkpoint(&ck).unwrap().0.shard, SHARD);
         ck.metadata.insert("train.shard".into(), "0".into());
         assert!(from_checkpoint(&ck).unwrap_err().contains("train.shard"));
+        ck.metadata.insert("train.shard".into(), "3".into());
+        ck.metadata.remove("train.precision");
+        assert_eq!(from_checkpoint(&ck).unwrap().0.precision, Precision::F32);
+        ck.metadata.insert("train.precision".into(), "fp8".into());
+        assert!(from_checkpoint(&ck).unwrap_err().contains("train.precision"));
     }
 }

@@ -658,3 +658,57 @@ fn the_strong_recipe_trains_a_cifar_autoencoder() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--precision bf16`: recorded in the checkpoint; a resumed run continues in it and ends with the
+/// uninterrupted run's checkpoint; 1 and 3 threads give the same checkpoint; `eval` tests in the
+/// checkpoint's precision unless told otherwise (and reproduces the logged test metric); the
+/// weights differ from an f32 run's. On a CPU without AVX512_BF16, the flag is a clear error.
+#[test]
+fn a_bf16_run_records_its_precision_resumes_in_it_and_is_independent_of_the_thread_count() {
+    let dir = scratch("bf16");
+    let data = dir.join("data");
+    testdata::write_idx_dir(&data, 300, 60, 8, 9, false).unwrap();
+    #[rustfmt::skip]
+    let args = |out: &Path, threads: &str, epochs: &str, precision: &str| -> Vec<String> {
+        ["train", "--data-dir", s(&data), "--layers", "2", "--batch-size", "32", "--epochs", epochs,
+         "--threads", threads, "--precision", precision, "--out", s(out)].map(String::from).to_vec()
+    };
+    let run = |a: Vec<String>| pmixer(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    if !pmixer_kernels::bf16::available() {
+        let out = run(args(&dir.join("none"), "1", "1", "bf16"));
+        assert!(!out.status.success());
+        assert!(text(&out.stderr).contains("AVX512_BF16"), "{}", text(&out.stderr));
+        return;
+    }
+    let (one, three, part, f32_run) = (dir.join("one"), dir.join("three"), dir.join("part"), dir.join("f32"));
+    let out = run(args(&one, "1", "2", "bf16"));
+    assert_ok(&out);
+    assert_ok(&run(args(&three, "3", "2", "bf16")));
+    assert_ok(&run(args(&part, "2", "1", "bf16")));
+    assert_ok(&run(args(&f32_run, "2", "2", "f32")));
+    assert_ok(&pmixer(&["train", "--resume", s(&part), "--epochs", "2"]));
+    let read = |d: &Path| std::fs::read(d.join("checkpoint.safetensors")).unwrap();
+    assert!(read(&one) == read(&three), "1 and 3 threads differ in bf16");
+    assert!(read(&one) == read(&part), "the resumed bf16 run differs from the uninterrupted one");
+    let ck = Checkpoint::from_bytes(&read(&one)).unwrap();
+    assert_eq!(ck.metadata["train.precision"], "bf16");
+    let weights = |ck: &Checkpoint| ck.tensor("mixer.0.row.dense1.kernel").unwrap().data.clone();
+    assert!(weights(&ck) != weights(&Checkpoint::from_bytes(&read(&f32_run)).unwrap()));
+    // eval in the checkpoint's precision gives the logged test accuracy; --precision f32 runs too.
+    let logged = column(&text(&out.stdout), "test_accuracy");
+    let ckpt = one.join("checkpoint.safetensors");
+    let eval = pmixer(&["eval", "--checkpoint", s(&ckpt), "--data-dir", s(&data)]);
+    assert_ok(&eval);
+    let acc: f64 =
+        text(&eval.stdout).lines().find_map(|l| l.strip_prefix("test_accuracy: ")).unwrap().parse().unwrap();
+    assert!((acc - logged[1]).abs() < 1e-4, "eval {acc} against the logged {}", logged[1]);
+    assert_ok(&pmixer(&["eval", "--checkpoint", s(&ckpt), "--data-dir", s(&data), "--precision", "f32"]));
+    // A resumed run keeps the recorded precision: the flag is refused.
+    let again = pmixer(&["train", "--resume", s(&one), "--epochs", "3", "--precision", "f32"]);
+    assert!(
+        !again.status.success() && text(&again.stderr).contains("--precision"),
+        "{}",
+        text(&again.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -2,7 +2,7 @@
 //! evaluated metrics do not depend on the batch size.
 
 use pmixer::testdata::synthetic;
-use pmixer::train::{count_correct, evaluate, Inferer};
+use pmixer::train::{count_correct, evaluate, Inferer, Precision};
 use pmixer_model::{Arch, InferBuffers, Model, Rng, Task};
 
 fn model(task: Task) -> (Model, pmixer_autodiff::Params<f32>) {
@@ -42,13 +42,17 @@ fn sharded_inference_matches_one_whole_batch_call_bitwise() {
 #[test]
 fn evaluation_does_not_depend_on_the_batch_size() {
     let data = synthetic(150, 9, 11, 4);
-    for task in [Task::Classify, Task::Autoencode] {
-        let (model, params) = model(task);
-        let reference = evaluate(&model, &params, &data, 150, None);
-        for batch in [1, 7, 32, 64, 1000] {
-            let m = evaluate(&model, &params, &data, batch, None);
-            assert_eq!(m.loss.to_bits(), reference.loss.to_bits(), "{task:?}, batch {batch}");
-            assert_eq!(m.metric.to_bits(), reference.metric.to_bits(), "{task:?}, batch {batch}");
+    // In every precision this CPU has.
+    for precision in Precision::available() {
+        for task in [Task::Classify, Task::Autoencode] {
+            let (model, params) = model(task);
+            let reference = evaluate(&model, &params, &data, 150, None, precision);
+            for batch in [1, 7, 32, 64, 1000] {
+                let m = evaluate(&model, &params, &data, batch, None, precision);
+                let what = format!("{task:?}, batch {batch}, {}", precision.name());
+                assert_eq!(m.loss.to_bits(), reference.loss.to_bits(), "{what}");
+                assert_eq!(m.metric.to_bits(), reference.metric.to_bits(), "{what}");
+            }
         }
     }
 }
@@ -76,9 +80,9 @@ fn test_time_flips_average_the_logits_of_the_image_and_its_mirror() {
         let lse = m + row.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln();
         assert_eq!((lse - row[labels[i]] as f64).to_bits(), losses[i].to_bits(), "sample {i}");
     }
-    let reference = evaluate(&model, &params, &data, 70, Some(1));
+    let reference = evaluate(&model, &params, &data, 70, Some(1), Precision::F32);
     for batch in [1, 32, 64] {
-        let m = evaluate(&model, &params, &data, batch, Some(1));
+        let m = evaluate(&model, &params, &data, batch, Some(1), Precision::F32);
         assert_eq!(m.loss.to_bits(), reference.loss.to_bits(), "batch {batch}");
     }
 }

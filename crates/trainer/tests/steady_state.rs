@@ -8,6 +8,7 @@
 use pmixer::testdata::synthetic;
 use pmixer::train::{OptimizerKind, Trainer};
 use pmixer_autodiff::optim::AdamState;
+use pmixer_kernels::bf16::Precision;
 use pmixer_model::{Arch, Model, Rng, Task};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -46,17 +47,29 @@ static ALLOC: Counting = Counting;
 
 #[test]
 fn a_steady_state_step_allocates_nothing() {
+    // On a worker of a pool, as `pmixer` runs its commands (`cli::in_pool`): a parallel region
+    // forked from outside a pool queues its job in rayon's injector, which allocates a block
+    // every 63 jobs.
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("a pool");
+    pool.install(steps_allocate_nothing);
+}
+
+fn steps_allocate_nothing() {
     // (task, layers, height, width): MNIST's two models and CIFAR's classifier (4 of its 32
     // layers: the same ops and shapes, each layer allocating what every other does).
-    for (task, layers, h, w) in
-        [(Task::Classify, 16, 28, 28), (Task::Autoencode, 2, 28, 28), (Task::Classify, 4, 32, 96)]
-    {
+    // The same in bf16 where the CPU has it (its scratch comes from the pools too).
+    let mut precisions = vec![Precision::F32];
+    if pmixer_kernels::bf16::available() {
+        precisions.push(Precision::Bf16);
+    }
+    let configs = [(Task::Classify, 16, 28, 28), (Task::Autoencode, 2, 28, 28), (Task::Classify, 4, 32, 96)];
+    for (precision, (task, layers, h, w)) in precisions.iter().flat_map(|&p| configs.map(|c| (p, c))) {
         let classes = if task == Task::Classify { 10 } else { 0 };
         let (model, mut params) = Model::new::<f32>(Arch { task, h, w, classes, layers });
         model.init(&mut params, &mut Rng::seed(0));
         let mut adam = AdamState::new(params.len());
         let data = synthetic(640, h, w, 3);
-        let mut trainer = Trainer::new(model, OptimizerKind::Adam, 1e-3);
+        let mut trainer = Trainer::new(model, OptimizerKind::Adam, 1e-3).with_precision(precision);
         let batches: Vec<Vec<usize>> = (0..10).map(|s| (s * 64..s * 64 + 64).collect()).collect();
         for idx in &batches[..3] {
             trainer.step(&data, idx, &mut params, &mut adam).unwrap();
@@ -71,7 +84,8 @@ fn a_steady_state_step_allocates_nothing() {
         let (count, bytes, largest) =
             (COUNT.load(Ordering::Relaxed), BYTES.load(Ordering::Relaxed), LARGEST.load(Ordering::Relaxed));
         println!(
-            "{task:?} {h}×{w}, {layers} layers: {} allocations, {} bytes per step; the largest {largest} bytes",
+            "{task:?} {h}×{w}, {layers} layers, {}: {} allocations, {} bytes per step; the largest {largest} bytes",
+            precision.name(),
             count / steps,
             bytes / steps
         );

@@ -4,7 +4,9 @@
 //! written out.
 
 use crate::{Backward, Grad, Inputs, Pool, Tape, Tensor, Var};
+use pmixer_kernels::bf16::{self, Precision};
 use pmixer_kernels::dense::{dense_backward, dense_forward};
+use pmixer_kernels::isa::Avx512Bf16;
 use pmixer_kernels::{
     backward_workspace, hidden_len, mlp_backward, mlp_forward, output_shape, Axis, BackwardIo, ForwardIo,
     GateGrad, Hbw, MlpGrads, MlpWeights, Real, Saved, Skip, Write,
@@ -90,7 +92,10 @@ fn mlp_op<T: Real>(t: &mut Tape<T>, x: Var, axis: Axis, w: MlpVars, skip: Option
     let n = t.value(w.c1).len();
     let os = output_shape(axis, s, n);
     let hid = hidden_len(axis, s, n);
-    let (mut gz, mut a, mut y) = (t.take(hid), t.take(hid), t.take(os.len()));
+    let precision = t.precision();
+    // bf16 hidden tensors take two values to an f32 slot: buffers of half the length.
+    let kept_len = if precision == Precision::Bf16 { hid.div_ceil(2) } else { hid };
+    let (mut gz, mut a, mut y) = (t.take(kept_len), t.take(kept_len), t.take(os.len()));
     let mut inputs = [x; slot::G + 1];
     (inputs[slot::K1], inputs[slot::C1], inputs[slot::K2], inputs[slot::C2]) = (w.k1, w.c1, w.k2, w.c2);
     if let Some((h, g)) = skip {
@@ -99,11 +104,30 @@ fn mlp_op<T: Real>(t: &mut Tape<T>, x: Var, axis: Axis, w: MlpVars, skip: Option
         (inputs[slot::H], inputs[slot::G]) = (h, g);
     }
     let keep = t.records(&inputs[..=slot::C2]) || skip.is_some_and(|(h, g)| t.records(&[h, g]));
-    let wts = MlpWeights { k1: t.value(w.k1), c1: t.value(w.c1), k2: t.value(w.k2), c2: t.value(w.c2) };
-    let sk = skip.map(|(h, g)| Skip { h: t.value(h), g: t.value(g)[0] });
-    mlp_forward(axis, s, wts, ForwardIo { x: t.value(x), gz: &mut gz, a: &mut a, y: &mut y }, keep, sk);
+    if precision == Precision::Bf16 {
+        let mut work = t.take(pmixer_kernels::mlp_bf16::forward_workspace_bf16(axis, s, n));
+        let value = |v: Var| f32s(t.value(v));
+        let wts = MlpWeights { k1: value(w.k1), c1: value(w.c1), k2: value(w.k2), c2: value(w.c2) };
+        let sk = skip.map(|(h, g)| Skip { h: value(h), g: value(g)[0] });
+        let (gz16, a16) = (bf16::in_f32s_mut(f32s_mut(&mut gz)), bf16::in_f32s_mut(f32s_mut(&mut a)));
+        let cpu = Avx512Bf16::detect().expect("the tape's precision was checked against the CPU");
+        let io = pmixer_kernels::mlp_bf16::ForwardIoBf16 {
+            cpu,
+            x: value(x),
+            gz: &mut gz16[..if keep { hid } else { 0 }],
+            a: &mut a16[..if keep { hid } else { 0 }],
+            y: f32s_mut(&mut y),
+            work: f32s_mut(&mut work),
+        };
+        pmixer_kernels::mlp_bf16::mlp_forward_bf16(axis, s, wts, io, keep, sk);
+        t.give(work);
+    } else {
+        let wts = MlpWeights { k1: t.value(w.k1), c1: t.value(w.c1), k2: t.value(w.k2), c2: t.value(w.c2) };
+        let sk = skip.map(|(h, g)| Skip { h: t.value(h), g: t.value(g)[0] });
+        mlp_forward(axis, s, wts, ForwardIo { x: t.value(x), gz: &mut gz, a: &mut a, y: &mut y }, keep, sk);
+    }
     let y = Tensor::new(&[os.h, os.b, os.w], y);
-    let op = AxisMlp { axis, s, n, gated: skip.is_some() };
+    let op = AxisMlp { axis, s, n, gated: skip.is_some(), precision };
     if !keep {
         // Nothing will be recorded (inference): the node is pushed for its output only.
         t.give(gz);
@@ -121,6 +145,9 @@ struct AxisMlp {
     n: usize,
     /// Whether the node is [`gated_axis_mlp`]'s (with inputs h and g).
     gated: bool,
+    /// bf16: the kept gelu'(z) and a are bf16, two to a slot, and the backward is
+    /// [`pmixer_kernels::mlp_bf16::mlp_backward_bf16`].
+    precision: Precision,
 }
 
 impl AxisMlp {
@@ -158,7 +185,13 @@ impl<T: Real> Backward<T> for AxisMlp {
         let (x, hidden, w) = (items * n_in, items * self.n, n_in * self.n + self.n * self.n + 2 * self.n);
         let h = if self.gated { hidden } else { 0 };
         let size = std::mem::size_of::<T>();
-        (((x + 3 * hidden + h + w) * size) as u64, ((2 * x + 3 * hidden + 2 * w) * size) as u64)
+        // The two kept hidden tensors take 2 bytes a value in bf16.
+        let kept = match self.precision {
+            Precision::F32 => 2 * hidden * size,
+            Precision::Bf16 => 2 * hidden * 2,
+        };
+        let (fwd, bwd) = ((x + hidden + h + w) * size + kept, (2 * x + hidden + 2 * w) * size + kept);
+        (fwd as u64, bwd as u64)
     }
 
     fn pass_through(&self) -> Option<usize> {
@@ -200,12 +233,70 @@ impl<T: Real> Backward<T> for AxisMlp {
                 None => &mut dg_unused,
             },
         });
-        let saved = Saved { x, dgelu, a };
-        let io = BackwardIo { dy, dx, dx_write, dz: &mut dz, work: &mut work };
-        mlp_backward(self.axis, self.s, wts, saved, io, grads, gate);
+        if self.precision == Precision::Bf16 {
+            self.backward_bf16(BackwardBf16 { wts, x, dgelu, a, dy, dx, dx_write, grads, gate }, pool);
+        } else {
+            let saved = Saved { x, dgelu, a };
+            let io = BackwardIo { dy, dx, dx_write, dz: &mut dz, work: &mut work };
+            mlp_backward(self.axis, self.s, wts, saved, io, grads, gate);
+        }
         for v in scratch.into_iter().map(|(v, _)| v).chain([dz, work]) {
             pool.give(v);
         }
+    }
+}
+
+/// `v` as the `f32`s it is on a bf16 node's tape (bf16 needs `T = f32`: [`Tape::set_precision`]).
+fn f32s<T: Real>(v: &[T]) -> &[f32] {
+    T::as_f32(v).expect("bf16 nodes are on f32 tapes")
+}
+
+/// [`f32s`], writable.
+fn f32s_mut<T: Real>(v: &mut [T]) -> &mut [f32] {
+    T::as_f32_mut(v).expect("bf16 nodes are on f32 tapes")
+}
+
+/// Everything [`AxisMlp::backward_bf16`] reads and writes, as the generic backward has them.
+struct BackwardBf16<'a, T> {
+    wts: MlpWeights<'a, T>,
+    x: &'a [T],
+    dgelu: &'a [T],
+    a: &'a [T],
+    dy: &'a [T],
+    dx: &'a mut [T],
+    dx_write: Write,
+    grads: MlpGrads<'a, T>,
+    gate: Option<GateGrad<'a, T>>,
+}
+
+impl AxisMlp {
+    /// The mixed-precision backward, on `f32` views of the tape's buffers (a bf16 node exists
+    /// only on an `f32` tape: [`Tape::set_precision`]).
+    fn backward_bf16<T: Real>(&self, b: BackwardBf16<T>, pool: &mut Pool<T>) {
+        use pmixer_kernels::mlp_bf16::{
+            backward_workspace_bf16, mlp_backward_bf16, BackwardIoBf16, SavedBf16,
+        };
+        let hid = hidden_len(self.axis, self.s, self.n);
+        let BackwardBf16 { wts, x, dgelu, a, dy, dx, dx_write, grads, gate } = b;
+        let wts = MlpWeights { k1: f32s(wts.k1), c1: f32s(wts.c1), k2: f32s(wts.k2), c2: f32s(wts.c2) };
+        let saved = SavedBf16 {
+            x: f32s(x),
+            dgelu: &bf16::in_f32s(f32s(dgelu))[..hid],
+            a: &bf16::in_f32s(f32s(a))[..hid],
+        };
+        let mut work = pool.take(backward_workspace_bf16(self.axis, self.s, self.n));
+        let cpu = Avx512Bf16::detect().expect("the tape's precision was checked against the CPU");
+        let io = BackwardIoBf16 { cpu, dy: f32s(dy), dx: f32s_mut(dx), dx_write, work: f32s_mut(&mut work) };
+        let MlpGrads { k1, c1, k2, c2, write } = grads;
+        let grads =
+            MlpGrads { k1: f32s_mut(k1), c1: f32s_mut(c1), k2: f32s_mut(k2), c2: f32s_mut(c2), write };
+        let mut dg32 = 0f32;
+        let gate32 = gate.as_ref().map(|gg| GateGrad { g: gg.g.to_f64() as f32, dg: &mut dg32 });
+        mlp_backward_bf16(self.axis, self.s, wts, saved, io, grads, gate32);
+        if let Some(gg) = gate {
+            *gg.dg += T::from_f64(dg32 as f64);
+        }
+        pool.give(work);
     }
 }
 
