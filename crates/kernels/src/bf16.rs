@@ -77,14 +77,27 @@ impl Precision {
     }
 
     /// `Ok` where this CPU runs the precision; for bf16 elsewhere, an error naming what it lacks.
+    /// bf16's kernels are AVX-512 code, so they run at the avx512 level only: a `PMIXER_SIMD`
+    /// that asks for a lower one (to try what an AVX2 machine does) rules them out too.
     pub fn check(self) -> Result<(), String> {
+        use crate::simd::{level, Level};
         match self {
             Precision::Bf16 if !available() => Err(format!(
                 "bf16 needs AVX512_BF16 (VDPBF16PS) with AVX-512F, BW and VL; this CPU ({}) lacks it",
                 std::env::consts::ARCH
             )),
+            Precision::Bf16 if level() != Level::Avx512 => Err(format!(
+                "bf16 runs at the avx512 level (AVX512_BF16); PMIXER_SIMD chose {}",
+                level().name()
+            )),
             _ => Ok(()),
         }
+    }
+
+    /// The precisions this run may use: [`Precision::available`] as [`Precision::check`]
+    /// allows at the SIMD level in use.
+    pub fn usable() -> Vec<Precision> {
+        Self::available().into_iter().filter(|p| p.check().is_ok()).collect()
     }
 }
 
@@ -121,12 +134,9 @@ pub fn unpair(p: u32) -> (f32, f32) {
     (widen(p as u16), widen((p >> 16) as u16))
 }
 
-/// Whether this CPU runs [`gemm_pairs`] (x86-64 with AVX-512F and AVX512_BF16).
+/// Whether this CPU runs [`gemm_pairs`] (x86-64 with AVX-512F, BW, VL and AVX512_BF16).
 pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return crate::isa::Avx512Bf16::detect().is_some();
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    crate::isa::Avx512Bf16::detect().is_some()
 }
 
 /// The pairs of `src` (k × n, any strides) along k: `dst` (⌈k/2⌉ × n) element (q, j) =
@@ -184,9 +194,10 @@ pub fn pack_pairs_scalar(src: MatRef<f32>, mut dst: MatMut<u32>) {
 }
 
 /// The pairs of `src` (k × n bf16 values, any strides) along k, as [`pack_pairs`] lays them out:
-/// no rounding, the values are bf16 already. Where the CPU has AVX512_BF16, into rows of `dst`
-/// with contiguous columns: contiguous rows of `src` are interleaved, and with k contiguous in
-/// `src` each pair is one 32-bit word, gathered 16 columns at a time.
+/// no rounding, the values are bf16 already. With k contiguous in `src` each pair is one
+/// 32-bit word: copied where k is contiguous in `dst` too, and where the CPU has AVX512_BF16,
+/// gathered 16 columns at a time into rows of `dst` with contiguous columns; contiguous rows of
+/// `src` are interleaved, 16 columns at a time.
 #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))] // written through only by the x86 path
 pub fn pack_pairs_bf16(src: MatRef<u16>, mut dst: MatMut<u32>) {
     let (k, n) = (src.rows(), src.cols());
@@ -204,6 +215,21 @@ pub fn pack_pairs_bf16(src: MatRef<u16>, mut dst: MatMut<u32>) {
             // SAFETY: as above.
             return unsafe { x86::gather_pairs(t, s, k, n, cs, d, drs) };
         }
+    }
+    if rs == 1 && drs == 1 {
+        // k contiguous in both: each column's pairs are its values' 32-bit words, in order.
+        for j in 0..n {
+            for q in 0..k / 2 {
+                // SAFETY: values 2q and 2q + 1 < k of column j are inside src (read as one
+                // unaligned word), and (q, j) inside dst.
+                unsafe { *d.add(q + j * dcs) = (s.add(2 * q + j * cs) as *const u32).read_unaligned() };
+            }
+            if k % 2 == 1 {
+                // SAFETY: value k − 1 of column j is inside src, pair k/2 inside dst.
+                unsafe { *d.add(k / 2 + j * dcs) = *s.add(k - 1 + j * cs) as u32 };
+            }
+        }
+        return;
     }
     for q in 0..k.div_ceil(2) {
         for j in 0..n {

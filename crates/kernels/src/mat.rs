@@ -147,4 +147,15 @@ impl<'a, T> MatMut<'a, T> {
     pub fn t(self) -> Self {
         MatMut { rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs, ..self }
     }
+
+    /// The same view for a shorter borrow, leaving this one usable after it.
+    pub fn reborrow(&mut self) -> MatMut<'_, T> {
+        MatMut { _data: PhantomData, ..*self }
+    }
+
+    /// The view, read-only from now on.
+    pub fn into_ref(self) -> MatRef<'a, T> {
+        let MatMut { ptr, rows, cols, rs, cs, .. } = self;
+        MatRef { ptr, rows, cols, rs, cs, _data: PhantomData }
+    }
 }

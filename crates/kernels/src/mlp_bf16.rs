@@ -73,11 +73,15 @@ pub struct BackwardIoBf16<'a> {
     pub work: &'a mut [f32],
 }
 
-/// A product's operand: `f32` values, rounded as they are packed, or bf16 ones.
+/// A product's operand: `f32` values, rounded as they are packed, or bf16 ones; or one packed
+/// already (a weight matrix, packed once per call): `Paired(p, k)` is the k × n matrix whose
+/// pairs along its rows are p (⌈k/2⌉ × n), `PairedT(p, k)` its transpose (n × k).
 #[derive(Clone, Copy)]
 enum Operand<'a> {
     F32(MatRef<'a, f32>),
     Bf16(MatRef<'a, u16>),
+    Paired(MatRef<'a, u32>, usize),
+    PairedT(MatRef<'a, u32>, usize),
 }
 
 impl Operand<'_> {
@@ -85,14 +89,8 @@ impl Operand<'_> {
         match self {
             Operand::F32(v) => (v.rows(), v.cols()),
             Operand::Bf16(v) => (v.rows(), v.cols()),
-        }
-    }
-
-    /// Whether its columns are contiguous.
-    fn unit_cols(&self) -> bool {
-        match self {
-            Operand::F32(v) => v.strides().1 == 1,
-            Operand::Bf16(v) => v.strides().1 == 1,
+            Operand::Paired(p, k) => (*k, p.cols()),
+            Operand::PairedT(p, k) => (p.cols(), *k),
         }
     }
 
@@ -100,14 +98,50 @@ impl Operand<'_> {
         match self {
             Operand::F32(v) => Operand::F32(v.t()),
             Operand::Bf16(v) => Operand::Bf16(v.t()),
+            Operand::Paired(p, k) => Operand::PairedT(p, k),
+            Operand::PairedT(p, k) => Operand::Paired(p, k),
         }
     }
 
-    /// Its pairs along its rows (the product's k) into `dst` (⌈rows/2⌉ × cols).
-    fn pack(self, dst: MatMut<u32>) {
+    /// Its pairs along its rows (the product's k), ⌈rows/2⌉ × cols: as they are, where they are
+    /// packed already and `fits` their layout; else packed into `dst`, laid out by `layout`,
+    /// which is given the operand's own column stride (1 when its columns are contiguous).
+    fn pairs<'d>(
+        self,
+        dst: &'d mut [u32],
+        layout: impl Fn(usize) -> (usize, usize),
+        fits: impl Fn((usize, usize)) -> bool,
+    ) -> MatRef<'d, u32>
+    where
+        Self: 'd,
+    {
+        let (k, n) = self.shape();
+        let kq = k.div_ceil(2);
+        let strides = match self {
+            Operand::Paired(p, _) if fits(p.strides()) => return p,
+            Operand::F32(v) => layout(v.strides().1),
+            Operand::Bf16(v) => layout(v.strides().1),
+            Operand::Paired(p, _) | Operand::PairedT(p, _) => layout(p.strides().1),
+        };
+        let mut out = MatMut::new(dst, kq, n, strides);
         match self {
-            Operand::F32(v) => pack_pairs(v, dst),
-            Operand::Bf16(v) => pack_pairs_bf16(v, dst),
+            Operand::F32(v) => pack_pairs(v, out.reborrow()),
+            Operand::Bf16(v) => pack_pairs_bf16(v, out.reborrow()),
+            Operand::Paired(p, _) => copy_pairs(p, out.reborrow()),
+            Operand::PairedT(..) => unreachable!("a weight matrix's pairs are along its rows"),
+        }
+        out.into_ref()
+    }
+}
+
+/// Copies a pair matrix into another layout.
+fn copy_pairs(src: MatRef<u32>, mut dst: MatMut<u32>) {
+    let ((rs, cs), (drs, dcs)) = (src.strides(), dst.strides());
+    let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
+    for q in 0..src.rows() {
+        for j in 0..src.cols() {
+            // SAFETY: (q, j) is inside both views.
+            unsafe { *d.add(q * drs + j * dcs) = *s.add(q * rs + j * cs) };
         }
     }
 }
@@ -117,10 +151,10 @@ fn pairs_len(m: usize, k: usize, n: usize) -> usize {
     k.div_ceil(2) * (m + n)
 }
 
-/// `C ← A·B` (plus what `init` says) on bf16 operands: A's and B's pairs along k packed into
-/// `scratch` (at least [`pairs_len`]), then [`gemm_pairs`]. C needs contiguous columns or
-/// contiguous rows; for the latter the transposed problem Cᵀ = Bᵀ·Aᵀ is computed (a row bias
-/// becoming a column bias), the same sums.
+/// `C ← A·B` (plus what `init` says) on bf16 operands: A's and B's pairs along k (packed into
+/// `scratch`, at least [`pairs_len`], unless they are already), then [`gemm_pairs`]. C needs
+/// contiguous columns or contiguous rows; for the latter the transposed problem Cᵀ = Bᵀ·Aᵀ is
+/// computed (a row bias becoming a column bias), the same sums.
 fn product(s: Avx512Bf16, a: Operand, b: Operand, c: MatMut<f32>, init: PairInit, scratch: &mut [u32]) {
     let ((m, k), n) = (a.shape(), b.shape().1);
     if c.strides().1 != 1 {
@@ -133,14 +167,20 @@ fn product(s: Avx512Bf16, a: Operand, b: Operand, c: MatMut<f32>, init: PairInit
         return product(s, b.t(), a.t(), c.t(), init, scratch);
     }
     let kq = k.div_ceil(2);
-    let (ap, rest) = scratch.split_at_mut(m * kq);
-    let bp = &mut rest[..kq * n];
-    // A's pairs, laid out along whichever of A's axes is contiguous, so that the packing is a
-    // vector pass: k (pairs row-major, m × kq) or the rows (kq rows of m).
-    let (packed, read) = if a.t().unit_cols() { ((m, 1), (1, m)) } else { ((1, kq), (kq, 1)) };
-    a.t().pack(MatMut::new(ap, kq, m, packed));
-    b.pack(MatMut::new(bp, kq, n, (n, 1)));
-    gemm_pairs(s, MatRef::new(ap, m, kq, read), MatRef::new(bp, kq, n, (n, 1)), c, init);
+    let (ap, bp) = scratch.split_at_mut(m * kq);
+    // A's pairs (Aᵀ's along its rows), laid out along whichever of A's axes is contiguous, so
+    // that packing is a vector pass: the rows (kq rows of m) or k (row-major, m × kq). Any layout
+    // of pairs packed already will do.
+    let at = a.t().pairs(ap, |cs| if cs == 1 { (m, 1) } else { (1, kq) }, |_| true).t();
+    // B's pairs with contiguous columns, as the kernel reads them.
+    let bq = b.pairs(bp, |_| (n, 1), |(_, cs)| cs == 1);
+    gemm_pairs(s, at, bq, c, init);
+}
+
+/// Pair slots as `f32`s, [`as_pairs`]'s inverse.
+fn as_floats(v: &mut [u32]) -> &mut [f32] {
+    // SAFETY: as in `as_pairs`.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut f32, v.len()) }
 }
 
 /// `v` as pair slots: `f32` and `u32` have the same size and alignment.
@@ -170,11 +210,26 @@ fn forward_per_chunk(g: &Geometry, m: usize) -> usize {
     2 * m * g.n_out + pairs_len(m, g.n_in, g.n_out).max(pairs_len(m, g.n_out, g.n_out))
 }
 
-/// Length of the `work` buffer [`mlp_forward_bf16`] needs.
+/// Pair slots of K1's and K2's pairs, packed once per call.
+fn weight_pairs_len(g: &Geometry) -> usize {
+    (g.n_in.div_ceil(2) + g.n_out.div_ceil(2)) * g.n_out
+}
+
+/// Length of the `work` buffer [`mlp_forward_bf16`] needs: the weights' pairs, then each
+/// chunk's scratch.
 pub fn forward_workspace_bf16(axis: Axis, x_shape: Hbw, n_out: usize) -> usize {
     let g = Geometry::new(axis, x_shape, n_out);
     let chunks = forward_chunks(g.x.items);
-    chunks * forward_per_chunk(&g, chunk_max(g.x.items, chunks))
+    weight_pairs_len(&g) + chunks * forward_per_chunk(&g, chunk_max(g.x.items, chunks))
+}
+
+/// K (k × n, row-major) packed into `dst` as its pairs along its rows (⌈k/2⌉ × n, row-major):
+/// the operand [`Operand::Paired`] stands for, and the rest of `dst`.
+fn pack_weights<'a>(k: MatRef<f32>, dst: &'a mut [u32]) -> (Operand<'a>, &'a mut [u32]) {
+    let (rows, n) = (k.rows(), k.cols());
+    let (p, rest) = dst.split_at_mut(rows.div_ceil(2) * n);
+    pack_pairs(k, MatMut::new(p, rows.div_ceil(2), n, (n, 1)));
+    (Operand::Paired(MatRef::new(p, rows.div_ceil(2), n, (n, 1)), rows), rest)
 }
 
 /// Forward of `MLP(n_out)` along `axis` in mixed precision (module docs); with `keep`
@@ -198,10 +253,13 @@ pub fn mlp_forward_bf16(
     let (items, n_in) = (g.x.items, g.n_in);
     let chunks = forward_chunks(items);
     let (gzp, ap, yp) = (SharedMut(gz.as_mut_ptr()), SharedMut(a.as_mut_ptr()), SharedMut(y.as_mut_ptr()));
-    let (k1, k2) = (MatRef::new(wts.k1, n_in, n, (n, 1)), MatRef::new(wts.k2, n, n, (n, 1)));
+    let (weights, work) = as_pairs(work).split_at_mut(weight_pairs_len(&g));
+    let (k1, rest) = pack_weights(MatRef::new(wts.k1, n_in, n, (n, 1)), weights);
+    let (k2, _) = pack_weights(MatRef::new(wts.k2, n, n, (n, 1)), rest);
     let per_chunk = work.len() / chunks;
     par::region(|reg| {
         work.par_chunks_mut(per_chunk).enumerate().for_each(|(c, scratch)| {
+            let scratch = as_floats(scratch);
             let _task = reg.task();
             let (i0, i1) = chunk_range(items, chunks, c);
             let m = i1 - i0;
@@ -213,14 +271,7 @@ pub fn mlp_forward_bf16(
             let pairs = as_pairs(rest);
             let ts = tile_strides(axis, m, n);
             let xt = g.x.of(x, i0, m, n_in);
-            product(
-                s,
-                Operand::F32(xt),
-                Operand::F32(k1),
-                MatMut::new(zs, m, n, ts),
-                PairInit::ColBias(wts.c1),
-                pairs,
-            );
+            product(s, Operand::F32(xt), k1, MatMut::new(zs, m, n, ts), PairInit::ColBias(wts.c1), pairs);
             if keep {
                 simd::gelu_keep_tile(zs, act);
                 // Store gelu'(z) and a in bf16, run by run of the hidden tensor (the tile's order).
@@ -244,7 +295,7 @@ pub fn mlp_forward_bf16(
             let at = MatRef::new(act, m, n, ts);
             // SAFETY: as above, for y's items [i0, i1).
             let yt = unsafe { yp.mat(g.y, i0, m, n) };
-            product(s, Operand::F32(at), Operand::F32(k2), yt, PairInit::ColBias(wts.c2), pairs);
+            product(s, Operand::F32(at), k2, yt, PairInit::ColBias(wts.c2), pairs);
             if let Some(sk) = &skip {
                 for_each_run(&g, i0, i1, |off, len| {
                     // SAFETY: as above.
@@ -263,14 +314,13 @@ fn backward_per_chunk(g: &Geometry, m: usize) -> usize {
     m * n + pairs.into_iter().max().unwrap_or(0)
 }
 
-/// Length of the `work` buffer [`mlp_backward_bf16`] needs: K1ᵀ and g·K2ᵀ, the chunks'
-/// weight-gradient partials, and each chunk's scratch.
+/// Length of the `work` buffer [`mlp_backward_bf16`] needs: K1ᵀ and g·K2ᵀ, their pairs (no
+/// more than their own length), the chunks' weight-gradient partials, and each chunk's scratch.
 pub fn backward_workspace_bf16(axis: Axis, x_shape: Hbw, n_out: usize) -> usize {
     let g = Geometry::new(axis, x_shape, n_out);
     let chunks = backward_chunks(g.x.items);
-    g.n_in * n_out
-        + n_out * n_out
-        + chunks * (g.params() + backward_per_chunk(&g, chunk_max(g.x.items, chunks)))
+    let transposed = g.n_in * n_out + n_out * n_out;
+    2 * transposed + chunks * (g.params() + backward_per_chunk(&g, chunk_max(g.x.items, chunks)))
 }
 
 /// Backward of [`mlp_forward_bf16`] (module docs): the input gradient into `io.dx`, the weight
@@ -297,9 +347,11 @@ pub fn mlp_backward_bf16(
     let chunks = backward_chunks(items);
     let (k1t, rest) = work.split_at_mut(n_in * n);
     let (k2t, rest) = rest.split_at_mut(n * n);
+    let (weights, rest) = rest.split_at_mut(n_in * n + n * n);
     let (partials, scratch) = rest.split_at_mut(chunks * g.params());
     pack_transposed(&wts, gate.as_ref().map_or(1.0, |gg| gg.g), k1t, k2t);
-    let (k1t, k2t) = (MatRef::new(k1t, n, n_in, (n_in, 1)), MatRef::new(k2t, n, n, (n, 1)));
+    let (k1t, rest) = pack_weights(MatRef::new(k1t, n, n_in, (n_in, 1)), as_pairs(weights));
+    let (k2t, _) = pack_weights(MatRef::new(k2t, n, n, (n, 1)), rest);
     let dxp = SharedMut(dx.as_mut_ptr());
     let dx_init = match dx_write {
         Write::Add => PairInit::Accumulate,
@@ -326,7 +378,7 @@ pub fn mlp_backward_bf16(
             let at = Operand::Bf16(g.t.of(a, i0, m, n).t());
             product(s, at, dyt, MatMut::new(pk2, n, n, (n, 1)), PairInit::Zero, pairs);
             let ts = tile_strides(axis, m, n);
-            product(s, dyt, Operand::F32(k2t), MatMut::new(dzs, m, n, ts), PairInit::Zero, pairs);
+            product(s, dyt, k2t, MatMut::new(dzs, m, n, ts), PairInit::Zero, pairs);
             // dz ⊙= gelu'(z) and dc1 += Σ dz, run by run (the tile's runs are the hidden tensor's).
             let mut o = 0;
             for_each_hidden_run(&g, i0, i1, |off, len| {
@@ -342,7 +394,7 @@ pub fn mlp_backward_bf16(
             product(s, xt, dzt, MatMut::new(pk1, n_in, n, (n, 1)), PairInit::Zero, pairs);
             // SAFETY: chunk c writes only items [i0, i1) of dx, which no other chunk touches.
             let dxt = unsafe { dxp.mat(g.x, i0, m, n_in) };
-            product(s, dzt, Operand::F32(k1t), dxt, dx_init, pairs);
+            product(s, dzt, k1t, dxt, dx_init, pairs);
         })
     });
     reduce_partials(partials, &wts, grads, gate);

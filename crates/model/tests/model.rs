@@ -215,7 +215,7 @@ fn malformed_checkpoints_are_rejected_with_a_reason() {
 #[test]
 fn tape_free_inference_equals_the_tape_forward_bitwise() {
     let mut precisions = vec![Precision::F32];
-    if pmixer_kernels::bf16::available() {
+    if Precision::Bf16.check().is_ok() {
         precisions.push(Precision::Bf16);
     }
     let archs = [classifier(28, 28, 3), autoencoder(32, 96, 2), classifier(5, 7, 2)];

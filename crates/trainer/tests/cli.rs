@@ -674,7 +674,7 @@ fn a_bf16_run_records_its_precision_resumes_in_it_and_is_independent_of_the_thre
          "--threads", threads, "--precision", precision, "--out", s(out)].map(String::from).to_vec()
     };
     let run = |a: Vec<String>| pmixer(&a.iter().map(String::as_str).collect::<Vec<_>>());
-    if !pmixer_kernels::bf16::available() {
+    if pmixer::train::Precision::Bf16.check().is_err() {
         let out = run(args(&dir.join("none"), "1", "1", "bf16"));
         assert!(!out.status.success());
         assert!(text(&out.stderr).contains("AVX512_BF16"), "{}", text(&out.stderr));

@@ -59,7 +59,7 @@ fn steps_allocate_nothing() {
     // layers: the same ops and shapes, each layer allocating what every other does).
     // The same in bf16 where the CPU has it (its scratch comes from the pools too).
     let mut precisions = vec![Precision::F32];
-    if pmixer_kernels::bf16::available() {
+    if Precision::Bf16.check().is_ok() {
         precisions.push(Precision::Bf16);
     }
     let configs = [(Task::Classify, 16, 28, 28), (Task::Autoencode, 2, 28, 28), (Task::Classify, 4, 32, 96)];
