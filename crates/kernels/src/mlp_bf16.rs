@@ -25,7 +25,7 @@
 //! order. The chunks and the order of every sum depend on the item count alone, so any number of
 //! threads gives bitwise the same results, as in `f32`.
 
-use crate::bf16::{gemm_pairs, pack_pairs, pack_pairs_bf16, round_into, widen, PairInit};
+use crate::bf16::{gemm_pairs, pack_pairs, pack_pairs_bf16, round_into, PairInit};
 use crate::isa::Avx512Bf16;
 use crate::mat::{MatMut, MatRef};
 use crate::mlp::{
@@ -384,8 +384,8 @@ pub fn mlp_backward_bf16(
             for_each_hidden_run(&g, i0, i1, |off, len| {
                 let (d, gz) = (&mut dzs[o..o + len], &dgelu[off..off + len]);
                 match axis {
-                    Axis::Rows => mul_widen_add_rows(d, gz, pc1),
-                    Axis::Cols => pc1[off / g.t.fs] += mul_widen_sum(d, gz),
+                    Axis::Rows => simd::mul_assign_bf16_add_rows(d, gz, pc1),
+                    Axis::Cols => pc1[off / g.t.fs] += simd::mul_assign_bf16_sum(d, gz),
                 }
                 o += len;
             });
@@ -398,26 +398,4 @@ pub fn mlp_backward_bf16(
         })
     });
     reduce_partials(partials, &wts, grads, gate);
-}
-
-/// `d[j] *= widen(g[j])` and `acc[c] += Σ_r d[r·n + c]` for n = acc.len(): the activation's
-/// backward and the bias gradient over a row-major tile.
-fn mul_widen_add_rows(d: &mut [f32], g: &[u16], acc: &mut [f32]) {
-    for (row, g) in d.chunks_exact_mut(acc.len()).zip(g.chunks_exact(acc.len())) {
-        for ((a, d), &g) in acc.iter_mut().zip(row.iter_mut()).zip(g) {
-            *d *= widen(g);
-            *a += *d;
-        }
-    }
-}
-
-/// `d[j] *= widen(g[j])`, returning `Σ d[j]` in eight interleaved partial sums (as
-/// [`simd::sum`] adds them).
-fn mul_widen_sum(d: &mut [f32], g: &[u16]) -> f32 {
-    let mut acc = [0f32; 8];
-    for (i, (d, &g)) in d.iter_mut().zip(g).enumerate() {
-        *d *= widen(g);
-        acc[i % 8] += *d;
-    }
-    ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
 }
