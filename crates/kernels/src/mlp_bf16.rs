@@ -103,45 +103,28 @@ impl Operand<'_> {
         }
     }
 
-    /// Its pairs along its rows (the product's k), ⌈rows/2⌉ × cols: as they are, where they are
-    /// packed already and `fits` their layout; else packed into `dst`, laid out by `layout`,
-    /// which is given the operand's own column stride (1 when its columns are contiguous).
-    fn pairs<'d>(
-        self,
-        dst: &'d mut [u32],
-        layout: impl Fn(usize) -> (usize, usize),
-        fits: impl Fn((usize, usize)) -> bool,
-    ) -> MatRef<'d, u32>
+    /// Its pairs along its rows (the product's k), ⌈rows/2⌉ × cols: a weight matrix's as they
+    /// were packed (row-major), anything else packed into `dst`, laid out by `layout`, which is
+    /// given the operand's own column stride (1 when its columns are contiguous).
+    fn pairs<'d>(self, dst: &'d mut [u32], layout: impl Fn(usize) -> (usize, usize)) -> MatRef<'d, u32>
     where
         Self: 'd,
     {
         let (k, n) = self.shape();
-        let kq = k.div_ceil(2);
-        let strides = match self {
-            Operand::Paired(p, _) if fits(p.strides()) => return p,
-            Operand::F32(v) => layout(v.strides().1),
-            Operand::Bf16(v) => layout(v.strides().1),
-            Operand::Paired(p, _) | Operand::PairedT(p, _) => layout(p.strides().1),
-        };
-        let mut out = MatMut::new(dst, kq, n, strides);
+        let pack = |dst: &'d mut [u32], cs: usize| MatMut::new(dst, k.div_ceil(2), n, layout(cs));
         match self {
-            Operand::F32(v) => pack_pairs(v, out.reborrow()),
-            Operand::Bf16(v) => pack_pairs_bf16(v, out.reborrow()),
-            Operand::Paired(p, _) => copy_pairs(p, out.reborrow()),
+            Operand::Paired(p, _) => p,
             Operand::PairedT(..) => unreachable!("a weight matrix's pairs are along its rows"),
-        }
-        out.into_ref()
-    }
-}
-
-/// Copies a pair matrix into another layout.
-fn copy_pairs(src: MatRef<u32>, mut dst: MatMut<u32>) {
-    let ((rs, cs), (drs, dcs)) = (src.strides(), dst.strides());
-    let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
-    for q in 0..src.rows() {
-        for j in 0..src.cols() {
-            // SAFETY: (q, j) is inside both views.
-            unsafe { *d.add(q * drs + j * dcs) = *s.add(q * rs + j * cs) };
+            Operand::F32(v) => {
+                let mut out = pack(dst, v.strides().1);
+                pack_pairs(v, out.reborrow());
+                out.into_ref()
+            }
+            Operand::Bf16(v) => {
+                let mut out = pack(dst, v.strides().1);
+                pack_pairs_bf16(v, out.reborrow());
+                out.into_ref()
+            }
         }
     }
 }
@@ -169,11 +152,11 @@ fn product(s: Avx512Bf16, a: Operand, b: Operand, c: MatMut<f32>, init: PairInit
     let kq = k.div_ceil(2);
     let (ap, bp) = scratch.split_at_mut(m * kq);
     // A's pairs (Aᵀ's along its rows), laid out along whichever of A's axes is contiguous, so
-    // that packing is a vector pass: the rows (kq rows of m) or k (row-major, m × kq). Any layout
-    // of pairs packed already will do.
-    let at = a.t().pairs(ap, |cs| if cs == 1 { (m, 1) } else { (1, kq) }, |_| true).t();
-    // B's pairs with contiguous columns, as the kernel reads them.
-    let bq = b.pairs(bp, |_| (n, 1), |(_, cs)| cs == 1);
+    // that packing is a vector pass: the rows (kq rows of m) or k (row-major, m × kq); a weight
+    // matrix's as they were packed.
+    let at = a.t().pairs(ap, |cs| if cs == 1 { (m, 1) } else { (1, kq) }).t();
+    // B's pairs with contiguous columns, as the kernel reads them (a weight matrix's are).
+    let bq = b.pairs(bp, |_| (n, 1));
     gemm_pairs(s, at, bq, c, init);
 }
 

@@ -206,8 +206,6 @@ impl<T: Real> Backward<T> for AxisMlp {
             c2: &inputs[slot::C2],
         };
         let (x, dgelu, a) = (&inputs[slot::X], &inputs[slot::DGELU], &inputs[slot::A]);
-        let mut dz = pool.take(hidden_len(self.axis, self.s, self.n));
-        let mut work = pool.take(backward_workspace(self.axis, self.s, self.n));
         // Gated: h's gradient is the tape's (pass-through); dg goes to the gate's buffer, or
         // nowhere when the gate needs none.
         let mut dg = if self.gated { d[slot::G].take() } else { None };
@@ -236,11 +234,15 @@ impl<T: Real> Backward<T> for AxisMlp {
         if self.precision == Precision::Bf16 {
             self.backward_bf16(BackwardBf16 { wts, x, dgelu, a, dy, dx, dx_write, grads, gate }, pool);
         } else {
+            let mut dz = pool.take(hidden_len(self.axis, self.s, self.n));
+            let mut work = pool.take(backward_workspace(self.axis, self.s, self.n));
             let saved = Saved { x, dgelu, a };
             let io = BackwardIo { dy, dx, dx_write, dz: &mut dz, work: &mut work };
             mlp_backward(self.axis, self.s, wts, saved, io, grads, gate);
+            pool.give(dz);
+            pool.give(work);
         }
-        for v in scratch.into_iter().map(|(v, _)| v).chain([dz, work]) {
+        for (v, _) in scratch {
             pool.give(v);
         }
     }
