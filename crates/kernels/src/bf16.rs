@@ -457,22 +457,28 @@ mod x86 {
         // SAFETY: (every access below) inside the tile, as the caller promises; partial vectors
         // touch only their masks' lanes.
         unsafe {
-            let mut acc: [[__m512; V]; R] = std::array::from_fn(|r| {
-                std::array::from_fn(|v| match start {
-                    Start::Zero => _mm512_setzero_ps(),
-                    Start::C => _mm512_maskz_loadu_ps(masks[v], c.add(r * rsc + 16 * v)),
-                    Start::ColBias(bias) => _mm512_maskz_loadu_ps(masks[v], bias.add(16 * v)),
-                    Start::RowBias(bias) => _mm512_set1_ps(*bias.add(r)),
-                })
-            });
+            // Plain loops, not `array::from_fn`: a closure does not inherit the target features,
+            // so its intrinsics become calls passing vectors through memory.
+            let mut acc = [[_mm512_setzero_ps(); V]; R];
+            for (r, row) in acc.iter_mut().enumerate() {
+                for (v, x) in row.iter_mut().enumerate() {
+                    *x = match start {
+                        Start::Zero => _mm512_setzero_ps(),
+                        Start::C => _mm512_maskz_loadu_ps(masks[v], c.add(r * rsc + 16 * v)),
+                        Start::ColBias(bias) => _mm512_maskz_loadu_ps(masks[v], bias.add(16 * v)),
+                        Start::RowBias(bias) => _mm512_set1_ps(*bias.add(r)),
+                    };
+                }
+            }
             for q in 0..kq {
                 let bq = b.add(q * rsb);
-                let bv: [__m512bh; V] = std::array::from_fn(|v| {
-                    std::mem::transmute::<__m512i, __m512bh>(_mm512_maskz_loadu_epi32(
+                let mut bv = [std::mem::transmute::<__m512i, __m512bh>(_mm512_setzero_si512()); V];
+                for (v, x) in bv.iter_mut().enumerate() {
+                    *x = std::mem::transmute::<__m512i, __m512bh>(_mm512_maskz_loadu_epi32(
                         masks[v],
                         bq.add(16 * v) as _,
-                    ))
-                });
+                    ));
+                }
                 for (r, row) in acc.iter_mut().enumerate() {
                     let av = std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(
                         *a.add(r * rsa + q * csa) as i32,
