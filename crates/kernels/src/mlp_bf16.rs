@@ -188,6 +188,33 @@ fn chunk_max(items: usize, chunks: usize) -> usize {
     items.div_ceil(chunks)
 }
 
+/// Scratch slots a call's workspace holds: one per thread that can run a chunk at once (no
+/// more than the chunks). A chunk's scratch is written before it is read, so which slot a chunk
+/// uses changes no result; a few slots reused stay in cache, where a slot per chunk would
+/// spread the tiles over about as many bytes as the f32 hidden tensors.
+fn scratch_slots(chunks: usize) -> usize {
+    chunks.min(rayon::current_num_threads()).max(1)
+}
+
+/// Runs `body(c, scratch)` for the chunks `0..chunks` in parallel, sharing out the scratch
+/// slots of `per_slot` floats in `work`: the chunks go in runs, one run per slot, each run's
+/// chunks one after another on its slot. Each chunk is still its own measured task
+/// ([`par::Region`]), so `pmixer bench --span` sees the decomposition a machine with a thread
+/// per chunk runs.
+fn for_each_chunk(chunks: usize, work: &mut [f32], per_slot: usize, body: impl Fn(usize, &mut [f32]) + Sync) {
+    let slots = work.len() / per_slot;
+    assert!(slots > 0, "mlp_bf16: a workspace without a scratch slot");
+    let run = chunks.div_ceil(slots);
+    par::region(|reg| {
+        work.par_chunks_mut(per_slot).take(chunks.div_ceil(run)).enumerate().for_each(|(r, scratch)| {
+            for c in r * run..((r + 1) * run).min(chunks) {
+                let _task = reg.task();
+                body(c, scratch);
+            }
+        })
+    });
+}
+
 /// Scratch floats per forward chunk: z's and a's f32 tiles, then the larger product's pairs.
 fn forward_per_chunk(g: &Geometry, m: usize) -> usize {
     2 * m * g.n_out + pairs_len(m, g.n_in, g.n_out).max(pairs_len(m, g.n_out, g.n_out))
@@ -198,12 +225,12 @@ fn weight_pairs_len(g: &Geometry) -> usize {
     (g.n_in.div_ceil(2) + g.n_out.div_ceil(2)) * g.n_out
 }
 
-/// Length of the `work` buffer [`mlp_forward_bf16`] needs: the weights' pairs, then each
-/// chunk's scratch.
+/// Length of the `work` buffer [`mlp_forward_bf16`] needs: the weights' pairs, then the
+/// scratch slots ([`scratch_slots`], for the current rayon pool).
 pub fn forward_workspace_bf16(axis: Axis, x_shape: Hbw, n_out: usize) -> usize {
     let g = Geometry::new(axis, x_shape, n_out);
     let chunks = forward_chunks(g.x.items);
-    weight_pairs_len(&g) + chunks * forward_per_chunk(&g, chunk_max(g.x.items, chunks))
+    weight_pairs_len(&g) + scratch_slots(chunks) * forward_per_chunk(&g, chunk_max(g.x.items, chunks))
 }
 
 /// K (k × n, row-major) packed into `dst` as its pairs along its rows (⌈k/2⌉ × n, row-major):
@@ -232,61 +259,61 @@ pub fn mlp_forward_bf16(
     assert_eq!(x.len(), x_shape.len(), "mlp_forward_bf16: input length");
     assert!(!keep || (gz.len() == hid && a.len() == hid), "mlp_forward_bf16: hidden length");
     assert_eq!(y.len(), output_shape(axis, x_shape, n).len(), "mlp_forward_bf16: output length");
-    assert_eq!(work.len(), forward_workspace_bf16(axis, x_shape, n), "mlp_forward_bf16: workspace length");
     let (items, n_in) = (g.x.items, g.n_in);
     let chunks = forward_chunks(items);
+    let per_slot = forward_per_chunk(&g, chunk_max(items, chunks));
+    let slots = work.len().checked_sub(weight_pairs_len(&g)).map_or(0, |w| w / per_slot);
+    assert!(
+        slots > 0 && work.len() == weight_pairs_len(&g) + slots * per_slot,
+        "mlp_forward_bf16: workspace length (see forward_workspace_bf16)"
+    );
     let (gzp, ap, yp) = (SharedMut(gz.as_mut_ptr()), SharedMut(a.as_mut_ptr()), SharedMut(y.as_mut_ptr()));
     let (weights, work) = as_pairs(work).split_at_mut(weight_pairs_len(&g));
     let (k1, rest) = pack_weights(MatRef::new(wts.k1, n_in, n, (n, 1)), weights);
     let (k2, _) = pack_weights(MatRef::new(wts.k2, n, n, (n, 1)), rest);
-    let per_chunk = work.len() / chunks;
-    par::region(|reg| {
-        work.par_chunks_mut(per_chunk).enumerate().for_each(|(c, scratch)| {
-            let scratch = as_floats(scratch);
-            let _task = reg.task();
-            let (i0, i1) = chunk_range(items, chunks, c);
-            let m = i1 - i0;
-            if m == 0 {
-                return;
-            }
-            let (zs, rest) = scratch.split_at_mut(m * n);
-            let (act, rest) = rest.split_at_mut(m * n);
-            let pairs = as_pairs(rest);
-            let ts = tile_strides(axis, m, n);
-            let xt = g.x.of(x, i0, m, n_in);
-            product(s, Operand::F32(xt), k1, MatMut::new(zs, m, n, ts), PairInit::ColBias(wts.c1), pairs);
-            if keep {
-                simd::gelu_keep_tile(zs, act);
-                // Store gelu'(z) and a in bf16, run by run of the hidden tensor (the tile's order).
-                let mut o = 0;
-                for_each_hidden_run(&g, i0, i1, |off, len| {
-                    // SAFETY: chunk c writes only items [i0, i1) of gz and a, which no other
-                    // chunk touches; the runs lie inside them.
-                    let (gzr, ar) = unsafe {
-                        (
-                            std::slice::from_raw_parts_mut(gzp.at(off), len),
-                            std::slice::from_raw_parts_mut(ap.at(off), len),
-                        )
-                    };
-                    round_into(&zs[o..o + len], gzr);
-                    round_into(&act[o..o + len], ar);
-                    o += len;
-                });
-            } else {
-                simd::gelu_tile(zs, act);
-            }
-            let at = MatRef::new(act, m, n, ts);
-            // SAFETY: as above, for y's items [i0, i1).
-            let yt = unsafe { yp.mat(g.y, i0, m, n) };
-            product(s, Operand::F32(at), k2, yt, PairInit::ColBias(wts.c2), pairs);
-            if let Some(sk) = &skip {
-                for_each_run(&g, i0, i1, |off, len| {
-                    // SAFETY: as above.
-                    let yr = unsafe { std::slice::from_raw_parts_mut(yp.at(off), len) };
-                    simd::skip_add(yr, &sk.h[off..off + len], sk.g);
-                });
-            }
-        })
+    for_each_chunk(chunks, as_floats(work), per_slot, |c, scratch| {
+        let (i0, i1) = chunk_range(items, chunks, c);
+        let m = i1 - i0;
+        if m == 0 {
+            return;
+        }
+        let (zs, rest) = scratch.split_at_mut(m * n);
+        let (act, rest) = rest.split_at_mut(m * n);
+        let pairs = as_pairs(rest);
+        let ts = tile_strides(axis, m, n);
+        let xt = g.x.of(x, i0, m, n_in);
+        product(s, Operand::F32(xt), k1, MatMut::new(zs, m, n, ts), PairInit::ColBias(wts.c1), pairs);
+        if keep {
+            simd::gelu_keep_tile(zs, act);
+            // Store gelu'(z) and a in bf16, run by run of the hidden tensor (the tile's order).
+            let mut o = 0;
+            for_each_hidden_run(&g, i0, i1, |off, len| {
+                // SAFETY: chunk c writes only items [i0, i1) of gz and a, which no other
+                // chunk touches; the runs lie inside them.
+                let (gzr, ar) = unsafe {
+                    (
+                        std::slice::from_raw_parts_mut(gzp.at(off), len),
+                        std::slice::from_raw_parts_mut(ap.at(off), len),
+                    )
+                };
+                round_into(&zs[o..o + len], gzr);
+                round_into(&act[o..o + len], ar);
+                o += len;
+            });
+        } else {
+            simd::gelu_tile(zs, act);
+        }
+        let at = MatRef::new(act, m, n, ts);
+        // SAFETY: as above, for y's items [i0, i1).
+        let yt = unsafe { yp.mat(g.y, i0, m, n) };
+        product(s, Operand::F32(at), k2, yt, PairInit::ColBias(wts.c2), pairs);
+        if let Some(sk) = &skip {
+            for_each_run(&g, i0, i1, |off, len| {
+                // SAFETY: as above.
+                let yr = unsafe { std::slice::from_raw_parts_mut(yp.at(off), len) };
+                simd::skip_add(yr, &sk.h[off..off + len], sk.g);
+            });
+        }
     });
 }
 
@@ -298,12 +325,18 @@ fn backward_per_chunk(g: &Geometry, m: usize) -> usize {
 }
 
 /// Length of the `work` buffer [`mlp_backward_bf16`] needs: K1ᵀ and g·K2ᵀ, their pairs (no
-/// more than their own length), the chunks' weight-gradient partials, and each chunk's scratch.
+/// more than their own length), the chunks' weight-gradient partials, and the scratch slots
+/// ([`scratch_slots`], for the current rayon pool).
 pub fn backward_workspace_bf16(axis: Axis, x_shape: Hbw, n_out: usize) -> usize {
     let g = Geometry::new(axis, x_shape, n_out);
     let chunks = backward_chunks(g.x.items);
-    let transposed = g.n_in * n_out + n_out * n_out;
-    2 * transposed + chunks * (g.params() + backward_per_chunk(&g, chunk_max(g.x.items, chunks)))
+    let per_slot = backward_per_chunk(&g, chunk_max(g.x.items, chunks));
+    backward_fixed_len(&g, chunks) + scratch_slots(chunks) * per_slot
+}
+
+/// The part of [`backward_workspace_bf16`] before the scratch slots.
+fn backward_fixed_len(g: &Geometry, chunks: usize) -> usize {
+    2 * (g.n_in * g.n_out + g.n_out * g.n_out) + chunks * g.params()
 }
 
 /// Backward of [`mlp_forward_bf16`] (module docs): the input gradient into `io.dx`, the weight
@@ -325,9 +358,14 @@ pub fn mlp_backward_bf16(
     assert!(x.len() == x_shape.len() && dx.len() == x_shape.len(), "mlp_backward_bf16: input length");
     assert!(dgelu.len() == hid && a.len() == hid, "mlp_backward_bf16: hidden length");
     assert_eq!(dy.len(), output_shape(axis, x_shape, n).len(), "mlp_backward_bf16: output length");
-    assert_eq!(work.len(), backward_workspace_bf16(axis, x_shape, n), "mlp_backward_bf16: workspace length");
     let (items, n_in) = (g.x.items, g.n_in);
     let chunks = backward_chunks(items);
+    let per_slot = backward_per_chunk(&g, chunk_max(items, chunks));
+    let slots = work.len().checked_sub(backward_fixed_len(&g, chunks)).map_or(0, |w| w / per_slot);
+    assert!(
+        slots > 0 && work.len() == backward_fixed_len(&g, chunks) + slots * per_slot,
+        "mlp_backward_bf16: workspace length (see backward_workspace_bf16)"
+    );
     let (k1t, rest) = work.split_at_mut(n_in * n);
     let (k2t, rest) = rest.split_at_mut(n * n);
     let (weights, rest) = rest.split_at_mut(n_in * n + n * n);
@@ -340,45 +378,43 @@ pub fn mlp_backward_bf16(
         Write::Add => PairInit::Accumulate,
         Write::Set => PairInit::Zero,
     };
-    let per_chunk = scratch.len() / chunks;
-    par::region(|reg| {
-        let parts = partials.par_chunks_mut(g.params()).zip(scratch.par_chunks_mut(per_chunk));
-        parts.enumerate().for_each(|(c, (part, scratch))| {
-            let _task = reg.task();
-            part.fill(0.0);
-            let (i0, i1) = chunk_range(items, chunks, c);
-            let m = i1 - i0;
-            if m == 0 {
-                return;
+    let pp = SharedMut(partials.as_mut_ptr());
+    for_each_chunk(chunks, scratch, per_slot, |c, scratch| {
+        // SAFETY: chunk c alone uses partials[c·params, (c + 1)·params), inside them.
+        let part = unsafe { std::slice::from_raw_parts_mut(pp.at(c * g.params()), g.params()) };
+        part.fill(0.0);
+        let (i0, i1) = chunk_range(items, chunks, c);
+        let m = i1 - i0;
+        if m == 0 {
+            return;
+        }
+        let (pk1, rest) = part.split_at_mut(n_in * n);
+        let (pc1, rest) = rest.split_at_mut(n);
+        let (pk2, pc2) = rest.split_at_mut(n * n);
+        let (dzs, rest) = scratch.split_at_mut(m * n);
+        let pairs = as_pairs(rest);
+        let dyt = Operand::F32(g.y.of(dy, i0, m, n));
+        for_each_run(&g, i0, i1, |off, len| bias_grad(&g, &dy[off..off + len], pc2, off));
+        let at = Operand::Bf16(g.t.of(a, i0, m, n).t());
+        product(s, at, dyt, MatMut::new(pk2, n, n, (n, 1)), PairInit::Zero, pairs);
+        let ts = tile_strides(axis, m, n);
+        product(s, dyt, k2t, MatMut::new(dzs, m, n, ts), PairInit::Zero, pairs);
+        // dz ⊙= gelu'(z) and dc1 += Σ dz, run by run (the tile's runs are the hidden tensor's).
+        let mut o = 0;
+        for_each_hidden_run(&g, i0, i1, |off, len| {
+            let (d, gz) = (&mut dzs[o..o + len], &dgelu[off..off + len]);
+            match axis {
+                Axis::Rows => simd::mul_assign_bf16_add_rows(d, gz, pc1),
+                Axis::Cols => pc1[off / g.t.fs] += simd::mul_assign_bf16_sum(d, gz),
             }
-            let (pk1, rest) = part.split_at_mut(n_in * n);
-            let (pc1, rest) = rest.split_at_mut(n);
-            let (pk2, pc2) = rest.split_at_mut(n * n);
-            let (dzs, rest) = scratch.split_at_mut(m * n);
-            let pairs = as_pairs(rest);
-            let dyt = Operand::F32(g.y.of(dy, i0, m, n));
-            for_each_run(&g, i0, i1, |off, len| bias_grad(&g, &dy[off..off + len], pc2, off));
-            let at = Operand::Bf16(g.t.of(a, i0, m, n).t());
-            product(s, at, dyt, MatMut::new(pk2, n, n, (n, 1)), PairInit::Zero, pairs);
-            let ts = tile_strides(axis, m, n);
-            product(s, dyt, k2t, MatMut::new(dzs, m, n, ts), PairInit::Zero, pairs);
-            // dz ⊙= gelu'(z) and dc1 += Σ dz, run by run (the tile's runs are the hidden tensor's).
-            let mut o = 0;
-            for_each_hidden_run(&g, i0, i1, |off, len| {
-                let (d, gz) = (&mut dzs[o..o + len], &dgelu[off..off + len]);
-                match axis {
-                    Axis::Rows => simd::mul_assign_bf16_add_rows(d, gz, pc1),
-                    Axis::Cols => pc1[off / g.t.fs] += simd::mul_assign_bf16_sum(d, gz),
-                }
-                o += len;
-            });
-            let dzt = Operand::F32(MatRef::new(dzs, m, n, ts));
-            let xt = Operand::F32(g.x.of(x, i0, m, n_in).t());
-            product(s, xt, dzt, MatMut::new(pk1, n_in, n, (n, 1)), PairInit::Zero, pairs);
-            // SAFETY: chunk c writes only items [i0, i1) of dx, which no other chunk touches.
-            let dxt = unsafe { dxp.mat(g.x, i0, m, n_in) };
-            product(s, dzt, k1t, dxt, dx_init, pairs);
-        })
+            o += len;
+        });
+        let dzt = Operand::F32(MatRef::new(dzs, m, n, ts));
+        let xt = Operand::F32(g.x.of(x, i0, m, n_in).t());
+        product(s, xt, dzt, MatMut::new(pk1, n_in, n, (n, 1)), PairInit::Zero, pairs);
+        // SAFETY: chunk c writes only items [i0, i1) of dx, which no other chunk touches.
+        let dxt = unsafe { dxp.mat(g.x, i0, m, n_in) };
+        product(s, dzt, k1t, dxt, dx_init, pairs);
     });
     reduce_partials(partials, &wts, grads, gate);
 }
