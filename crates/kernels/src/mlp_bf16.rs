@@ -30,7 +30,8 @@ use crate::isa::Avx512Bf16;
 use crate::mat::{MatMut, MatRef};
 use crate::mlp::{
     backward_chunks, bias_grad, check_weights, chunk_range, for_each_hidden_run, for_each_run,
-    forward_chunks, hidden_len, output_shape, pack_transposed, reduce_partials, Geometry, SharedMut,
+    for_each_run_of, forward_chunks, hidden_len, output_shape, pack_transposed, reduce_partials, Geometry,
+    SharedMut,
 };
 use crate::{par, simd, Axis, GateGrad, Hbw, MlpGrads, MlpWeights, Skip, Write};
 use rayon::prelude::*;
@@ -393,9 +394,14 @@ pub fn mlp_backward_bf16(
         let (pk2, pc2) = rest.split_at_mut(n * n);
         let (dzs, rest) = scratch.split_at_mut(m * n);
         let pairs = as_pairs(rest);
+        // a, gelu'(z) and x were stored by the forward pass, long out of cache: a's tile is
+        // requested now, for dK2; the others while dK2 is computed, for the products after it.
+        for_each_hidden_run(&g, i0, i1, |off, len| simd::prefetch_l2(a[off..].as_ptr(), len));
         let dyt = Operand::F32(g.y.of(dy, i0, m, n));
         for_each_run(&g, i0, i1, |off, len| bias_grad(&g, &dy[off..off + len], pc2, off));
         let at = Operand::Bf16(g.t.of(a, i0, m, n).t());
+        for_each_hidden_run(&g, i0, i1, |off, len| simd::prefetch_l2(dgelu[off..].as_ptr(), len));
+        for_each_run_of(g.x, n_in, i0, i1, |off, len| simd::prefetch_l2(x[off..].as_ptr(), len));
         product(s, at, dyt, MatMut::new(pk2, n, n, (n, 1)), PairInit::Zero, pairs);
         let ts = tile_strides(axis, m, n);
         product(s, dyt, k2t, MatMut::new(dzs, m, n, ts), PairInit::Zero, pairs);
