@@ -85,7 +85,7 @@ enum Operand<'a> {
     PairedT(MatRef<'a, u32>, usize),
 }
 
-impl Operand<'_> {
+impl<'a> Operand<'a> {
     fn shape(&self) -> (usize, usize) {
         match self {
             Operand::F32(v) => (v.rows(), v.cols()),
@@ -93,6 +93,22 @@ impl Operand<'_> {
             Operand::Paired(p, k) => (*k, p.cols()),
             Operand::PairedT(p, k) => (p.cols(), *k),
         }
+    }
+
+    /// Its pairs along its rows as the 32-bit words they already are, with no copy: a bf16
+    /// matrix whose rows (k) are contiguous, k even, column stride even and start 4-byte aligned
+    /// (pair (q, j) is then the word of values 2q and 2q + 1 of column j). `None` otherwise.
+    fn words(self) -> Option<MatRef<'a, u32>> {
+        let Operand::Bf16(v) = self else { return None };
+        let ((rs, cs), k) = (v.strides(), v.rows());
+        let fits = rs == 1 && k > 0 && k % 2 == 0 && (cs % 2 == 0 || v.cols() == 1);
+        if !fits || v.as_ptr() as usize % 4 != 0 {
+            return None;
+        }
+        // SAFETY: word (q, j) at `ptr + q + j·cs/2` covers values (2q, j) and (2q + 1, j) of the
+        // view, which lie in its buffer, borrowed for as long as the result; the start is
+        // 4-byte aligned and every offset is a whole number of words from it.
+        Some(unsafe { MatRef::from_raw(v.as_ptr() as *const u32, k / 2, v.cols(), (1, cs / 2)) })
     }
 
     fn t(self) -> Self {
@@ -155,7 +171,10 @@ fn product(s: Avx512Bf16, a: Operand, b: Operand, c: MatMut<f32>, init: PairInit
     // A's pairs (Aᵀ's along its rows), laid out along whichever of A's axes is contiguous, so
     // that packing is a vector pass: the rows (kq rows of m) or k (row-major, m × kq); a weight
     // matrix's as they were packed.
-    let at = a.t().pairs(ap, |cs| if cs == 1 { (m, 1) } else { (1, kq) }).t();
+    let at = match a.t().words() {
+        Some(w) => w.t(),
+        None => a.t().pairs(ap, |cs| if cs == 1 { (m, 1) } else { (1, kq) }).t(),
+    };
     // B's pairs with contiguous columns, as the kernel reads them (a weight matrix's are).
     let bq = b.pairs(bp, |_| (n, 1));
     gemm_pairs(s, at, bq, c, init);
@@ -284,7 +303,7 @@ pub fn mlp_forward_bf16(
         let ts = tile_strides(axis, m, n);
         let xt = g.x.of(x, i0, m, n_in);
         product(s, Operand::F32(xt), k1, MatMut::new(zs, m, n, ts), PairInit::ColBias(wts.c1), pairs);
-        if keep {
+        let at = if keep {
             simd::gelu_keep_tile(zs, act);
             // Store gelu'(z) and a in bf16, run by run of the hidden tensor (the tile's order).
             let mut o = 0;
@@ -301,13 +320,17 @@ pub fn mlp_forward_bf16(
                 round_into(&act[o..o + len], ar);
                 o += len;
             });
+            // The product reads a as stored: the values it rounded its f32 tile to. Its pairs
+            // are the stored words where k (the features) is contiguous.
+            // SAFETY: items [i0, i1) of a, written above by this chunk alone, inside a.
+            Operand::Bf16(unsafe { MatRef::from_raw(ap.at(i0 * g.t.is), m, n, (g.t.is, g.t.fs)) })
         } else {
             simd::gelu_tile(zs, act);
-        }
-        let at = MatRef::new(act, m, n, ts);
+            Operand::F32(MatRef::new(act, m, n, ts))
+        };
         // SAFETY: as above, for y's items [i0, i1).
         let yt = unsafe { yp.mat(g.y, i0, m, n) };
-        product(s, Operand::F32(at), k2, yt, PairInit::ColBias(wts.c2), pairs);
+        product(s, at, k2, yt, PairInit::ColBias(wts.c2), pairs);
         if let Some(sk) = &skip {
             for_each_run(&g, i0, i1, |off, len| {
                 // SAFETY: as above.
