@@ -602,13 +602,77 @@ mod x86 {
         }
     }
 
-    /// [`super::pack_pairs`] with k contiguous in src (column j at `src + j·cs`) into dst rows
-    /// of contiguous columns (`drs` apart): the two floats of each pair are adjacent, so 8
-    /// columns' pairs are one gather of 64-bit words, rounded in one conversion. An odd k's last
-    /// pair and the last n mod 8 columns by the scalar twin.
+    /// The 16 × 16 matrix of 32-bit words whose rows are `r` transposed in place: lanes
+    /// interleaved by 32 and 64 bits within each 128-bit lane, then the 128-bit lanes of the
+    /// four groups of four rows exchanged. 64 shuffles for 256 words.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn transpose16(r: &mut [__m512i; 16]) {
+        // After this pass row 4g + w holds, in its 128-bit lane L, word 4L + w of rows 4g..4g + 4.
+        let mut t = *r;
+        for i in 0..8 {
+            t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+            t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+        }
+        for g in 0..4 {
+            let b = 4 * g;
+            r[b] = _mm512_unpacklo_epi64(t[b], t[b + 2]);
+            r[b + 1] = _mm512_unpackhi_epi64(t[b], t[b + 2]);
+            r[b + 2] = _mm512_unpacklo_epi64(t[b + 1], t[b + 3]);
+            r[b + 3] = _mm512_unpackhi_epi64(t[b + 1], t[b + 3]);
+        }
+        // Column 4L + w is lane L of rows w, 4 + w, 8 + w and 12 + w.
+        let u = *r;
+        for w in 0..4 {
+            let (p0, p1) =
+                (_mm512_shuffle_i32x4::<0x44>(u[w], u[4 + w]), _mm512_shuffle_i32x4::<0xEE>(u[w], u[4 + w]));
+            let (q0, q1) = (
+                _mm512_shuffle_i32x4::<0x44>(u[8 + w], u[12 + w]),
+                _mm512_shuffle_i32x4::<0xEE>(u[8 + w], u[12 + w]),
+            );
+            r[w] = _mm512_shuffle_i32x4::<0x88>(p0, q0);
+            r[4 + w] = _mm512_shuffle_i32x4::<0xDD>(p0, q0);
+            r[8 + w] = _mm512_shuffle_i32x4::<0x88>(p1, q1);
+            r[12 + w] = _mm512_shuffle_i32x4::<0xDD>(p1, q1);
+        }
+    }
+
+    /// Stores the 16 transposed rows of a block: pairs q0.. of columns j0..j0 + 16.
     ///
     /// # Safety
-    /// The views lie in their buffers; `16·cs` fits an i32.
+    /// Rows q0..q0 + 16 and columns j0..j0 + 16 are inside dst (rows `drs` apart).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn store_block(mut rows: [__m512i; 16], dst: *mut u32, drs: usize, q0: usize, j0: usize) {
+        transpose16(&mut rows);
+        for (i, row) in rows.iter().enumerate() {
+            // SAFETY: the caller's promise.
+            unsafe { _mm512_storeu_si512(dst.add((q0 + i) * drs + j0) as _, *row) };
+        }
+    }
+
+    /// The pairs the 16 × 16 blocks leave: k's whole pairs past the last block of 16 and the
+    /// columns past the last block of 16, and an odd k's last pair, each `one(q, j)`.
+    ///
+    /// # Safety
+    /// dst holds ⌈k/2⌉ rows of n (`drs` apart).
+    unsafe fn pairs_left(k: usize, n: usize, dst: *mut u32, drs: usize, one: impl Fn(usize, usize) -> u32) {
+        let (blocked, n16) = (k / 2 / 16 * 16, n / 16 * 16);
+        for q in 0..k.div_ceil(2) {
+            for j in if q < blocked { n16 } else { 0 }..n {
+                // SAFETY: (q, j) is inside dst.
+                unsafe { *dst.add(q * drs + j) = one(q, j) };
+            }
+        }
+    }
+
+    /// [`super::pack_pairs`] with k contiguous in src (column j at `src + j·cs`) into dst rows
+    /// of contiguous columns (`drs` apart): 16 columns × 32 floats at a time, each column's
+    /// floats rounded into 16 pairs (one vector of words) and the 16 vectors transposed
+    /// ([`transpose16`]); the pairs left over by [`super::pair`].
+    ///
+    /// # Safety
+    /// The views lie in their buffers.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
     pub(super) unsafe fn pack_gathered(
         _s: Avx512Bf16,
@@ -619,40 +683,37 @@ mod x86 {
         dst: *mut u32,
         drs: usize,
     ) {
-        let offsets = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        let index = _mm256_mullo_epi32(offsets, _mm256_set1_epi32(cs as i32));
-        let (whole, n8) = (k / 2, n / 8 * 8);
-        for q in 0..k.div_ceil(2) {
-            let row = dst.wrapping_add(q * drs);
-            let mut j = 0;
-            while q < whole && j < n8 {
-                // SAFETY: columns j..j + 8, floats 2q and 2q + 1 < k of each, are inside src;
-                // the 8 words written are inside dst's row q.
-                unsafe {
-                    let base = src.add(2 * q + j * cs) as *const i64;
-                    let words = _mm512_i32gather_epi64::<4>(index, base);
-                    let halves = _mm512_cvtneps_pbh(_mm512_castsi512_ps(words));
-                    _mm256_storeu_si256(row.add(j) as _, std::mem::transmute::<__m256bh, __m256i>(halves));
+        for j0 in (0..n / 16 * 16).step_by(16) {
+            for q0 in (0..k / 2 / 16 * 16).step_by(16) {
+                let mut rows = [_mm512_setzero_si512(); 16];
+                for (i, row) in rows.iter_mut().enumerate() {
+                    // SAFETY: floats 2q0..2q0 + 32 ≤ k of column j0 + i < n.
+                    unsafe {
+                        let col = src.add((j0 + i) * cs + 2 * q0);
+                        let (first, second) = (_mm512_loadu_ps(col), _mm512_loadu_ps(col.add(16)));
+                        // Word w: the rounded floats 2w and 2w + 1 (`first`'s in words 0..8).
+                        *row = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(second, first));
+                    }
                 }
-                j += 8;
+                // SAFETY: pairs q0..q0 + 16 ≤ k/2 and columns j0..j0 + 16 ≤ n of dst.
+                unsafe { store_block(rows, dst, drs, q0, j0) };
             }
-            for j in j..n {
-                // SAFETY: (2q, j) and (2q + 1 < k, j) inside src, (q, j) inside dst.
-                unsafe {
-                    let lo = *src.add(2 * q + j * cs);
-                    let hi = if 2 * q + 1 < k { *src.add(2 * q + 1 + j * cs) } else { 0.0 };
-                    *row.add(j) = super::pair(lo, hi);
-                }
-            }
+        }
+        // SAFETY: (2q, j) and (2q + 1 < k, j) are inside src; dst holds ⌈k/2⌉ × n pairs.
+        unsafe {
+            pairs_left(k, n, dst, drs, |q, j| {
+                let hi = if 2 * q + 1 < k { *src.add(2 * q + 1 + j * cs) } else { 0.0 };
+                super::pair(*src.add(2 * q + j * cs), hi)
+            })
         }
     }
 
     /// [`super::pack_pairs_bf16`] with k contiguous in src (column j at `src + j·cs`) into dst
-    /// rows of contiguous columns: each pair is one 32-bit word, 16 columns a gather. An odd
-    /// k's last pair and the last n mod 16 columns one by one.
+    /// rows of contiguous columns: each pair is one 32-bit word of src, so this is a transpose of
+    /// words, 16 × 16 at a time ([`transpose16`]); the pairs left over one by one.
     ///
     /// # Safety
-    /// The views lie in their buffers; `16·cs` fits an i32.
+    /// The views lie in their buffers.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
     pub(super) unsafe fn gather_pairs(
         _s: Avx512Bf16,
@@ -663,29 +724,23 @@ mod x86 {
         dst: *mut u32,
         drs: usize,
     ) {
-        let offsets = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-        let index = _mm512_mullo_epi32(offsets, _mm512_set1_epi32(cs as i32));
-        let (whole, n16) = (k / 2, n / 16 * 16);
-        for q in 0..k.div_ceil(2) {
-            let row = dst.wrapping_add(q * drs);
-            let mut j = 0;
-            while q < whole && j < n16 {
-                // SAFETY: columns j..j + 16, values 2q and 2q + 1 < k of each, are inside src;
-                // the 16 words written are inside dst's row q.
-                unsafe {
-                    let words = _mm512_i32gather_epi32::<2>(index, src.add(2 * q + j * cs) as *const i32);
-                    _mm512_storeu_si512(row.add(j) as _, words);
+        for j0 in (0..n / 16 * 16).step_by(16) {
+            for q0 in (0..k / 2 / 16 * 16).step_by(16) {
+                let mut rows = [_mm512_setzero_si512(); 16];
+                for (i, row) in rows.iter_mut().enumerate() {
+                    // SAFETY: values 2q0..2q0 + 32 ≤ k of column j0 + i < n.
+                    *row = unsafe { _mm512_loadu_si512(src.add((j0 + i) * cs + 2 * q0) as _) };
                 }
-                j += 16;
+                // SAFETY: pairs q0..q0 + 16 ≤ k/2 and columns j0..j0 + 16 ≤ n of dst.
+                unsafe { store_block(rows, dst, drs, q0, j0) };
             }
-            for j in j..n {
-                // SAFETY: (2q, j) and (2q + 1 < k, j) inside src, (q, j) inside dst.
-                unsafe {
-                    let lo = *src.add(2 * q + j * cs) as u32;
-                    let hi = if 2 * q + 1 < k { *src.add(2 * q + 1 + j * cs) as u32 } else { 0 };
-                    *row.add(j) = lo | hi << 16;
-                }
-            }
+        }
+        // SAFETY: (2q, j) and (2q + 1 < k, j) are inside src; dst holds ⌈k/2⌉ × n pairs.
+        unsafe {
+            pairs_left(k, n, dst, drs, |q, j| {
+                let hi = if 2 * q + 1 < k { *src.add(2 * q + 1 + j * cs) as u32 } else { 0 };
+                *src.add(2 * q + j * cs) as u32 | hi << 16
+            })
         }
     }
 
