@@ -637,39 +637,32 @@ mod x86 {
         }
     }
 
-    /// Stores the 16 transposed rows of a block: pairs q0.. of columns j0..j0 + 16.
+    /// Stores the first `qn` of the 16 transposed rows of a block: pairs q0..q0 + qn of the
+    /// columns j0.. in `cols` (its rows past the columns read zero).
     ///
     /// # Safety
-    /// Rows q0..q0 + 16 and columns j0..j0 + 16 are inside dst (rows `drs` apart).
+    /// Rows q0..q0 + qn and the lanes of `cols` from column j0 are inside dst (rows `drs` apart).
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn store_block(mut rows: [__m512i; 16], dst: *mut u32, drs: usize, q0: usize, j0: usize) {
+    unsafe fn store_block(
+        mut rows: [__m512i; 16],
+        dst: *mut u32,
+        drs: usize,
+        (q0, qn): (usize, usize),
+        j0: usize,
+        cols: __mmask16,
+    ) {
         transpose16(&mut rows);
-        for (i, row) in rows.iter().enumerate() {
+        for (i, row) in rows.iter().take(qn).enumerate() {
             // SAFETY: the caller's promise.
-            unsafe { _mm512_storeu_si512(dst.add((q0 + i) * drs + j0) as _, *row) };
-        }
-    }
-
-    /// The pairs the 16 × 16 blocks leave: k's whole pairs past the last block of 16 and the
-    /// columns past the last block of 16, and an odd k's last pair, each `one(q, j)`.
-    ///
-    /// # Safety
-    /// dst holds ⌈k/2⌉ rows of n (`drs` apart).
-    unsafe fn pairs_left(k: usize, n: usize, dst: *mut u32, drs: usize, one: impl Fn(usize, usize) -> u32) {
-        let (blocked, n16) = (k / 2 / 16 * 16, n / 16 * 16);
-        for q in 0..k.div_ceil(2) {
-            for j in if q < blocked { n16 } else { 0 }..n {
-                // SAFETY: (q, j) is inside dst.
-                unsafe { *dst.add(q * drs + j) = one(q, j) };
-            }
+            unsafe { _mm512_mask_storeu_epi32(dst.add((q0 + i) * drs + j0) as _, cols, *row) };
         }
     }
 
     /// [`super::pack_pairs`] with k contiguous in src (column j at `src + j·cs`) into dst rows
-    /// of contiguous columns (`drs` apart): 16 columns × 32 floats at a time, each column's
-    /// floats rounded into 16 pairs (one vector of words) and the 16 vectors transposed
-    /// ([`transpose16`]); the pairs left over by [`super::pair`].
+    /// of contiguous columns (`drs` apart): blocks of up to 16 columns × 16 whole pairs, each
+    /// column's floats rounded into one vector of pairs, the 16 vectors transposed
+    /// ([`transpose16`]); an odd k's last pair by [`super::pair`].
     ///
     /// # Safety
     /// The views lie in their buffers.
@@ -683,34 +676,39 @@ mod x86 {
         dst: *mut u32,
         drs: usize,
     ) {
-        for j0 in (0..n / 16 * 16).step_by(16) {
-            for q0 in (0..k / 2 / 16 * 16).step_by(16) {
+        let whole = k / 2;
+        for j0 in (0..n).step_by(16) {
+            let jn = (n - j0).min(16);
+            for q0 in (0..whole).step_by(16) {
+                let qn = (whole - q0).min(16);
+                let (lo, hi) = (lanes(2 * qn), lanes((2 * qn).saturating_sub(16)));
                 let mut rows = [_mm512_setzero_si512(); 16];
-                for (i, row) in rows.iter_mut().enumerate() {
-                    // SAFETY: floats 2q0..2q0 + 32 ≤ k of column j0 + i < n.
+                for (i, row) in rows.iter_mut().take(jn).enumerate() {
+                    // SAFETY: floats 2q0..2(q0 + qn) ≤ k of column j0 + i < n, by the masks.
                     unsafe {
                         let col = src.add((j0 + i) * cs + 2 * q0);
-                        let (first, second) = (_mm512_loadu_ps(col), _mm512_loadu_ps(col.add(16)));
+                        let (first, second) =
+                            (_mm512_maskz_loadu_ps(lo, col), _mm512_maskz_loadu_ps(hi, col.add(16)));
                         // Word w: the rounded floats 2w and 2w + 1 (`first`'s in words 0..8).
                         *row = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(second, first));
                     }
                 }
-                // SAFETY: pairs q0..q0 + 16 ≤ k/2 and columns j0..j0 + 16 ≤ n of dst.
-                unsafe { store_block(rows, dst, drs, q0, j0) };
+                // SAFETY: pairs q0..q0 + qn ≤ k/2 and columns j0..j0 + jn ≤ n of dst.
+                unsafe { store_block(rows, dst, drs, (q0, qn), j0, lanes(jn)) };
             }
         }
-        // SAFETY: (2q, j) and (2q + 1 < k, j) are inside src; dst holds ⌈k/2⌉ × n pairs.
-        unsafe {
-            pairs_left(k, n, dst, drs, |q, j| {
-                let hi = if 2 * q + 1 < k { *src.add(2 * q + 1 + j * cs) } else { 0.0 };
-                super::pair(*src.add(2 * q + j * cs), hi)
-            })
+        if k % 2 == 1 {
+            for j in 0..n {
+                // SAFETY: (k − 1, j) is inside src, (k/2, j) inside dst.
+                unsafe { *dst.add(whole * drs + j) = super::pair(*src.add(k - 1 + j * cs), 0.0) };
+            }
         }
     }
 
     /// [`super::pack_pairs_bf16`] with k contiguous in src (column j at `src + j·cs`) into dst
-    /// rows of contiguous columns: each pair is one 32-bit word of src, so this is a transpose of
-    /// words, 16 × 16 at a time ([`transpose16`]); the pairs left over one by one.
+    /// rows of contiguous columns: each whole pair is one 32-bit word of src, so this is a
+    /// transpose of words, up to 16 × 16 at a time ([`transpose16`]); an odd k's last pair one by
+    /// one.
     ///
     /// # Safety
     /// The views lie in their buffers.
@@ -724,23 +722,26 @@ mod x86 {
         dst: *mut u32,
         drs: usize,
     ) {
-        for j0 in (0..n / 16 * 16).step_by(16) {
-            for q0 in (0..k / 2 / 16 * 16).step_by(16) {
+        let whole = k / 2;
+        for j0 in (0..n).step_by(16) {
+            let jn = (n - j0).min(16);
+            for q0 in (0..whole).step_by(16) {
+                let qn = (whole - q0).min(16);
                 let mut rows = [_mm512_setzero_si512(); 16];
-                for (i, row) in rows.iter_mut().enumerate() {
-                    // SAFETY: values 2q0..2q0 + 32 ≤ k of column j0 + i < n.
-                    *row = unsafe { _mm512_loadu_si512(src.add((j0 + i) * cs + 2 * q0) as _) };
+                for (i, row) in rows.iter_mut().take(jn).enumerate() {
+                    // SAFETY: values 2q0..2(q0 + qn) ≤ k of column j0 + i < n, by the mask.
+                    *row =
+                        unsafe { _mm512_maskz_loadu_epi32(lanes(qn), src.add((j0 + i) * cs + 2 * q0) as _) };
                 }
-                // SAFETY: pairs q0..q0 + 16 ≤ k/2 and columns j0..j0 + 16 ≤ n of dst.
-                unsafe { store_block(rows, dst, drs, q0, j0) };
+                // SAFETY: pairs q0..q0 + qn ≤ k/2 and columns j0..j0 + jn ≤ n of dst.
+                unsafe { store_block(rows, dst, drs, (q0, qn), j0, lanes(jn)) };
             }
         }
-        // SAFETY: (2q, j) and (2q + 1 < k, j) are inside src; dst holds ⌈k/2⌉ × n pairs.
-        unsafe {
-            pairs_left(k, n, dst, drs, |q, j| {
-                let hi = if 2 * q + 1 < k { *src.add(2 * q + 1 + j * cs) as u32 } else { 0 };
-                *src.add(2 * q + j * cs) as u32 | hi << 16
-            })
+        if k % 2 == 1 {
+            for j in 0..n {
+                // SAFETY: (k − 1, j) is inside src, (k/2, j) inside dst.
+                unsafe { *dst.add(whole * drs + j) = *src.add(k - 1 + j * cs) as u32 };
+            }
         }
     }
 
