@@ -102,7 +102,7 @@ impl<'a> Operand<'a> {
         let Operand::Bf16(v) = self else { return None };
         let ((rs, cs), k) = (v.strides(), v.rows());
         let fits = rs == 1 && k > 0 && k % 2 == 0 && (cs % 2 == 0 || v.cols() == 1);
-        if !fits || v.as_ptr() as usize % 4 != 0 {
+        if !fits || !(v.as_ptr() as usize).is_multiple_of(4) {
             return None;
         }
         // SAFETY: word (q, j) at `ptr + q + j·cs/2` covers values (2q, j) and (2q + 1, j) of the
