@@ -257,6 +257,35 @@ pub fn round_into(src: &[f32], dst: &mut [u16]) {
     }
 }
 
+/// The backward pass through GELU of a row-major tile whose rows are `acc.len()` long, in mixed
+/// precision: p = d ⊙ widen(g) in `f32`; the bias gradient `acc[c] += Σ_r p[r, c]` from the
+/// `f32` values (rows in order), and `out = round(p)`, the operand of dz's two products, in the
+/// same pass.
+pub fn mul_round_add_rows(s: crate::isa::Avx512Bf16, d: &[f32], g: &[u16], acc: &mut [f32], out: &mut [u16]) {
+    assert!(
+        d.len() == g.len() && d.len() == out.len() && !acc.is_empty() && d.len().is_multiple_of(acc.len()),
+        "mul_round_add_rows: lengths"
+    );
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the slices hold the lengths checked above; the token proves the instructions.
+    unsafe {
+        x86::mul_round_add_rows(s, d, g, acc, out)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    match s {}
+}
+
+/// [`mul_round_add_rows`] for one feature's run of items: p = d ⊙ widen(g), `out = round(p)`,
+/// and Σ p returned, summed as [`crate::simd::sum`] sums (eight running sums, then a fixed tree).
+pub fn mul_round_sum(s: crate::isa::Avx512Bf16, d: &[f32], g: &[u16], out: &mut [u16]) -> f32 {
+    assert!(d.len() == g.len() && d.len() == out.len(), "mul_round_sum: lengths");
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the slices hold d.len() values; the token proves the instructions.
+    return unsafe { x86::mul_round_sum(s, d, g, out) };
+    #[cfg(not(target_arch = "x86_64"))]
+    match s {}
+}
+
 /// What C holds before the pair product is added to it.
 #[derive(Clone, Copy, Debug)]
 pub enum PairInit<'a> {
@@ -547,6 +576,16 @@ mod x86 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
     pub(super) unsafe fn round_run(_s: Avx512Bf16, src: *const f32, dst: *mut u16, len: usize) {
         let mut i = 0;
+        // Whole vectors without masks (masked stores cost more), then the last few masked.
+        while i + 32 <= len {
+            // SAFETY: values i..i + 32 of both.
+            unsafe {
+                let (first, second) = (_mm512_loadu_ps(src.add(i)), _mm512_loadu_ps(src.add(i + 16)));
+                let h = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(second, first));
+                _mm512_storeu_si512(dst.add(i) as _, h);
+            }
+            i += 32;
+        }
         while i < len {
             let m = lanes(len - i);
             // SAFETY: the lanes in m are values i.. of both.
@@ -559,6 +598,108 @@ mod x86 {
             }
             i += 16;
         }
+    }
+
+    /// 16 bf16 values widened to `f32`, the lanes of `m` (others zero).
+    ///
+    /// # Safety
+    /// The lanes of `m` from `p` are readable.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    #[inline]
+    unsafe fn widen16(m: __mmask16, p: *const u16) -> __m512 {
+        // SAFETY: the caller's promise.
+        let h = unsafe { _mm256_maskz_loadu_epi16(m, p as _) };
+        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+    }
+
+    /// [`super::mul_round_add_rows`], 16 columns at a time.
+    ///
+    /// # Safety
+    /// As checked by the caller: d, g and out of one length, a whole number of rows of
+    /// acc.len().
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    pub(super) unsafe fn mul_round_add_rows(
+        _s: Avx512Bf16,
+        d: &[f32],
+        g: &[u16],
+        acc: &mut [f32],
+        out: &mut [u16],
+    ) {
+        let n = acc.len();
+        for r in 0..d.len() / n {
+            let mut j = 0;
+            while j + 16 <= n {
+                let at = r * n + j;
+                // SAFETY: columns j..j + 16 of row r (inside d, g and out) and of acc.
+                unsafe {
+                    let gw = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(
+                        _mm256_loadu_si256(g.as_ptr().add(at) as _),
+                    )));
+                    let p = _mm512_mul_ps(_mm512_loadu_ps(d.as_ptr().add(at)), gw);
+                    let a = acc.as_mut_ptr().add(j);
+                    _mm512_storeu_ps(a, _mm512_add_ps(_mm512_loadu_ps(a), p));
+                    let h = std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(p));
+                    _mm256_storeu_si256(out.as_mut_ptr().add(at) as _, h);
+                }
+                j += 16;
+            }
+            if j < n {
+                let (m, at) = (lanes(n - j), r * n + j);
+                // SAFETY: the lanes of m are columns j.. of row r (inside d, g and out) and of acc.
+                unsafe {
+                    let p = _mm512_mul_ps(
+                        _mm512_maskz_loadu_ps(m, d.as_ptr().add(at)),
+                        widen16(m, g.as_ptr().add(at)),
+                    );
+                    let a = acc.as_mut_ptr().add(j);
+                    _mm512_mask_storeu_ps(a, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, a), p));
+                    let h = std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(p));
+                    _mm256_mask_storeu_epi16(out.as_mut_ptr().add(at) as _, m, h);
+                }
+            }
+        }
+    }
+
+    /// [`super::mul_round_sum`]: eight lanes of running sums, as [`crate::simd::sum`] keeps them.
+    ///
+    /// # Safety
+    /// d, g and out hold d.len() values.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    pub(super) unsafe fn mul_round_sum(_s: Avx512Bf16, d: &[f32], g: &[u16], out: &mut [u16]) -> f32 {
+        let (len, mut acc) = (d.len(), _mm256_setzero_ps());
+        let mut i = 0;
+        while i + 8 <= len {
+            // SAFETY: values i..i + 8 of d, g and out.
+            unsafe {
+                let gw = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(
+                    _mm_loadu_si128(g.as_ptr().add(i) as _),
+                )));
+                let p = _mm256_mul_ps(_mm256_loadu_ps(d.as_ptr().add(i)), gw);
+                acc = _mm256_add_ps(acc, p);
+                let h = std::mem::transmute::<__m128bh, __m128i>(_mm256_cvtneps_pbh(p));
+                _mm_storeu_si128(out.as_mut_ptr().add(i) as _, h);
+            }
+            i += 8;
+        }
+        if i < len {
+            let m = (lanes(len - i) & 0xFF) as __mmask8;
+            // SAFETY: the lanes of m are values i.. of d, g and out.
+            unsafe {
+                let gw = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(
+                    _mm_maskz_loadu_epi16(m, g.as_ptr().add(i) as _),
+                )));
+                let p = _mm256_mul_ps(_mm256_maskz_loadu_ps(m, d.as_ptr().add(i)), gw);
+                // Lanes past the run add +0, which changes no sum: a lane's sum starts at +0
+                // and is never −0 (only −0 + −0 is).
+                acc = _mm256_add_ps(acc, p);
+                let h = std::mem::transmute::<__m128bh, __m128i>(_mm256_cvtneps_pbh(p));
+                _mm_mask_storeu_epi16(out.as_mut_ptr().add(i) as _, m, h);
+            }
+        }
+        let mut l = [0f32; 8];
+        // SAFETY: eight floats into an array of eight.
+        unsafe { _mm256_storeu_ps(l.as_mut_ptr(), acc) };
+        ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
     }
 
     /// [`super::pack_pairs_bf16`] for contiguous rows: dst (q, j) at `dst + q·drs + j` from bf16

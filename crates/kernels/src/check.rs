@@ -349,7 +349,8 @@ pub fn bf16_edge_values(n: u32) -> Vec<f32> {
 
 /// bf16 rounding: the scalar twin ([`crate::bf16::round`]) against the nearest bf16 worked out
 /// in f64 (ties to even) for every finite normal value of [`bf16_edge_values`] below bf16's
-/// largest, then the packing ([`crate::bf16::pack_pairs`], `VCVTNEPS2BF16` where the CPU has it,
+/// largest, then [`crate::bf16::round_into`] of all of them (NaNs, infinities and subnormals
+/// too) against the twin, then the packing ([`crate::bf16::pack_pairs`], `VCVTNEPS2BF16` where the CPU has it,
 /// and [`crate::bf16::pack_pairs_bf16`] of the rounded values) in each of their vector layouts
 /// against the twin, odd k and partial vectors included. The count of values that differ
 /// (bound 0).
@@ -370,7 +371,12 @@ pub fn bf16_rounding() -> Report {
         let want = if dd < du || (dd == du && down.is_multiple_of(2)) { down } else { up };
         wrong += usize::from(round(v) != want);
     }
-    let checked = x.len() + 6 * k * n;
+    // The vector rounding of a run (whole vectors and a partial one) against the twin, bit for bit.
+    let run = &x[..x.len() / 32 * 32 - 3];
+    let mut rounded_run = vec![0u16; run.len()];
+    crate::bf16::round_into(run, &mut rounded_run);
+    wrong += run.iter().zip(&rounded_run).filter(|(v, r)| round(**v) != **r).count();
+    let checked = x.len() + run.len() + 6 * k * n;
     let x = &x[..k * n];
     // (k × n) views of x and of its bf16 values into (⌈k/2⌉ × n) pairs: rows contiguous in both;
     // k contiguous in both; k contiguous into contiguous rows (the gathers).
@@ -389,6 +395,50 @@ pub fn bf16_rounding() -> Report {
     let name =
         format!("bf16 rounding of {checked} values (f64 nearest-even; packing by {how} against the twin)");
     Report { name, err: wrong as f64, bound: 0.0 }
+}
+
+/// The mixed-precision backward through GELU ([`crate::bf16::mul_round_add_rows`] and
+/// [`crate::bf16::mul_round_sum`]) against their definition one value at a time: p = d·widen(g)
+/// in f32, its rounding, the column sums in row order, and the run sum in eight running sums
+/// and a fixed tree. Rows of 1 to 37 values and runs of 0 to 40 (partial vectors included);
+/// the count of values whose bits differ (bound 0). `None` without AVX512_BF16.
+pub fn bf16_gelu_backward() -> Option<Report> {
+    use crate::bf16::{mul_round_add_rows, mul_round_sum, round, widen};
+    let s = crate::isa::Avx512Bf16::detect()?;
+    let mut gen = Gen(17);
+    let (mut wrong, mut checked) = (0, 0);
+    for n in 1..=37 {
+        let len = 5 * n;
+        let d: Vec<f32> = gen.vec(len, 3.0);
+        let g: Vec<u16> = gen.vec::<f32>(len, 1.2).into_iter().map(round).collect();
+        let (mut acc, mut want_acc) = (vec![0.25f32; n], vec![0.25f32; n]);
+        let mut out = vec![0u16; len];
+        mul_round_add_rows(s, &d, &g, &mut acc, &mut out);
+        for (j, (&d, &g)) in d.iter().zip(&g).enumerate() {
+            let p = d * widen(g);
+            want_acc[j % n] += p;
+            wrong += usize::from(out[j] != round(p));
+        }
+        wrong += acc.iter().zip(&want_acc).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+        checked += len + n;
+    }
+    for len in 0..=40 {
+        let d: Vec<f32> = gen.vec(len, 3.0);
+        let g: Vec<u16> = gen.vec::<f32>(len, 1.2).into_iter().map(round).collect();
+        let mut out = vec![0u16; len];
+        let sum = mul_round_sum(s, &d, &g, &mut out);
+        let mut l = [0f32; 8];
+        for (j, (&d, &g)) in d.iter().zip(&g).enumerate() {
+            let p = d * widen(g);
+            l[j % 8] += p;
+            wrong += usize::from(out[j] != round(p));
+        }
+        let want = ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+        wrong += usize::from(sum.to_bits() != want.to_bits());
+        checked += len + 1;
+    }
+    let name = format!("bf16 backward through GELU, {checked} values against the definition");
+    Some(Report { name, err: wrong as f64, bound: 0.0 })
 }
 
 /// [`crate::bf16::gemm_pairs`] against sums in f64 of the same bf16 values, over row- and

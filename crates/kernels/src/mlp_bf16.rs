@@ -25,7 +25,10 @@
 //! order. The chunks and the order of every sum depend on the item count alone, so any number of
 //! threads gives bitwise the same results, as in `f32`.
 
-use crate::bf16::{gemm_pairs, pack_pairs, pack_pairs_bf16, round_into, PairInit};
+use crate::bf16::{
+    gemm_pairs, in_f32s_mut, mul_round_add_rows, mul_round_sum, pack_pairs, pack_pairs_bf16, round_into,
+    PairInit,
+};
 use crate::isa::Avx512Bf16;
 use crate::mat::{MatMut, MatRef};
 use crate::mlp::{
@@ -341,11 +344,12 @@ pub fn mlp_forward_bf16(
     });
 }
 
-/// Scratch floats per backward chunk: dz's f32 tile, then the largest product's pairs.
+/// Scratch floats per backward chunk: dz's f32 tile, dy's and dz's bf16 tiles, then the largest
+/// product's pairs.
 fn backward_per_chunk(g: &Geometry, m: usize) -> usize {
     let (n_in, n) = (g.n_in, g.n_out);
     let pairs = [pairs_len(n, m, n), pairs_len(m, n, n), pairs_len(n_in, m, n), pairs_len(m, n, n_in)];
-    m * n + pairs.into_iter().max().unwrap_or(0)
+    2 * m * n + pairs.into_iter().max().unwrap_or(0)
 }
 
 /// Length of the `work` buffer [`mlp_backward_bf16`] needs: K1ᵀ and g·K2ᵀ, their pairs (no
@@ -416,29 +420,37 @@ pub fn mlp_backward_bf16(
         let (pc1, rest) = rest.split_at_mut(n);
         let (pk2, pc2) = rest.split_at_mut(n * n);
         let (dzs, rest) = scratch.split_at_mut(m * n);
+        let (tiles16, rest) = rest.split_at_mut(m * n);
+        let (dy16, dz16) = in_f32s_mut(tiles16).split_at_mut(m * n);
         let pairs = as_pairs(rest);
         // a, gelu'(z) and x were stored by the forward pass, long out of cache: a's tile is
         // requested now, for dK2; the others while dK2 is computed, for the products after it.
         for_each_hidden_run(&g, i0, i1, |off, len| simd::prefetch_l2(a[off..].as_ptr(), len));
-        let dyt = Operand::F32(g.y.of(dy, i0, m, n));
         for_each_run(&g, i0, i1, |off, len| bias_grad(&g, &dy[off..off + len], pc2, off));
+        // dy rounded once for its two products, into a tile laid out as the hidden ones.
+        let (ts, mut o) = (tile_strides(axis, m, n), 0);
+        for_each_run(&g, i0, i1, |off, len| {
+            round_into(&dy[off..off + len], &mut dy16[o..o + len]);
+            o += len;
+        });
+        let dyt = Operand::Bf16(MatRef::new(dy16, m, n, ts));
         let at = Operand::Bf16(g.t.of(a, i0, m, n).t());
         for_each_hidden_run(&g, i0, i1, |off, len| simd::prefetch_l2(dgelu[off..].as_ptr(), len));
         for_each_run_of(g.x, n_in, i0, i1, |off, len| simd::prefetch_l2(x[off..].as_ptr(), len));
         product(s, at, dyt, MatMut::new(pk2, n, n, (n, 1)), PairInit::Zero, pairs);
-        let ts = tile_strides(axis, m, n);
         product(s, dyt, k2t, MatMut::new(dzs, m, n, ts), PairInit::Zero, pairs);
-        // dz ⊙= gelu'(z) and dc1 += Σ dz, run by run (the tile's runs are the hidden tensor's).
+        // dz = (dy·K2ᵀ) ⊙ gelu'(z), dc1 += Σ dz in f32 and dz rounded once for its two
+        // products, in one pass run by run (the tile's runs are the hidden tensor's).
         let mut o = 0;
         for_each_hidden_run(&g, i0, i1, |off, len| {
-            let (d, gz) = (&mut dzs[o..o + len], &dgelu[off..off + len]);
+            let (d, gz, out) = (&dzs[o..o + len], &dgelu[off..off + len], &mut dz16[o..o + len]);
             match axis {
-                Axis::Rows => simd::mul_assign_bf16_add_rows(d, gz, pc1),
-                Axis::Cols => pc1[off / g.t.fs] += simd::mul_assign_bf16_sum(d, gz),
+                Axis::Rows => mul_round_add_rows(s, d, gz, pc1, out),
+                Axis::Cols => pc1[off / g.t.fs] += mul_round_sum(s, d, gz, out),
             }
             o += len;
         });
-        let dzt = Operand::F32(MatRef::new(dzs, m, n, ts));
+        let dzt = Operand::Bf16(MatRef::new(dz16, m, n, ts));
         let xt = Operand::F32(g.x.of(x, i0, m, n_in).t());
         product(s, xt, dzt, MatMut::new(pk1, n_in, n, (n, 1)), PairInit::Zero, pairs);
         // SAFETY: chunk c writes only items [i0, i1) of dx, which no other chunk touches.

@@ -225,38 +225,6 @@ multiversion! {
 }
 
 multiversion! {
-    /// [`mul_assign_add_rows`] with `g` in bf16: `d[j] *= widen(g[j])`, `acc[c] += Σ_r d[r·n + c]`.
-    pub fn mul_assign_bf16_add_rows<T: Real>(d: &mut [T], g: &[u16], acc: &mut [T]) {
-        for (row, g) in d.chunks_exact_mut(acc.len()).zip(g.chunks_exact(acc.len())) {
-            for ((a, d), &g) in acc.iter_mut().zip(row.iter_mut()).zip(g) {
-                *d *= T::from_f64(crate::bf16::widen(g) as f64);
-                *a += *d;
-            }
-        }
-    }
-}
-
-multiversion! {
-    /// [`mul_assign_sum`] with `g` in bf16: `d[j] *= widen(g[j])`, returning `Σ d[j]` summed as
-    /// [`sum`] sums.
-    pub fn mul_assign_bf16_sum<T: Real>(d: &mut [T], g: &[u16]) -> T {
-        let mut acc = [T::ZERO; 8];
-        let (mut db, mut gb) = (d.chunks_exact_mut(8), g.chunks_exact(8));
-        for (bd, bg) in (&mut db).zip(&mut gb) {
-            for ((a, d), &g) in acc.iter_mut().zip(bd.iter_mut()).zip(bg) {
-                *d *= T::from_f64(crate::bf16::widen(g) as f64);
-                *a += *d;
-            }
-        }
-        for ((a, d), &g) in acc.iter_mut().zip(db.into_remainder()).zip(gb.remainder()) {
-            *d *= T::from_f64(crate::bf16::widen(g) as f64);
-            *a += *d;
-        }
-        ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
-    }
-}
-
-multiversion! {
     /// `y[j] += c[j]`.
     pub fn add_assign<T: Real>(y: &mut [T], c: &[T]) {
         for (y, &c) in y.iter_mut().zip(c) {

@@ -45,6 +45,14 @@ fn rounding_is_nearest_even_and_vector_packing_gives_the_twins_bits() {
 }
 
 #[test]
+fn the_backward_through_gelu_gives_its_definitions_bits() {
+    match check::bf16_gelu_backward() {
+        Some(r) => assert!(r.passed(), "{r}"),
+        None => eprintln!("this CPU has no AVX512_BF16: nothing to check"),
+    }
+}
+
+#[test]
 fn strided_packing_puts_each_pair_in_its_place() {
     // A 5 × 3 view with row stride 4 (the fourth float of each row is not part of it).
     let src: Vec<f32> = (0..20).map(|v| v as f32).collect();
