@@ -249,7 +249,7 @@ fn weight_pairs_len(g: &Geometry) -> usize {
 }
 
 /// Length of the `work` buffer [`mlp_forward_bf16`] needs: the weights' pairs, then the
-/// scratch slots ([`scratch_slots`], for the current rayon pool).
+/// scratch slots (one per thread of the current rayon pool, at most one per chunk).
 pub fn forward_workspace_bf16(axis: Axis, x_shape: Hbw, n_out: usize) -> usize {
     let g = Geometry::new(axis, x_shape, n_out);
     let chunks = forward_chunks(g.x.items);
@@ -354,7 +354,7 @@ fn backward_per_chunk(g: &Geometry, m: usize) -> usize {
 
 /// Length of the `work` buffer [`mlp_backward_bf16`] needs: K1ᵀ and g·K2ᵀ, their pairs (no
 /// more than their own length), the chunks' weight-gradient partials, and the scratch slots
-/// ([`scratch_slots`], for the current rayon pool).
+/// (one per thread of the current rayon pool, at most one per chunk).
 pub fn backward_workspace_bf16(axis: Axis, x_shape: Hbw, n_out: usize) -> usize {
     let g = Geometry::new(axis, x_shape, n_out);
     let chunks = backward_chunks(g.x.items);
