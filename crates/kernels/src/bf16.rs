@@ -553,6 +553,15 @@ mod x86 {
         for j in 0..n {
             let (col, out) = (src.wrapping_add(j * cs), dst.wrapping_add(j * dcs));
             let mut p = 0;
+            while p + 32 <= k {
+                // SAFETY: values p..p + 32 of the column, pairs p/2..p/2 + 16 of dst's.
+                unsafe {
+                    let (first, second) = (_mm512_loadu_ps(col.add(p)), _mm512_loadu_ps(col.add(p + 16)));
+                    let words = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(second, first));
+                    _mm512_storeu_si512(out.add(p / 2) as _, words);
+                }
+                p += 32;
+            }
             while p < k {
                 let (lo, hi) = (lanes(k - p), lanes((k - p).saturating_sub(16)));
                 // SAFETY: the lanes in the masks are values p.. of the column (k of them), and
@@ -612,7 +621,8 @@ mod x86 {
         _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
     }
 
-    /// [`super::mul_round_add_rows`], 16 columns at a time.
+    /// [`super::mul_round_add_rows`], columns in groups of up to six vectors of 16 whose sums
+    /// stay in registers down all the rows.
     ///
     /// # Safety
     /// As checked by the caller: d, g and out of one length, a whole number of rows of
@@ -626,37 +636,76 @@ mod x86 {
         out: &mut [u16],
     ) {
         let n = acc.len();
+        let mut j0 = 0;
+        while j0 < n {
+            let w = (n - j0).min(96);
+            // SAFETY: columns j0..j0 + w of every row and of acc.
+            unsafe {
+                match w.div_ceil(16) {
+                    1 => add_rows_group::<1>(d, g, acc, out, j0, w),
+                    2 => add_rows_group::<2>(d, g, acc, out, j0, w),
+                    3 => add_rows_group::<3>(d, g, acc, out, j0, w),
+                    4 => add_rows_group::<4>(d, g, acc, out, j0, w),
+                    5 => add_rows_group::<5>(d, g, acc, out, j0, w),
+                    _ => add_rows_group::<6>(d, g, acc, out, j0, w),
+                }
+            }
+            j0 += w;
+        }
+    }
+
+    /// Columns j0..j0 + w (V vectors, the last one partial unless w = 16·V) of
+    /// [`mul_round_add_rows`].
+    ///
+    /// # Safety
+    /// The caller's lengths; j0 + w ≤ acc.len().
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    #[inline]
+    unsafe fn add_rows_group<const V: usize>(
+        d: &[f32],
+        g: &[u16],
+        acc: &mut [f32],
+        out: &mut [u16],
+        j0: usize,
+        w: usize,
+    ) {
+        let n = acc.len();
+        let mut masks = [0 as __mmask16; V];
+        let mut sums = [_mm512_setzero_ps(); V];
+        for v in 0..V {
+            masks[v] = lanes(w - 16 * v);
+            // SAFETY: the lanes of the mask are columns of acc.
+            sums[v] = unsafe { _mm512_maskz_loadu_ps(masks[v], acc.as_ptr().add(j0 + 16 * v)) };
+        }
         for r in 0..d.len() / n {
-            let mut j = 0;
-            while j + 16 <= n {
-                let at = r * n + j;
-                // SAFETY: columns j..j + 16 of row r (inside d, g and out) and of acc.
+            for v in 0..V {
+                let at = r * n + j0 + 16 * v;
+                // SAFETY: the lanes of masks[v] (all of them for a whole vector) are columns of
+                // row r, inside d, g and out.
                 unsafe {
-                    let gw = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(
-                        _mm256_loadu_si256(g.as_ptr().add(at) as _),
-                    )));
-                    let p = _mm512_mul_ps(_mm512_loadu_ps(d.as_ptr().add(at)), gw);
-                    let a = acc.as_mut_ptr().add(j);
-                    _mm512_storeu_ps(a, _mm512_add_ps(_mm512_loadu_ps(a), p));
-                    let h = std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(p));
-                    _mm256_storeu_si256(out.as_mut_ptr().add(at) as _, h);
-                }
-                j += 16;
-            }
-            if j < n {
-                let (m, at) = (lanes(n - j), r * n + j);
-                // SAFETY: the lanes of m are columns j.. of row r (inside d, g and out) and of acc.
-                unsafe {
-                    let p = _mm512_mul_ps(
-                        _mm512_maskz_loadu_ps(m, d.as_ptr().add(at)),
-                        widen16(m, g.as_ptr().add(at)),
-                    );
-                    let a = acc.as_mut_ptr().add(j);
-                    _mm512_mask_storeu_ps(a, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, a), p));
-                    let h = std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(p));
-                    _mm256_mask_storeu_epi16(out.as_mut_ptr().add(at) as _, m, h);
+                    let (dp, gp, op) = (d.as_ptr().add(at), g.as_ptr().add(at), out.as_mut_ptr().add(at));
+                    if masks[v] == 0xFFFF {
+                        let gw = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(
+                            _mm256_loadu_si256(gp as _),
+                        )));
+                        let p = _mm512_mul_ps(_mm512_loadu_ps(dp), gw);
+                        sums[v] = _mm512_add_ps(sums[v], p);
+                        _mm256_storeu_si256(
+                            op as _,
+                            std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(p)),
+                        );
+                    } else {
+                        let p = _mm512_mul_ps(_mm512_maskz_loadu_ps(masks[v], dp), widen16(masks[v], gp));
+                        sums[v] = _mm512_add_ps(sums[v], p);
+                        let h = std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(p));
+                        _mm256_mask_storeu_epi16(op as _, masks[v], h);
+                    }
                 }
             }
+        }
+        for v in 0..V {
+            // SAFETY: as the loads above.
+            unsafe { _mm512_mask_storeu_ps(acc.as_mut_ptr().add(j0 + 16 * v), masks[v], sums[v]) };
         }
     }
 
@@ -721,6 +770,15 @@ mod x86 {
             let (lo_row, out) = (src.wrapping_add(2 * q * rs), dst.wrapping_add(q * drs));
             let has_hi = 2 * q + 1 < k;
             let mut j = 0;
+            while has_hi && j + 16 <= n {
+                // SAFETY: columns j..j + 16 of rows 2q and 2q + 1, and of dst's row q.
+                unsafe {
+                    let lo = _mm512_cvtepu16_epi32(_mm256_loadu_si256(lo_row.add(j) as _));
+                    let hi = _mm512_cvtepu16_epi32(_mm256_loadu_si256(lo_row.add(rs + j) as _));
+                    _mm512_storeu_si512(out.add(j) as _, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+                }
+                j += 16;
+            }
             while j < n {
                 let m = lanes(n - j);
                 // SAFETY: the lanes in m are columns j.. of rows 2q and (if it exists) 2q + 1,
@@ -901,10 +959,24 @@ mod x86 {
         dst: *mut u32,
         drs: usize,
     ) {
+        // Word j of a pair row: bf16 value j of the low row then of the high row, which
+        // `VCVTNE2PS2BF16` leaves in halves 0..16 and 16..32.
+        let order: [i16; 32] = std::array::from_fn(|h| (h / 2 + 16 * (h % 2)) as i16);
+        // SAFETY: 32 i16s read from an array of 32.
+        let interleave = unsafe { _mm512_loadu_si512(order.as_ptr() as _) };
         for q in 0..k.div_ceil(2) {
             let (lo_row, out) = (src.wrapping_add(2 * q * rs), dst.wrapping_add(q * drs));
             let has_hi = 2 * q + 1 < k;
             let mut j = 0;
+            while has_hi && j + 16 <= n {
+                // SAFETY: columns j..j + 16 of rows 2q and 2q + 1, and of dst's row q.
+                unsafe {
+                    let (lo, hi) = (_mm512_loadu_ps(lo_row.add(j)), _mm512_loadu_ps(lo_row.add(rs + j)));
+                    let halves = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo));
+                    _mm512_storeu_si512(out.add(j) as _, _mm512_permutexvar_epi16(interleave, halves));
+                }
+                j += 16;
+            }
             while j < n {
                 let m = lanes(n - j);
                 // SAFETY: the lanes in m are columns j.. of rows 2q and (if it exists) 2q + 1,

@@ -400,14 +400,14 @@ pub fn bf16_rounding() -> Report {
 /// The mixed-precision backward through GELU ([`crate::bf16::mul_round_add_rows`] and
 /// [`crate::bf16::mul_round_sum`]) against their definition one value at a time: p = d·widen(g)
 /// in f32, its rounding, the column sums in row order, and the run sum in eight running sums
-/// and a fixed tree. Rows of 1 to 37 values and runs of 0 to 40 (partial vectors included);
+/// and a fixed tree. Rows of 1 to 37, 96, 100 and 113 values and runs of 0 to 40 (partial vectors included);
 /// the count of values whose bits differ (bound 0). `None` without AVX512_BF16.
 pub fn bf16_gelu_backward() -> Option<Report> {
     use crate::bf16::{mul_round_add_rows, mul_round_sum, round, widen};
     let s = crate::isa::Avx512Bf16::detect()?;
     let mut gen = Gen(17);
     let (mut wrong, mut checked) = (0, 0);
-    for n in 1..=37 {
+    for n in (1..=37).chain([96, 100, 113]) {
         let len = 5 * n;
         let d: Vec<f32> = gen.vec(len, 3.0);
         let g: Vec<u16> = gen.vec::<f32>(len, 1.2).into_iter().map(round).collect();

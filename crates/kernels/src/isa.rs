@@ -382,11 +382,23 @@ mod x86_bf16 {
     pub struct Avx512Bf16(());
 
     impl Avx512Bf16 {
+        /// The token where the CPU has the instructions. Asked once per packing pass, so the
+        /// answer is kept after the first time (0: not asked yet, 1: no, 2: yes).
+        #[inline]
         pub fn detect() -> Option<Self> {
-            let has = is_x86_feature_detected!("avx512f")
-                && is_x86_feature_detected!("avx512bw")
-                && is_x86_feature_detected!("avx512vl")
-                && is_x86_feature_detected!("avx512bf16");
+            use std::sync::atomic::{AtomicU8, Ordering};
+            static HAS: AtomicU8 = AtomicU8::new(0);
+            let has = match HAS.load(Ordering::Relaxed) {
+                0 => {
+                    let has = is_x86_feature_detected!("avx512f")
+                        && is_x86_feature_detected!("avx512bw")
+                        && is_x86_feature_detected!("avx512vl")
+                        && is_x86_feature_detected!("avx512bf16");
+                    HAS.store(1 + u8::from(has), Ordering::Relaxed);
+                    has
+                }
+                known => known == 2,
+            };
             has.then_some(Avx512Bf16(()))
         }
 
