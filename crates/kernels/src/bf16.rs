@@ -262,14 +262,34 @@ pub fn round_into(src: &[f32], dst: &mut [u16]) {
 /// `f32` values (rows in order), and `out = round(p)`, the operand of dz's two products, in the
 /// same pass.
 pub fn mul_round_add_rows(s: crate::isa::Avx512Bf16, d: &[f32], g: &[u16], acc: &mut [f32], out: &mut [u16]) {
+    assert_eq!(d.len(), g.len(), "mul_round_add_rows: lengths");
+    round_rows::<true>(s, d, g, acc, out)
+}
+
+/// [`mul_round_add_rows`] with no factor: `acc[c] += Σ_r d[r, c]` (as [`crate::simd::add_rows`]
+/// sums) and `out = round(d)` in one pass: an output gradient's bias gradient and its rounding
+/// for the two products that read it.
+pub fn round_add_rows(s: crate::isa::Avx512Bf16, d: &[f32], acc: &mut [f32], out: &mut [u16]) {
+    round_rows::<false>(s, d, &[], acc, out)
+}
+
+/// [`mul_round_add_rows`] (`SCALE`) or [`round_add_rows`], once `g`'s length is checked.
+fn round_rows<const SCALE: bool>(
+    s: crate::isa::Avx512Bf16,
+    d: &[f32],
+    g: &[u16],
+    acc: &mut [f32],
+    out: &mut [u16],
+) {
     assert!(
-        d.len() == g.len() && d.len() == out.len() && !acc.is_empty() && d.len().is_multiple_of(acc.len()),
-        "mul_round_add_rows: lengths"
+        d.len() == out.len() && !acc.is_empty() && d.len().is_multiple_of(acc.len()),
+        "round_add_rows: lengths"
     );
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: the slices hold the lengths checked above; the token proves the instructions.
+    // SAFETY: the slices hold the lengths checked here and by the callers (g: d's, when SCALE);
+    // the token proves the instructions.
     unsafe {
-        x86::mul_round_add_rows(s, d, g, acc, out)
+        x86::round_add_rows::<SCALE>(s, d, g, acc, out)
     };
     #[cfg(not(target_arch = "x86_64"))]
     match s {}
@@ -281,7 +301,18 @@ pub fn mul_round_sum(s: crate::isa::Avx512Bf16, d: &[f32], g: &[u16], out: &mut 
     assert!(d.len() == g.len() && d.len() == out.len(), "mul_round_sum: lengths");
     #[cfg(target_arch = "x86_64")]
     // SAFETY: the slices hold d.len() values; the token proves the instructions.
-    return unsafe { x86::mul_round_sum(s, d, g, out) };
+    return unsafe { x86::round_sum::<true>(s, d, g, out) };
+    #[cfg(not(target_arch = "x86_64"))]
+    match s {}
+}
+
+/// [`mul_round_sum`] with no factor: `out = round(d)` and Σ d returned, summed as
+/// [`crate::simd::sum`] sums.
+pub fn round_sum(s: crate::isa::Avx512Bf16, d: &[f32], out: &mut [u16]) -> f32 {
+    assert_eq!(d.len(), out.len(), "round_sum: lengths");
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the slices hold d.len() values; the token proves the instructions.
+    return unsafe { x86::round_sum::<false>(s, d, &[], out) };
     #[cfg(not(target_arch = "x86_64"))]
     match s {}
 }
@@ -621,14 +652,15 @@ mod x86 {
         _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
     }
 
-    /// [`super::mul_round_add_rows`], columns in groups of up to six vectors of 16 whose sums
-    /// stay in registers down all the rows.
+    /// [`super::mul_round_add_rows`] (`SCALE`: the factors g) or [`super::round_add_rows`] (g
+    /// unread), columns in groups of up to six vectors of 16 whose sums stay in registers down
+    /// all the rows.
     ///
     /// # Safety
-    /// As checked by the caller: d, g and out of one length, a whole number of rows of
-    /// acc.len().
+    /// As checked by the caller: d, out (and with `SCALE`, g) of one length, a whole number of
+    /// rows of acc.len().
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-    pub(super) unsafe fn mul_round_add_rows(
+    pub(super) unsafe fn round_add_rows<const SCALE: bool>(
         _s: Avx512Bf16,
         d: &[f32],
         g: &[u16],
@@ -642,12 +674,12 @@ mod x86 {
             // SAFETY: columns j0..j0 + w of every row and of acc.
             unsafe {
                 match w.div_ceil(16) {
-                    1 => add_rows_group::<1>(d, g, acc, out, j0, w),
-                    2 => add_rows_group::<2>(d, g, acc, out, j0, w),
-                    3 => add_rows_group::<3>(d, g, acc, out, j0, w),
-                    4 => add_rows_group::<4>(d, g, acc, out, j0, w),
-                    5 => add_rows_group::<5>(d, g, acc, out, j0, w),
-                    _ => add_rows_group::<6>(d, g, acc, out, j0, w),
+                    1 => add_rows_group::<1, SCALE>(d, g, acc, out, j0, w),
+                    2 => add_rows_group::<2, SCALE>(d, g, acc, out, j0, w),
+                    3 => add_rows_group::<3, SCALE>(d, g, acc, out, j0, w),
+                    4 => add_rows_group::<4, SCALE>(d, g, acc, out, j0, w),
+                    5 => add_rows_group::<5, SCALE>(d, g, acc, out, j0, w),
+                    _ => add_rows_group::<6, SCALE>(d, g, acc, out, j0, w),
                 }
             }
             j0 += w;
@@ -655,13 +687,13 @@ mod x86 {
     }
 
     /// Columns j0..j0 + w (V vectors, the last one partial unless w = 16·V) of
-    /// [`mul_round_add_rows`].
+    /// [`round_add_rows`].
     ///
     /// # Safety
     /// The caller's lengths; j0 + w ≤ acc.len().
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
     #[inline]
-    unsafe fn add_rows_group<const V: usize>(
+    unsafe fn add_rows_group<const V: usize, const SCALE: bool>(
         d: &[f32],
         g: &[u16],
         acc: &mut [f32],
@@ -685,17 +717,23 @@ mod x86 {
                 unsafe {
                     let (dp, gp, op) = (d.as_ptr().add(at), g.as_ptr().add(at), out.as_mut_ptr().add(at));
                     if masks[v] == 0xFFFF {
-                        let gw = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(
-                            _mm256_loadu_si256(gp as _),
-                        )));
-                        let p = _mm512_mul_ps(_mm512_loadu_ps(dp), gw);
+                        let mut p = _mm512_loadu_ps(dp);
+                        if SCALE {
+                            let gw = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(
+                                _mm256_loadu_si256(gp as _),
+                            )));
+                            p = _mm512_mul_ps(p, gw);
+                        }
                         sums[v] = _mm512_add_ps(sums[v], p);
                         _mm256_storeu_si256(
                             op as _,
                             std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(p)),
                         );
                     } else {
-                        let p = _mm512_mul_ps(_mm512_maskz_loadu_ps(masks[v], dp), widen16(masks[v], gp));
+                        let mut p = _mm512_maskz_loadu_ps(masks[v], dp);
+                        if SCALE {
+                            p = _mm512_mul_ps(p, widen16(masks[v], gp));
+                        }
                         sums[v] = _mm512_add_ps(sums[v], p);
                         let h = std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(p));
                         _mm256_mask_storeu_epi16(op as _, masks[v], h);
@@ -709,21 +747,30 @@ mod x86 {
         }
     }
 
-    /// [`super::mul_round_sum`]: eight lanes of running sums, as [`crate::simd::sum`] keeps them.
+    /// [`super::mul_round_sum`] (`SCALE`) or [`super::round_sum`] (g unread): eight lanes of
+    /// running sums, as [`crate::simd::sum`] keeps them.
     ///
     /// # Safety
-    /// d, g and out hold d.len() values.
+    /// d and out (and with `SCALE`, g) hold d.len() values.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-    pub(super) unsafe fn mul_round_sum(_s: Avx512Bf16, d: &[f32], g: &[u16], out: &mut [u16]) -> f32 {
+    pub(super) unsafe fn round_sum<const SCALE: bool>(
+        _s: Avx512Bf16,
+        d: &[f32],
+        g: &[u16],
+        out: &mut [u16],
+    ) -> f32 {
         let (len, mut acc) = (d.len(), _mm256_setzero_ps());
         let mut i = 0;
         while i + 8 <= len {
             // SAFETY: values i..i + 8 of d, g and out.
             unsafe {
-                let gw = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(
-                    _mm_loadu_si128(g.as_ptr().add(i) as _),
-                )));
-                let p = _mm256_mul_ps(_mm256_loadu_ps(d.as_ptr().add(i)), gw);
+                let mut p = _mm256_loadu_ps(d.as_ptr().add(i));
+                if SCALE {
+                    let gw = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(
+                        _mm_loadu_si128(g.as_ptr().add(i) as _),
+                    )));
+                    p = _mm256_mul_ps(p, gw);
+                }
                 acc = _mm256_add_ps(acc, p);
                 let h = std::mem::transmute::<__m128bh, __m128i>(_mm256_cvtneps_pbh(p));
                 _mm_storeu_si128(out.as_mut_ptr().add(i) as _, h);
@@ -734,10 +781,13 @@ mod x86 {
             let m = (lanes(len - i) & 0xFF) as __mmask8;
             // SAFETY: the lanes of m are values i.. of d, g and out.
             unsafe {
-                let gw = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(
-                    _mm_maskz_loadu_epi16(m, g.as_ptr().add(i) as _),
-                )));
-                let p = _mm256_mul_ps(_mm256_maskz_loadu_ps(m, d.as_ptr().add(i)), gw);
+                let mut p = _mm256_maskz_loadu_ps(m, d.as_ptr().add(i));
+                if SCALE {
+                    let gw = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(
+                        _mm_maskz_loadu_epi16(m, g.as_ptr().add(i) as _),
+                    )));
+                    p = _mm256_mul_ps(p, gw);
+                }
                 // Lanes past the run add +0, which changes no sum: a lane's sum starts at +0
                 // and is never −0 (only −0 + −0 is).
                 acc = _mm256_add_ps(acc, p);

@@ -398,46 +398,57 @@ pub fn bf16_rounding() -> Report {
 }
 
 /// The mixed-precision backward through GELU ([`crate::bf16::mul_round_add_rows`] and
-/// [`crate::bf16::mul_round_sum`]) against their definition one value at a time: p = d·widen(g)
-/// in f32, its rounding, the column sums in row order, and the run sum in eight running sums
+/// [`crate::bf16::mul_round_sum`]), and the same without a factor ([`crate::bf16::round_add_rows`]
+/// and [`crate::bf16::round_sum`]), against their definition one value at a time: p = d·widen(g)
+/// (or d) in f32, its rounding, the column sums in row order, and the run sum in eight running sums
 /// and a fixed tree. Rows of 1 to 37, 96, 100 and 113 values and runs of 0 to 40 (partial vectors included);
 /// the count of values whose bits differ (bound 0). `None` without AVX512_BF16.
 pub fn bf16_gelu_backward() -> Option<Report> {
-    use crate::bf16::{mul_round_add_rows, mul_round_sum, round, widen};
+    use crate::bf16::{mul_round_add_rows, mul_round_sum, round, round_add_rows, round_sum, widen};
     let s = crate::isa::Avx512Bf16::detect()?;
     let mut gen = Gen(17);
     let (mut wrong, mut checked) = (0, 0);
-    for n in (1..=37).chain([96, 100, 113]) {
-        let len = 5 * n;
-        let d: Vec<f32> = gen.vec(len, 3.0);
-        let g: Vec<u16> = gen.vec::<f32>(len, 1.2).into_iter().map(round).collect();
-        let (mut acc, mut want_acc) = (vec![0.25f32; n], vec![0.25f32; n]);
-        let mut out = vec![0u16; len];
-        mul_round_add_rows(s, &d, &g, &mut acc, &mut out);
-        for (j, (&d, &g)) in d.iter().zip(&g).enumerate() {
-            let p = d * widen(g);
-            want_acc[j % n] += p;
-            wrong += usize::from(out[j] != round(p));
+    // With the factors g (the backward through GELU) and without (an output gradient's bias
+    // gradient and rounding: g = 1).
+    for scale in [true, false] {
+        let factor = |g: u16| if scale { widen(g) } else { 1.0 };
+        for n in (1..=37).chain([96, 100, 113]) {
+            let len = 5 * n;
+            let d: Vec<f32> = gen.vec(len, 3.0);
+            let g: Vec<u16> = gen.vec::<f32>(len, 1.2).into_iter().map(round).collect();
+            let (mut acc, mut want_acc) = (vec![0.25f32; n], vec![0.25f32; n]);
+            let mut out = vec![0u16; len];
+            if scale {
+                mul_round_add_rows(s, &d, &g, &mut acc, &mut out);
+            } else {
+                round_add_rows(s, &d, &mut acc, &mut out);
+            }
+            for (j, (&d, &g)) in d.iter().zip(&g).enumerate() {
+                let p = d * factor(g);
+                want_acc[j % n] += p;
+                wrong += usize::from(out[j] != round(p));
+            }
+            wrong += acc.iter().zip(&want_acc).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+            checked += len + n;
         }
-        wrong += acc.iter().zip(&want_acc).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
-        checked += len + n;
-    }
-    for len in 0..=40 {
-        let d: Vec<f32> = gen.vec(len, 3.0);
-        let g: Vec<u16> = gen.vec::<f32>(len, 1.2).into_iter().map(round).collect();
-        let mut out = vec![0u16; len];
-        let sum = mul_round_sum(s, &d, &g, &mut out);
-        let mut l = [0f32; 8];
-        for (j, (&d, &g)) in d.iter().zip(&g).enumerate() {
-            let p = d * widen(g);
-            l[j % 8] += p;
-            wrong += usize::from(out[j] != round(p));
+        for len in 0..=40 {
+            let d: Vec<f32> = gen.vec(len, 3.0);
+            let g: Vec<u16> = gen.vec::<f32>(len, 1.2).into_iter().map(round).collect();
+            let mut out = vec![0u16; len];
+            let sum = if scale { mul_round_sum(s, &d, &g, &mut out) } else { round_sum(s, &d, &mut out) };
+            let mut l = [0f32; 8];
+            for (j, (&d, &g)) in d.iter().zip(&g).enumerate() {
+                let p = d * factor(g);
+                l[j % 8] += p;
+                wrong += usize::from(out[j] != round(p));
+            }
+            let want = ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+            wrong += usize::from(sum.to_bits() != want.to_bits());
+            checked += len + 1;
         }
-        let want = ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
-        wrong += usize::from(sum.to_bits() != want.to_bits());
-        checked += len + 1;
     }
-    let name = format!("bf16 backward through GELU, {checked} values against the definition");
+    let name =
+        format!("bf16 backward through GELU and dy's rounding, {checked} values against the definition");
     Some(Report { name, err: wrong as f64, bound: 0.0 })
 }
 

@@ -26,15 +26,14 @@
 //! threads gives bitwise the same results, as in `f32`.
 
 use crate::bf16::{
-    gemm_pairs, in_f32s_mut, mul_round_add_rows, mul_round_sum, pack_pairs, pack_pairs_bf16, round_into,
-    PairInit,
+    gemm_pairs, in_f32s_mut, mul_round_add_rows, mul_round_sum, pack_pairs, pack_pairs_bf16, round_add_rows,
+    round_into, round_sum, PairInit,
 };
 use crate::isa::Avx512Bf16;
 use crate::mat::{MatMut, MatRef};
 use crate::mlp::{
-    backward_chunks, bias_grad, check_weights, chunk_range, for_each_hidden_run, for_each_run,
-    for_each_run_of, forward_chunks, hidden_len, output_shape, pack_transposed, reduce_partials, Geometry,
-    SharedMut,
+    backward_chunks, check_weights, chunk_range, for_each_hidden_run, for_each_run, for_each_run_of,
+    forward_chunks, hidden_len, output_shape, pack_transposed, reduce_partials, Geometry, SharedMut,
 };
 use crate::{par, simd, Axis, GateGrad, Hbw, MlpGrads, MlpWeights, Skip, Write};
 use rayon::prelude::*;
@@ -436,11 +435,15 @@ pub fn mlp_backward_bf16(
         // a, gelu'(z) and x were stored by the forward pass, long out of cache: a's tile is
         // requested now, for dK2; the others while dK2 is computed, for the products after it.
         for_each_hidden_run(&g, i0, i1, |off, len| simd::prefetch_l2(a[off..].as_ptr(), len));
-        for_each_run(&g, i0, i1, |off, len| bias_grad(&g, &dy[off..off + len], pc2, off));
-        // dy rounded once for its two products, into a tile laid out as the hidden ones.
+        // dc2 += Σ dy in f32, and dy rounded once for its two products into a tile laid out as
+        // the hidden ones, in one pass run by run.
         let (ts, mut o) = (tile_strides(axis, m, n), 0);
         for_each_run(&g, i0, i1, |off, len| {
-            round_into(&dy[off..off + len], &mut dy16[o..o + len]);
+            let (d, out) = (&dy[off..off + len], &mut dy16[o..o + len]);
+            match axis {
+                Axis::Rows => round_add_rows(s, d, pc2, out),
+                Axis::Cols => pc2[off / g.y.fs] += round_sum(s, d, out),
+            }
             o += len;
         });
         let dyt = Operand::Bf16(MatRef::new(dy16, m, n, ts));
