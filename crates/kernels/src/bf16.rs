@@ -317,6 +317,21 @@ pub fn round_sum(s: crate::isa::Avx512Bf16, d: &[f32], out: &mut [u16]) -> f32 {
     match s {}
 }
 
+/// The training forward's GELU epilogue in mixed precision: `a[j] = bf(gelu(z[j]))` and
+/// `gz[j] = bf(gelu'(z[j]))`, with gelu and gelu' computed in `f32` exactly as
+/// [`crate::simd::gelu_keep_tile`] computes them (the same operations, so the same values before
+/// rounding) and rounded by `VCVTNEPS2BF16` while in registers. `z` is left as it was.
+pub fn gelu_keep_round(s: crate::isa::Avx512Bf16, z: &[f32], gz: &mut [u16], a: &mut [u16]) {
+    assert!(z.len() == gz.len() && z.len() == a.len(), "gelu_keep_round: lengths");
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the slices hold z.len() values; the token proves the instructions.
+    unsafe {
+        x86::gelu_keep_round(s, z, gz, a)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    match s {}
+}
+
 /// What C holds before the pair product is added to it.
 #[derive(Clone, Copy, Debug)]
 pub enum PairInit<'a> {
@@ -637,6 +652,40 @@ mod x86 {
                 _mm256_mask_storeu_epi16(dst.add(i) as _, m, h);
             }
             i += 16;
+        }
+    }
+
+    /// [`super::gelu_keep_round`]: 16 values at a time through the scalar GELU (which LLVM
+    /// turns into one pass over the 16 lanes, as in `simd::gelu_keep_tile`), then rounded; the
+    /// last few one by one.
+    ///
+    /// # Safety
+    /// z, gz and a hold z.len() values.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma")]
+    pub(super) unsafe fn gelu_keep_round(_s: Avx512Bf16, z: &[f32], gz: &mut [u16], a: &mut [u16]) {
+        use crate::gelu::{gelu_and_grad_with, Fused};
+        let mut blocks = z.chunks_exact(16);
+        let mut i = 0;
+        for blk in &mut blocks {
+            let (mut av, mut gv) = ([0f32; 16], [0f32; 16]);
+            for ((&z, a), g) in blk.iter().zip(&mut av).zip(&mut gv) {
+                (*a, *g) = gelu_and_grad_with::<f32, Fused>(z);
+            }
+            // SAFETY: values i..i + 16 of gz and a; the arrays hold 16 floats.
+            unsafe {
+                let ha = _mm512_cvtneps_pbh(_mm512_loadu_ps(av.as_ptr()));
+                let hg = _mm512_cvtneps_pbh(_mm512_loadu_ps(gv.as_ptr()));
+                _mm256_storeu_si256(a.as_mut_ptr().add(i) as _, std::mem::transmute::<__m256bh, __m256i>(ha));
+                _mm256_storeu_si256(
+                    gz.as_mut_ptr().add(i) as _,
+                    std::mem::transmute::<__m256bh, __m256i>(hg),
+                );
+            }
+            i += 16;
+        }
+        for (j, &z) in blocks.remainder().iter().enumerate() {
+            let (av, gv) = gelu_and_grad_with::<f32, Fused>(z);
+            (a[i + j], gz[i + j]) = (super::round(av), super::round(gv));
         }
     }
 

@@ -397,13 +397,16 @@ pub fn bf16_rounding() -> Report {
     Report { name, err: wrong as f64, bound: 0.0 }
 }
 
-/// The mixed-precision backward through GELU ([`crate::bf16::mul_round_add_rows`] and
-/// [`crate::bf16::mul_round_sum`]), and the same without a factor ([`crate::bf16::round_add_rows`]
-/// and [`crate::bf16::round_sum`]), against their definition one value at a time: p = d·widen(g)
-/// (or d) in f32, its rounding, the column sums in row order, and the run sum in eight running sums
-/// and a fixed tree. Rows of 1 to 37, 96, 100 and 113 values and runs of 0 to 40 (partial vectors included);
-/// the count of values whose bits differ (bound 0). `None` without AVX512_BF16.
-pub fn bf16_gelu_backward() -> Option<Report> {
+/// The mixed-precision GELU epilogues against their definitions one value at a time, bit for
+/// bit (bound 0 values differing; `None` without AVX512_BF16):
+/// * the backward through GELU ([`crate::bf16::mul_round_add_rows`], [`crate::bf16::mul_round_sum`])
+///   and the same without a factor ([`crate::bf16::round_add_rows`], [`crate::bf16::round_sum`]):
+///   p = d·widen(g) (or d) in f32, its rounding, the column sums in row order, and the run sum in
+///   eight running sums and a fixed tree; rows of 1 to 37, 96, 100 and 113 values and runs of 0
+///   to 40, partial vectors included;
+/// * the forward's ([`crate::bf16::gelu_keep_round`]): gelu and gelu' as the f32 kernels compute
+///   them, rounded; runs of 0 to 40 and 1,000 values.
+pub fn bf16_gelu_epilogues() -> Option<Report> {
     use crate::bf16::{mul_round_add_rows, mul_round_sum, round, round_add_rows, round_sum, widen};
     let s = crate::isa::Avx512Bf16::detect()?;
     let mut gen = Gen(17);
@@ -447,8 +450,19 @@ pub fn bf16_gelu_backward() -> Option<Report> {
             checked += len + 1;
         }
     }
-    let name =
-        format!("bf16 backward through GELU and dy's rounding, {checked} values against the definition");
+    // The forward's epilogue: gelu and gelu' in f32 by the scalar definition (fused
+    // multiply-adds, as every level with direct kernels computes them), then rounded.
+    for len in (0..=40).chain([1000]) {
+        let z: Vec<f32> = gen.vec(len, 6.0);
+        let (mut gz, mut a) = (vec![0u16; len], vec![0u16; len]);
+        crate::bf16::gelu_keep_round(s, &z, &mut gz, &mut a);
+        for (j, &z) in z.iter().enumerate() {
+            let (av, gv) = crate::gelu::gelu_and_grad_with::<f32, crate::gelu::Fused>(z);
+            wrong += usize::from(a[j] != round(av)) + usize::from(gz[j] != round(gv));
+        }
+        checked += 2 * len;
+    }
+    let name = format!("bf16 GELU epilogues, forward and backward, {checked} values against the definition");
     Some(Report { name, err: wrong as f64, bound: 0.0 })
 }
 

@@ -26,8 +26,8 @@
 //! threads gives bitwise the same results, as in `f32`.
 
 use crate::bf16::{
-    gemm_pairs, in_f32s_mut, mul_round_add_rows, mul_round_sum, pack_pairs, pack_pairs_bf16, round_add_rows,
-    round_into, round_sum, PairInit,
+    gelu_keep_round, gemm_pairs, in_f32s_mut, mul_round_add_rows, mul_round_sum, pack_pairs, pack_pairs_bf16,
+    round_add_rows, round_sum, PairInit,
 };
 use crate::isa::Avx512Bf16;
 use crate::mat::{MatMut, MatRef};
@@ -316,7 +316,6 @@ pub fn mlp_forward_bf16(
         let xt = g.x.of(x, i0, m, n_in);
         product(s, Operand::F32(xt), k1, MatMut::new(zs, m, n, ts), PairInit::ColBias(wts.c1), pairs);
         let at = if keep {
-            simd::gelu_keep_tile(zs, act);
             // Store gelu'(z) and a in bf16, run by run of the hidden tensor (the tile's order).
             let mut o = 0;
             for_each_hidden_run(&g, i0, i1, |off, len| {
@@ -328,8 +327,7 @@ pub fn mlp_forward_bf16(
                         std::slice::from_raw_parts_mut(ap.at(off), len),
                     )
                 };
-                round_into(&zs[o..o + len], gzr);
-                round_into(&act[o..o + len], ar);
+                gelu_keep_round(s, &zs[o..o + len], gzr, ar);
                 o += len;
             });
             // The product reads a as stored: the values it rounded its f32 tile to. Its pairs

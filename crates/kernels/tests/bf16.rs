@@ -45,8 +45,8 @@ fn rounding_is_nearest_even_and_vector_packing_gives_the_twins_bits() {
 }
 
 #[test]
-fn the_backward_through_gelu_gives_its_definitions_bits() {
-    match check::bf16_gelu_backward() {
+fn the_gelu_epilogues_give_their_definitions_bits() {
+    match check::bf16_gelu_epilogues() {
         Some(r) => assert!(r.passed(), "{r}"),
         None => eprintln!("this CPU has no AVX512_BF16: nothing to check"),
     }

@@ -100,11 +100,11 @@ fn check_bf16(full: bool, tally: &mut Tally) {
         tally.report("bf16", r);
     }
     if products.is_empty() {
-        tally.skip("bf16", "backward through GELU: this CPU has no AVX512_BF16");
+        tally.skip("bf16", "GELU epilogues: this CPU has no AVX512_BF16");
         tally.skip("bf16", "mixed-precision MLP: this CPU has no AVX512_BF16");
         return;
     }
-    if let Some(r) = check::bf16_gelu_backward() {
+    if let Some(r) = check::bf16_gelu_epilogues() {
         tally.report("bf16", &r);
     }
     for (i, c) in check::cases().iter().enumerate() {
