@@ -303,16 +303,6 @@ pub fn mlp_forward_bf16(
         let (act, rest) = rest.split_at_mut(m * n);
         let pairs = as_pairs(rest);
         let ts = tile_strides(axis, m, n);
-        if keep {
-            // The chunk's lines of the stored a and gelu'(z), long out of cache, are requested
-            // while z's product runs, so that storing them does not wait for memory.
-            for_each_hidden_run(&g, i0, i1, |off, len| {
-                // SAFETY: the runs lie inside gz and a (prefetches never fault anyway).
-                let (gzr, ar) = unsafe { (gzp.at(off), ap.at(off)) };
-                simd::prefetch_l2(gzr as *const u16, len);
-                simd::prefetch_l2(ar as *const u16, len);
-            });
-        }
         let xt = g.x.of(x, i0, m, n_in);
         product(s, Operand::F32(xt), k1, MatMut::new(zs, m, n, ts), PairInit::ColBias(wts.c1), pairs);
         let at = if keep {
