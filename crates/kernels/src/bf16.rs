@@ -145,7 +145,7 @@ pub fn available() -> bool {
 /// Three layouts take the vector instruction where the CPU has it (the same bits as the scalar
 /// twin): k contiguous both in `src` and `dst` (the values rounded in order), rows contiguous in
 /// both (two rows interleaved), and k contiguous in `src` with `dst`'s rows contiguous (each
-/// pair read as two adjacent floats, 8 columns at a time by a gather: a transpose).
+/// column's floats rounded into pairs, 16 columns at a time transposed in registers).
 #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))] // written through only by the x86 paths
 pub fn pack_pairs(src: MatRef<f32>, mut dst: MatMut<u32>) {
     let (k, n) = (src.rows(), src.cols());
@@ -169,7 +169,7 @@ pub fn pack_pairs(src: MatRef<f32>, mut dst: MatMut<u32>) {
         }
         if rs == 1 && dcs == 1 {
             // SAFETY: as above.
-            return unsafe { x86::pack_gathered(s, src.as_ptr(), k, n, cs, dst.as_mut_ptr(), drs) };
+            return unsafe { x86::pack_by_transpose(s, src.as_ptr(), k, n, cs, dst.as_mut_ptr(), drs) };
         }
     }
     pack_pairs_scalar(src, dst)
@@ -196,7 +196,7 @@ pub fn pack_pairs_scalar(src: MatRef<f32>, mut dst: MatMut<u32>) {
 /// The pairs of `src` (k × n bf16 values, any strides) along k, as [`pack_pairs`] lays them out:
 /// no rounding, the values are bf16 already. With k contiguous in `src` each pair is one
 /// 32-bit word: copied where k is contiguous in `dst` too, and where the CPU has AVX512_BF16,
-/// gathered 16 columns at a time into rows of `dst` with contiguous columns; contiguous rows of
+/// transposed 16 × 16 words at a time into rows of `dst` with contiguous columns; contiguous rows of
 /// `src` are interleaved, 16 columns at a time.
 #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))] // written through only by the x86 path
 pub fn pack_pairs_bf16(src: MatRef<u16>, mut dst: MatMut<u32>) {
@@ -213,7 +213,7 @@ pub fn pack_pairs_bf16(src: MatRef<u16>, mut dst: MatMut<u32>) {
         }
         if rs == 1 && dcs == 1 {
             // SAFETY: as above.
-            return unsafe { x86::gather_pairs(t, s, k, n, cs, d, drs) };
+            return unsafe { x86::words_by_transpose(t, s, k, n, cs, d, drs) };
         }
     }
     if rs == 1 && drs == 1 {
@@ -965,7 +965,7 @@ mod x86 {
     /// # Safety
     /// The views lie in their buffers.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-    pub(super) unsafe fn pack_gathered(
+    pub(super) unsafe fn pack_by_transpose(
         _s: Avx512Bf16,
         src: *const f32,
         k: usize,
@@ -1011,7 +1011,7 @@ mod x86 {
     /// # Safety
     /// The views lie in their buffers.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-    pub(super) unsafe fn gather_pairs(
+    pub(super) unsafe fn words_by_transpose(
         _s: Avx512Bf16,
         src: *const u16,
         k: usize,

@@ -379,7 +379,7 @@ pub fn bf16_rounding() -> Report {
     let checked = x.len() + run.len() + 6 * k * n;
     let x = &x[..k * n];
     // (k × n) views of x and of its bf16 values into (⌈k/2⌉ × n) pairs: rows contiguous in both;
-    // k contiguous in both; k contiguous into contiguous rows (the gathers).
+    // k contiguous in both; k contiguous into contiguous rows (the transposes).
     let kq = k.div_ceil(2);
     let rounded: Vec<u16> = x.iter().map(|&v| round(v)).collect();
     for (from, to) in [((n, 1), (n, 1)), ((1, k), (1, kq)), ((1, k), (n, 1))] {

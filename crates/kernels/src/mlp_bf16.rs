@@ -5,11 +5,20 @@
 //! the bias gradients, the chunks' weight-gradient partials and their sum stay `f32`, and so do
 //! the input x, the output y and the gradients the caller passes in and gets back.
 //!
-//! Where values are rounded to bf16 (to nearest, ties to even: [`crate::bf16::round`]):
-//! * every `f32` operand of a product, as it is packed into pairs along k right before the
-//!   product: x, the weights (K1, K2, K1ᵀ, g·K2ᵀ), a's tile, dy and dz;
-//! * a and gelu'(z), as the forward stores them. a's stored values are the ones its forward
-//!   product used, so dK2 = aᵀ·dy sees the same a as y = a·K2 did.
+//! Where values are rounded to bf16 (to nearest, ties to even: [`crate::bf16::round`]), each
+//! once, in a pass that reads the value anyway where there is one:
+//! * a and gelu'(z), by the forward's GELU epilogue ([`crate::bf16::gelu_keep_round`]) as it
+//!   stores them; y = a·K2 reads a as stored, so dK2 = aᵀ·dy sees the same a as y = a·K2 did;
+//! * dy, in the pass that sums dc2 ([`crate::bf16::round_add_rows`], [`crate::bf16::round_sum`]),
+//!   and dz, in the pass that multiplies it by gelu'(z) and sums dc1
+//!   ([`crate::bf16::mul_round_add_rows`], [`crate::bf16::mul_round_sum`]): a bf16 tile each,
+//!   read by both of their products;
+//! * x and the weights (K1, K2, K1ᵀ, g·K2ᵀ; once per call), as they are packed into pairs along k
+//!   for their products (inference's a too).
+//!
+//! A product's operands are then put into pairs along k: read in place where the pairs are
+//! already 32-bit words (bf16 with k contiguous), otherwise packed by a vector pass (two rows
+//! interleaved, or 16 × 16 transposes where k is contiguous but the kernel wants the other axis).
 //!
 //! The math is [`crate::mlp`]'s; per chunk of items:
 //! ```text
