@@ -276,6 +276,15 @@ pub fn backward_chunks(items: usize) -> usize {
     (items / 512).clamp(1, 16)
 }
 
+/// A chunk's weight-gradient partials (dK1, dc1, dK2, dc2 in a row, [`Geometry::params`] long)
+/// as the four gradients.
+pub(crate) fn split_partials<T>(part: &mut [T], n_in: usize, n: usize) -> [&mut [T]; 4] {
+    let (pk1, rest) = part.split_at_mut(n_in * n);
+    let (pc1, rest) = rest.split_at_mut(n);
+    let (pk2, pc2) = rest.split_at_mut(n * n);
+    [pk1, pc1, pk2, pc2]
+}
+
 pub(crate) fn chunk_range(items: usize, chunks: usize, c: usize) -> (usize, usize) {
     (c * items / chunks, (c + 1) * items / chunks)
 }
@@ -506,9 +515,7 @@ pub fn mlp_backward<T: Real>(
             if m == 0 {
                 return;
             }
-            let (pk1, rest) = part.split_at_mut(n_in * n);
-            let (pc1, rest) = rest.split_at_mut(n);
-            let (pk2, pc2) = rest.split_at_mut(n * n);
+            let [pk1, pc1, pk2, pc2] = split_partials(part, n_in, n);
             // a, gelu'(z) and x were stored by the forward pass, long out of cache: a's tile is
             // requested now, for dK2; the others while dK2 is computed, for the products after it.
             for_each_hidden_run(&g, i0, i1, |off, len| simd::prefetch_l2(a[off..].as_ptr(), len));

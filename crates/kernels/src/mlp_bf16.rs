@@ -42,7 +42,8 @@ use crate::isa::Avx512Bf16;
 use crate::mat::{MatMut, MatRef};
 use crate::mlp::{
     backward_chunks, check_weights, chunk_range, for_each_hidden_run, for_each_run, for_each_run_of,
-    forward_chunks, hidden_len, output_shape, pack_transposed, reduce_partials, Geometry, SharedMut,
+    forward_chunks, hidden_len, output_shape, pack_transposed, reduce_partials, split_partials, Geometry,
+    SharedMut,
 };
 use crate::{par, simd, Axis, GateGrad, Hbw, MlpGrads, MlpWeights, Skip, Write};
 use rayon::prelude::*;
@@ -422,9 +423,7 @@ pub fn mlp_backward_bf16(
         if m == 0 {
             return;
         }
-        let (pk1, rest) = part.split_at_mut(n_in * n);
-        let (pc1, rest) = rest.split_at_mut(n);
-        let (pk2, pc2) = rest.split_at_mut(n * n);
+        let [pk1, pc1, pk2, pc2] = split_partials(part, n_in, n);
         let (dzs, rest) = scratch.split_at_mut(m * n);
         let (tiles16, rest) = rest.split_at_mut(m * n);
         let (dy16, dz16) = in_f32s_mut(tiles16).split_at_mut(m * n);
