@@ -247,7 +247,8 @@ fn for_each_chunk(chunks: usize, work: &mut [f32], per_slot: usize, body: impl F
     });
 }
 
-/// Scratch floats per forward chunk: z's and a's f32 tiles, then the larger product's pairs.
+/// Scratch floats per forward chunk: z's and (for inference) a's f32 tiles, then the larger
+/// product's pairs.
 fn forward_per_chunk(g: &Geometry, m: usize) -> usize {
     2 * m * g.n_out + pairs_len(m, g.n_in, g.n_out).max(pairs_len(m, g.n_out, g.n_out))
 }
@@ -316,7 +317,8 @@ pub fn mlp_forward_bf16(
         let xt = g.x.of(x, i0, m, n_in);
         product(s, Operand::F32(xt), k1, MatMut::new(zs, m, n, ts), PairInit::ColBias(wts.c1), pairs);
         let at = if keep {
-            // Store gelu'(z) and a in bf16, run by run of the hidden tensor (the tile's order).
+            // gelu'(z) and a computed in f32 and stored in bf16 in one pass, run by run of the
+            // hidden tensor (the tile's order).
             let mut o = 0;
             for_each_hidden_run(&g, i0, i1, |off, len| {
                 // SAFETY: chunk c writes only items [i0, i1) of gz and a, which no other
@@ -330,8 +332,8 @@ pub fn mlp_forward_bf16(
                 gelu_keep_round(s, &zs[o..o + len], gzr, ar);
                 o += len;
             });
-            // The product reads a as stored: the values it rounded its f32 tile to. Its pairs
-            // are the stored words where k (the features) is contiguous.
+            // The product reads a as stored, in bf16: its pairs are the stored words where k
+            // (the features) is contiguous.
             // SAFETY: items [i0, i1) of a, written above by this chunk alone, inside a.
             Operand::Bf16(unsafe { MatRef::from_raw(ap.at(i0 * g.t.is), m, n, (g.t.is, g.t.fs)) })
         } else {
