@@ -101,6 +101,25 @@ fn weights<T: Real>(gen: &mut Gen, n_in: usize, n: usize) -> [Vec<T>; 4] {
     [gen.vec(n_in * n, 0.5), gen.vec(n, 0.1), gen.vec(n * n, 0.5), gen.vec(n, 0.1)]
 }
 
+/// A case's random inputs, drawn from its seed in one order, so that every run of the case (the
+/// naive twin, the fused kernels in any precision) sees the same values: the weights, x, dy and
+/// the residual h.
+struct Inputs<T> {
+    w: [Vec<T>; 4],
+    x: Vec<T>,
+    dy: Vec<T>,
+    h: Vec<T>,
+}
+
+fn inputs<T: Real>(c: &Case, seed: u64) -> Inputs<T> {
+    let mut gen = Gen(seed);
+    let w = weights::<T>(&mut gen, n_in(c), c.n_out);
+    let x = gen.vec(c.s.len(), 1.5);
+    let out = output_shape(c.axis, c.s, c.n_out).len();
+    let (dy, h) = (gen.vec(out, 1.0), gen.vec(out, 1.0));
+    Inputs { w, x, dy, h }
+}
+
 fn n_in(c: &Case) -> usize {
     match c.axis {
         Axis::Rows => c.s.w,
@@ -116,13 +135,9 @@ pub fn fused<T: Real>(c: &Case, seed: u64) -> Run<T> {
 /// The fused forward and backward, the backward's gradient buffers filled with `start` and
 /// written as `write` says.
 pub fn fused_into<T: Real>(c: &Case, seed: u64, start: T, write: Write) -> Run<T> {
-    let mut gen = Gen(seed);
     let (ni, n) = (n_in(c), c.n_out);
-    let w = weights::<T>(&mut gen, ni, n);
-    let x: Vec<T> = gen.vec(c.s.len(), 1.5);
-    let out = output_shape(c.axis, c.s, n).len();
-    let dy: Vec<T> = gen.vec(out, 1.0);
-    let h: Vec<T> = gen.vec(out, 1.0);
+    let Inputs { w, x, dy, h } = inputs::<T>(c, seed);
+    let out = dy.len();
     let wts = MlpWeights { k1: &w[0], c1: &w[1], k2: &w[2], c2: &w[3] };
     let hid = hidden_len(c.axis, c.s, n);
     let (mut z, mut a, mut y) = (vec![T::ZERO; hid], vec![T::ZERO; hid], vec![T::ZERO; out]);
@@ -162,14 +177,10 @@ fn unpad<T: Real>(c: &Case, v: &[T]) -> Vec<T> {
 /// The reference on the same inputs as `fused::<T>`, evaluated in f64: the exact answer up to
 /// f64 rounding, so a comparison measures only the fused kernel's own error.
 pub fn naive<T: Real>(c: &Case, seed: u64) -> Run<f64> {
-    let mut gen = Gen(seed);
     let (ni, n) = (n_in(c), c.n_out);
     let up = |v: Vec<T>| v.into_iter().map(|x| x.to_f64()).collect::<Vec<f64>>();
-    let w = weights::<T>(&mut gen, ni, n).map(up);
-    let x = up(gen.vec::<T>(c.s.len(), 1.5));
-    let out = output_shape(c.axis, c.s, n).len();
-    let dy = up(gen.vec::<T>(out, 1.0));
-    let h = up(gen.vec::<T>(out, 1.0));
+    let Inputs { w, x, dy, h } = inputs::<T>(c, seed);
+    let (w, x, dy, h) = (w.map(up), up(x), up(dy), up(h));
     let wts = MlpWeights { k1: &w[0], c1: &w[1], k2: &w[2], c2: &w[3] };
     let (z, a, y) = match c.gate {
         Some(g) => reference::gated_mlp_forward(c.axis, c.s, n, wts, &x, &h, g),
@@ -557,13 +568,9 @@ pub const MLP_BF16_TOL: f64 = 0.06;
 pub fn fused_bf16(c: &Case, seed: u64) -> Option<Run<f32>> {
     use crate::mlp_bf16::*;
     let s = crate::isa::Avx512Bf16::detect()?;
-    let mut gen = Gen(seed);
     let (ni, n) = (n_in(c), c.n_out);
-    let w = weights::<f32>(&mut gen, ni, n);
-    let x: Vec<f32> = gen.vec(c.s.len(), 1.5);
-    let out = output_shape(c.axis, c.s, n).len();
-    let dy: Vec<f32> = gen.vec(out, 1.0);
-    let h: Vec<f32> = gen.vec(out, 1.0);
+    let Inputs { w, x, dy, h } = inputs::<f32>(c, seed);
+    let out = dy.len();
     let wts = MlpWeights { k1: &w[0], c1: &w[1], k2: &w[2], c2: &w[3] };
     let hid = hidden_len(c.axis, c.s, n);
     let (mut gz, mut a, mut y) = (vec![0u16; hid], vec![0u16; hid], vec![0f32; out]);
