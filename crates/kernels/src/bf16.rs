@@ -957,10 +957,96 @@ mod x86 {
         }
     }
 
+    /// Columns whose k is contiguous (column j at `src + j·cs`), read as vectors of pairs.
+    trait ColumnPairs {
+        /// Pairs q0..q0 + qn (≤ 16) of column j as the words of one vector, the rest zero.
+        ///
+        /// # Safety
+        /// Values 2q0..2(q0 + qn) of column j are inside the source; the caller enables
+        /// AVX-512F, BW and AVX512_BF16.
+        unsafe fn words(&self, j: usize, q0: usize, qn: usize) -> __m512i;
+        /// The last pair of an odd k (value k − 1 and a zero) of column j.
+        ///
+        /// # Safety
+        /// Value k − 1 of column j is inside the source.
+        unsafe fn last(&self, j: usize, k: usize) -> u32;
+    }
+
+    /// `f32` columns: each pair rounded (`VCVTNE2PS2BF16`).
+    struct F32Columns(*const f32, usize);
+
+    impl ColumnPairs for F32Columns {
+        #[inline(always)]
+        unsafe fn words(&self, j: usize, q0: usize, qn: usize) -> __m512i {
+            let (lo, hi) = (lanes(2 * qn), lanes((2 * qn).saturating_sub(16)));
+            // SAFETY: the caller's promise; the masks cover floats 2q0..2(q0 + qn).
+            unsafe {
+                let col = self.0.add(j * self.1 + 2 * q0);
+                let (first, second) =
+                    (_mm512_maskz_loadu_ps(lo, col), _mm512_maskz_loadu_ps(hi, col.add(16)));
+                // Word w: the rounded floats 2w and 2w + 1 (`first`'s in words 0..8).
+                std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(second, first))
+            }
+        }
+
+        #[inline(always)]
+        unsafe fn last(&self, j: usize, k: usize) -> u32 {
+            // SAFETY: the caller's promise.
+            super::pair(unsafe { *self.0.add(k - 1 + j * self.1) }, 0.0)
+        }
+    }
+
+    /// bf16 columns: each whole pair is already one 32-bit word.
+    struct Bf16Columns(*const u16, usize);
+
+    impl ColumnPairs for Bf16Columns {
+        #[inline(always)]
+        unsafe fn words(&self, j: usize, q0: usize, qn: usize) -> __m512i {
+            // SAFETY: the caller's promise; the mask covers words q0..q0 + qn.
+            unsafe { _mm512_maskz_loadu_epi32(lanes(qn), self.0.add(j * self.1 + 2 * q0) as _) }
+        }
+
+        #[inline(always)]
+        unsafe fn last(&self, j: usize, k: usize) -> u32 {
+            // SAFETY: the caller's promise.
+            unsafe { *self.0.add(k - 1 + j * self.1) as u32 }
+        }
+    }
+
+    /// k × n pairs of `src`'s columns into dst rows of contiguous columns (`drs` apart): blocks
+    /// of up to 16 columns × 16 whole pairs, read as 16 vectors of words and transposed
+    /// ([`transpose16`]); an odd k's last pair one by one.
+    ///
+    /// # Safety
+    /// `src` holds k values of each of its n columns; dst holds ⌈k/2⌉ rows of n.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    #[inline]
+    unsafe fn columns_to_rows(src: impl ColumnPairs, k: usize, n: usize, dst: *mut u32, drs: usize) {
+        let whole = k / 2;
+        for j0 in (0..n).step_by(16) {
+            let jn = (n - j0).min(16);
+            for q0 in (0..whole).step_by(16) {
+                let qn = (whole - q0).min(16);
+                let mut rows = [_mm512_setzero_si512(); 16];
+                for (i, row) in rows.iter_mut().take(jn).enumerate() {
+                    // SAFETY: pairs q0..q0 + qn ≤ k/2 of column j0 + i < n.
+                    *row = unsafe { src.words(j0 + i, q0, qn) };
+                }
+                // SAFETY: pairs q0..q0 + qn ≤ k/2 and columns j0..j0 + jn ≤ n of dst.
+                unsafe { store_block(rows, dst, drs, (q0, qn), j0, lanes(jn)) };
+            }
+        }
+        if k % 2 == 1 {
+            for j in 0..n {
+                // SAFETY: value k − 1 of column j is inside src, (k/2, j) inside dst.
+                unsafe { *dst.add(whole * drs + j) = src.last(j, k) };
+            }
+        }
+    }
+
     /// [`super::pack_pairs`] with k contiguous in src (column j at `src + j·cs`) into dst rows
-    /// of contiguous columns (`drs` apart): blocks of up to 16 columns × 16 whole pairs, each
-    /// column's floats rounded into one vector of pairs, the 16 vectors transposed
-    /// ([`transpose16`]); an odd k's last pair by [`super::pair`].
+    /// of contiguous columns (`drs` apart): each column's floats rounded into pairs, transposed
+    /// 16 × 16 at a time ([`columns_to_rows`]).
     ///
     /// # Safety
     /// The views lie in their buffers.
@@ -974,39 +1060,13 @@ mod x86 {
         dst: *mut u32,
         drs: usize,
     ) {
-        let whole = k / 2;
-        for j0 in (0..n).step_by(16) {
-            let jn = (n - j0).min(16);
-            for q0 in (0..whole).step_by(16) {
-                let qn = (whole - q0).min(16);
-                let (lo, hi) = (lanes(2 * qn), lanes((2 * qn).saturating_sub(16)));
-                let mut rows = [_mm512_setzero_si512(); 16];
-                for (i, row) in rows.iter_mut().take(jn).enumerate() {
-                    // SAFETY: floats 2q0..2(q0 + qn) ≤ k of column j0 + i < n, by the masks.
-                    unsafe {
-                        let col = src.add((j0 + i) * cs + 2 * q0);
-                        let (first, second) =
-                            (_mm512_maskz_loadu_ps(lo, col), _mm512_maskz_loadu_ps(hi, col.add(16)));
-                        // Word w: the rounded floats 2w and 2w + 1 (`first`'s in words 0..8).
-                        *row = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(second, first));
-                    }
-                }
-                // SAFETY: pairs q0..q0 + qn ≤ k/2 and columns j0..j0 + jn ≤ n of dst.
-                unsafe { store_block(rows, dst, drs, (q0, qn), j0, lanes(jn)) };
-            }
-        }
-        if k % 2 == 1 {
-            for j in 0..n {
-                // SAFETY: (k − 1, j) is inside src, (k/2, j) inside dst.
-                unsafe { *dst.add(whole * drs + j) = super::pair(*src.add(k - 1 + j * cs), 0.0) };
-            }
-        }
+        // SAFETY: the caller's promise.
+        unsafe { columns_to_rows(F32Columns(src, cs), k, n, dst, drs) }
     }
 
     /// [`super::pack_pairs_bf16`] with k contiguous in src (column j at `src + j·cs`) into dst
     /// rows of contiguous columns: each whole pair is one 32-bit word of src, so this is a
-    /// transpose of words, up to 16 × 16 at a time ([`transpose16`]); an odd k's last pair one by
-    /// one.
+    /// transpose of words ([`columns_to_rows`]).
     ///
     /// # Safety
     /// The views lie in their buffers.
@@ -1020,27 +1080,8 @@ mod x86 {
         dst: *mut u32,
         drs: usize,
     ) {
-        let whole = k / 2;
-        for j0 in (0..n).step_by(16) {
-            let jn = (n - j0).min(16);
-            for q0 in (0..whole).step_by(16) {
-                let qn = (whole - q0).min(16);
-                let mut rows = [_mm512_setzero_si512(); 16];
-                for (i, row) in rows.iter_mut().take(jn).enumerate() {
-                    // SAFETY: values 2q0..2(q0 + qn) ≤ k of column j0 + i < n, by the mask.
-                    *row =
-                        unsafe { _mm512_maskz_loadu_epi32(lanes(qn), src.add((j0 + i) * cs + 2 * q0) as _) };
-                }
-                // SAFETY: pairs q0..q0 + qn ≤ k/2 and columns j0..j0 + jn ≤ n of dst.
-                unsafe { store_block(rows, dst, drs, (q0, qn), j0, lanes(jn)) };
-            }
-        }
-        if k % 2 == 1 {
-            for j in 0..n {
-                // SAFETY: (k − 1, j) is inside src, (k/2, j) inside dst.
-                unsafe { *dst.add(whole * drs + j) = *src.add(k - 1 + j * cs) as u32 };
-            }
-        }
+        // SAFETY: the caller's promise.
+        unsafe { columns_to_rows(Bf16Columns(src, cs), k, n, dst, drs) }
     }
 
     /// [`super::pack_pairs`] for contiguous rows: dst (q, j) at `dst + q·drs + j` from rows 2q
