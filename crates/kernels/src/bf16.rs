@@ -850,56 +850,6 @@ mod x86 {
         ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
     }
 
-    /// [`super::pack_pairs_bf16`] for contiguous rows: dst (q, j) at `dst + q·drs + j` from bf16
-    /// rows 2q and 2q + 1 of src (`rs` apart), 16 columns at a time.
-    ///
-    /// # Safety
-    /// The views lie in their buffers.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-    pub(super) unsafe fn interleave_rows(
-        _s: Avx512Bf16,
-        src: *const u16,
-        k: usize,
-        n: usize,
-        rs: usize,
-        dst: *mut u32,
-        drs: usize,
-    ) {
-        for q in 0..k.div_ceil(2) {
-            let (lo_row, out) = (src.wrapping_add(2 * q * rs), dst.wrapping_add(q * drs));
-            let has_hi = 2 * q + 1 < k;
-            let mut j = 0;
-            while has_hi && j + 16 <= n {
-                // SAFETY: columns j..j + 16 of rows 2q and 2q + 1, and of dst's row q.
-                unsafe {
-                    let lo = _mm512_cvtepu16_epi32(_mm256_loadu_si256(lo_row.add(j) as _));
-                    let hi = _mm512_cvtepu16_epi32(_mm256_loadu_si256(lo_row.add(rs + j) as _));
-                    _mm512_storeu_si512(out.add(j) as _, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
-                }
-                j += 16;
-            }
-            while j < n {
-                let m = lanes(n - j);
-                // SAFETY: the lanes in m are columns j.. of rows 2q and (if it exists) 2q + 1,
-                // and of dst's row q.
-                unsafe {
-                    let lo = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, lo_row.add(j) as _));
-                    let hi = if has_hi {
-                        _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, lo_row.add(rs + j) as _))
-                    } else {
-                        _mm512_setzero_si512()
-                    };
-                    _mm512_mask_storeu_epi32(
-                        out.add(j) as _,
-                        m,
-                        _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)),
-                    );
-                }
-                j += 16;
-            }
-        }
-    }
-
     /// The 16 × 16 matrix of 32-bit words whose rows are `r` transposed in place: lanes
     /// interleaved by 32 and 64 bits within each 128-bit lane, then the 128-bit lanes of the
     /// four groups of four rows exchanged. 64 shuffles for 256 words.
@@ -1084,8 +1034,107 @@ mod x86 {
         unsafe { columns_to_rows(Bf16Columns(src, cs), k, n, dst, drs) }
     }
 
-    /// [`super::pack_pairs`] for contiguous rows: dst (q, j) at `dst + q·drs + j` from rows 2q
-    /// and 2q + 1 of src (`rs` apart), 16 columns at a time.
+    /// Rows of a matrix whose columns are contiguous (row i at `src + i·rs`), two of them
+    /// interleaved into pairs.
+    trait RowPairs {
+        /// Columns j..j + 16 of the rows at offsets `lo` and `hi` as 16 pairs (words).
+        ///
+        /// # Safety
+        /// Those columns are inside the source; the caller enables AVX-512F, BW, VL and
+        /// AVX512_BF16.
+        unsafe fn pairs16(&self, lo: usize, hi: usize) -> __m512i;
+        /// The lanes of `m` of the row at offset `at`, as bf16 values in the low halves of
+        /// 32-bit lanes (the others zero).
+        ///
+        /// # Safety
+        /// As [`RowPairs::pairs16`], for those lanes.
+        unsafe fn low_halves(&self, m: __mmask16, at: usize) -> __m512i;
+    }
+
+    /// `f32` rows, rounded as they are paired.
+    struct F32Rows {
+        src: *const f32,
+        /// Word j of a pair row: value j of the low row then of the high row, which
+        /// `VCVTNE2PS2BF16` leaves in halves 0..16 and 16..32.
+        interleave: __m512i,
+    }
+
+    impl RowPairs for F32Rows {
+        #[inline(always)]
+        unsafe fn pairs16(&self, lo: usize, hi: usize) -> __m512i {
+            // SAFETY: the caller's promise.
+            unsafe {
+                let (l, h) = (_mm512_loadu_ps(self.src.add(lo)), _mm512_loadu_ps(self.src.add(hi)));
+                let halves = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(h, l));
+                _mm512_permutexvar_epi16(self.interleave, halves)
+            }
+        }
+
+        #[inline(always)]
+        unsafe fn low_halves(&self, m: __mmask16, at: usize) -> __m512i {
+            // SAFETY: the caller's promise.
+            unsafe { low_halves(_mm512_maskz_loadu_ps(m, self.src.add(at))) }
+        }
+    }
+
+    /// bf16 rows.
+    struct Bf16Rows(*const u16);
+
+    impl RowPairs for Bf16Rows {
+        #[inline(always)]
+        unsafe fn pairs16(&self, lo: usize, hi: usize) -> __m512i {
+            // SAFETY: the caller's promise.
+            unsafe {
+                let l = _mm512_cvtepu16_epi32(_mm256_loadu_si256(self.0.add(lo) as _));
+                let h = _mm512_cvtepu16_epi32(_mm256_loadu_si256(self.0.add(hi) as _));
+                _mm512_or_si512(l, _mm512_slli_epi32(h, 16))
+            }
+        }
+
+        #[inline(always)]
+        unsafe fn low_halves(&self, m: __mmask16, at: usize) -> __m512i {
+            // SAFETY: the caller's promise.
+            unsafe { _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, self.0.add(at) as _)) }
+        }
+    }
+
+    /// dst (q, j) at `dst + q·drs + j` from rows 2q and 2q + 1 of src (`rs` apart; a last odd
+    /// row paired with zeros), 16 columns at a time: whole vectors without masks, the last
+    /// few masked.
+    ///
+    /// # Safety
+    /// src holds k rows of n values; dst holds ⌈k/2⌉ rows of n.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    #[inline]
+    unsafe fn interleave(src: impl RowPairs, k: usize, n: usize, rs: usize, dst: *mut u32, drs: usize) {
+        for q in 0..k.div_ceil(2) {
+            let (lo, out) = (2 * q * rs, dst.wrapping_add(q * drs));
+            let has_hi = 2 * q + 1 < k;
+            let mut j = 0;
+            while has_hi && j + 16 <= n {
+                // SAFETY: columns j..j + 16 of rows 2q and 2q + 1, and of dst's row q.
+                unsafe { _mm512_storeu_si512(out.add(j) as _, src.pairs16(lo + j, lo + rs + j)) };
+                j += 16;
+            }
+            while j < n {
+                let m = lanes(n - j);
+                // SAFETY: the lanes in m are columns j.. of rows 2q and (if it exists) 2q + 1,
+                // and of dst's row q.
+                unsafe {
+                    let l = src.low_halves(m, lo + j);
+                    let h = if has_hi { src.low_halves(m, lo + rs + j) } else { _mm512_setzero_si512() };
+                    _mm512_mask_storeu_epi32(
+                        out.add(j) as _,
+                        m,
+                        _mm512_or_si512(l, _mm512_slli_epi32(h, 16)),
+                    );
+                }
+                j += 16;
+            }
+        }
+    }
+
+    /// [`super::pack_pairs`] for contiguous rows ([`interleave`], rounding as it pairs).
     ///
     /// # Safety
     /// The views lie in their buffers.
@@ -1099,43 +1148,29 @@ mod x86 {
         dst: *mut u32,
         drs: usize,
     ) {
-        // Word j of a pair row: bf16 value j of the low row then of the high row, which
-        // `VCVTNE2PS2BF16` leaves in halves 0..16 and 16..32.
         let order: [i16; 32] = std::array::from_fn(|h| (h / 2 + 16 * (h % 2)) as i16);
-        // SAFETY: 32 i16s read from an array of 32.
-        let interleave = unsafe { _mm512_loadu_si512(order.as_ptr() as _) };
-        for q in 0..k.div_ceil(2) {
-            let (lo_row, out) = (src.wrapping_add(2 * q * rs), dst.wrapping_add(q * drs));
-            let has_hi = 2 * q + 1 < k;
-            let mut j = 0;
-            while has_hi && j + 16 <= n {
-                // SAFETY: columns j..j + 16 of rows 2q and 2q + 1, and of dst's row q.
-                unsafe {
-                    let (lo, hi) = (_mm512_loadu_ps(lo_row.add(j)), _mm512_loadu_ps(lo_row.add(rs + j)));
-                    let halves = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo));
-                    _mm512_storeu_si512(out.add(j) as _, _mm512_permutexvar_epi16(interleave, halves));
-                }
-                j += 16;
-            }
-            while j < n {
-                let m = lanes(n - j);
-                // SAFETY: the lanes in m are columns j.. of rows 2q and (if it exists) 2q + 1,
-                // and of dst's row q.
-                unsafe {
-                    let lo = low_halves(_mm512_maskz_loadu_ps(m, lo_row.add(j)));
-                    let hi = if has_hi {
-                        low_halves(_mm512_maskz_loadu_ps(m, lo_row.add(rs + j)))
-                    } else {
-                        _mm512_setzero_si512()
-                    };
-                    _mm512_mask_storeu_epi32(
-                        out.add(j) as _,
-                        m,
-                        _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)),
-                    );
-                }
-                j += 16;
-            }
+        // SAFETY: 32 i16s read from an array of 32; then the caller's promise.
+        unsafe {
+            let interleave_order = _mm512_loadu_si512(order.as_ptr() as _);
+            interleave(F32Rows { src, interleave: interleave_order }, k, n, rs, dst, drs)
         }
+    }
+
+    /// [`super::pack_pairs_bf16`] for contiguous rows ([`interleave`] of bf16 values).
+    ///
+    /// # Safety
+    /// The views lie in their buffers.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    pub(super) unsafe fn interleave_rows(
+        _s: Avx512Bf16,
+        src: *const u16,
+        k: usize,
+        n: usize,
+        rs: usize,
+        dst: *mut u32,
+        drs: usize,
+    ) {
+        // SAFETY: the caller's promise.
+        unsafe { interleave(Bf16Rows(src), k, n, rs, dst, drs) }
     }
 }
