@@ -243,20 +243,6 @@ pub fn pack_pairs_bf16(src: MatRef<u16>, mut dst: MatMut<u32>) {
     }
 }
 
-/// `dst[j] = round(src[j])`: by `VCVTNEPS2BF16`, 16 at a time, where the CPU has it (the same
-/// bits as [`round`]).
-pub fn round_into(src: &[f32], dst: &mut [u16]) {
-    assert_eq!(src.len(), dst.len(), "round_into: lengths");
-    #[cfg(target_arch = "x86_64")]
-    if let Some(t) = crate::isa::Avx512Bf16::detect() {
-        // SAFETY: both slices hold src.len() values; the token proves the instructions.
-        return unsafe { x86::round_run(t, src.as_ptr(), dst.as_mut_ptr(), src.len()) };
-    }
-    for (d, &v) in dst.iter_mut().zip(src) {
-        *d = round(v);
-    }
-}
-
 /// The backward pass through GELU of a row-major tile whose rows are `acc.len()` long, in mixed
 /// precision: p = d ⊙ widen(g) in `f32`; the bias gradient `acc[c] += Σ_r p[r, c]` from the
 /// `f32` values (rows in order), and `out = round(p)`, the operand of dz's two products, in the
@@ -621,37 +607,6 @@ mod x86 {
                 }
                 p += 32;
             }
-        }
-    }
-
-    /// [`super::round_into`]: `len` values from `src` rounded into `dst`.
-    ///
-    /// # Safety
-    /// `src` and `dst` hold `len` values each.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-    pub(super) unsafe fn round_run(_s: Avx512Bf16, src: *const f32, dst: *mut u16, len: usize) {
-        let mut i = 0;
-        // Whole vectors without masks (masked stores cost more), then the last few masked.
-        while i + 32 <= len {
-            // SAFETY: values i..i + 32 of both.
-            unsafe {
-                let (first, second) = (_mm512_loadu_ps(src.add(i)), _mm512_loadu_ps(src.add(i + 16)));
-                let h = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(second, first));
-                _mm512_storeu_si512(dst.add(i) as _, h);
-            }
-            i += 32;
-        }
-        while i < len {
-            let m = lanes(len - i);
-            // SAFETY: the lanes in m are values i.. of both.
-            unsafe {
-                let h = std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(
-                    m,
-                    src.add(i),
-                )));
-                _mm256_mask_storeu_epi16(dst.add(i) as _, m, h);
-            }
-            i += 16;
         }
     }
 
