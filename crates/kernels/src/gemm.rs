@@ -179,8 +179,8 @@ impl Path {
     /// Rows × vectors accumulators, plus a vector of B per column vector and one broadcast:
     /// each shape keeps at least 8 independent FMA chains in flight (latency 4 × 2 pipes) within
     /// the register file. Why AVX-512's three shapes differ is in [`direct`]'s docs; AVX2's 4 × 3
-    /// left no register free. The dot products take blocks of 4 × 4 on AVX-512 and 2 × 2
-    /// elsewhere (`dot`). The measurements behind each choice: `docs/performance.md`.
+    /// left no register free. The dot products take blocks of 5 × 4 (then 4 × 4) on AVX-512 and
+    /// 2 × 2 elsewhere (`dot`). The measurements behind each choice: `docs/performance.md`.
     ///
     /// # Safety
     /// The problem's pointers must address every element its shapes and strides imply, and C
@@ -199,7 +199,7 @@ impl Path {
                             Path::Rows(d) if d.n > 32 => avx512::direct::<4, 6>(s, d),
                             Path::Rows(d) => avx512::direct::<8, 2>(s, d),
                             Path::Transposed(d) => avx512::direct::<4, 4>(s, d),
-                            Path::Dot(d) => avx512::dot::<4>(s, d),
+                            Path::Dot(d) => avx512::dot::<5, 4, 4>(s, d),
                         }
                     };
                 }
@@ -210,7 +210,7 @@ impl Path {
                         match path {
                             Path::Rows(d) => avx2::direct::<6, 2>(s, d),
                             Path::Transposed(d) => avx2::direct::<6, 2>(s, d),
-                            Path::Dot(d) => avx2::dot::<2>(s, d),
+                            Path::Dot(d) => avx2::dot::<2, 2, 2>(s, d),
                         }
                     };
                 }
@@ -225,7 +225,7 @@ impl Path {
                 match self {
                     Path::Rows(d) => neon::direct::<6, 4>(s, d),
                     Path::Transposed(d) => neon::direct::<4, 4>(s, d),
-                    Path::Dot(d) => neon::dot::<2>(s, d),
+                    Path::Dot(d) => neon::dot::<2, 2, 2>(s, d),
                 }
             }
             return;
@@ -252,15 +252,15 @@ macro_rules! entry_points {
             #[inline(never)]
             /// # Safety
             /// As [`super::Path::run`].
-            pub(super) unsafe fn dot<const D: usize>(s: $token, d: &Dot) {
+            pub(super) unsafe fn dot<const DI: usize, const RI: usize, const DJ: usize>(s: $token, d: &Dot) {
                 // SAFETY: as above.
-                unsafe { super::dot::<_, D>(s, d) }
+                unsafe { super::dot::<_, DI, RI, DJ>(s, d) }
             }
         }
     };
 }
 #[cfg(target_arch = "x86_64")]
-entry_points!(avx512, crate::isa::Avx512, "avx512f");
+entry_points!(avx512, crate::isa::Avx512, "avx512f,avx512vl");
 #[cfg(target_arch = "x86_64")]
 entry_points!(avx2, crate::isa::Avx2, "avx2,fma");
 #[cfg(target_arch = "aarch64")]
@@ -543,70 +543,99 @@ unsafe fn block_rows<S: Simd, const R: usize, const V: usize>(
     }
 }
 
-/// The dot-product path: C's elements in D × D blocks, each a dot product of A's row i and B's
-/// column j kept as 16-lane partial sums ([`Simd::W`]) and reduced once at the end ([`sum_block`]).
-/// D is 4 for AVX-512 (16 accumulators of one register each) and 2 for AVX2 and NEON, whose
-/// 16 lanes take 2 and 4 registers. A block past C's last row or column repeats that row or
-/// column (in bounds; the extra sums are discarded).
+/// The dot-product path: C's elements in blocks of DI × DJ (the last rows in blocks of RI × DJ),
+/// each element a dot product of A's row i and B's column j kept as 16-lane partial sums
+/// ([`Simd::W`]) and reduced once at the end ([`sum_block`]). A block past C's last row or
+/// column repeats that row or column (in bounds; the extra sums are discarded).
+///
+/// Each step loads DI rows of A and DJ columns of B for DI·DJ multiply-adds. A and B together
+/// outgrow L1 (MNIST's are 28 × 896 floats each, 100 KB), so B streams from L2 once per block
+/// of rows: taller blocks read it fewer times, and each step asks for B's lines [`DOT_AHEAD`]
+/// floats on. AVX-512 takes 5 × 4 (20 accumulators, 4 vectors of B and one of A in its 32
+/// registers), the last rows 4 × 4; AVX2 and NEON, whose 16 lanes take 2 and 4 registers, 2 × 2.
 ///
 /// # Safety
 /// As [`Path::run`]; and `s`'s instructions must be enabled in the caller.
 #[inline(always)]
-unsafe fn dot<S: Simd, const D: usize>(s: S, d: &Dot) {
-    let mut i = 0;
-    while i < d.m {
-        let ri = (d.m - i).min(D);
-        let mut rows = [d.a.p; D];
-        for (r, row) in rows.iter_mut().enumerate() {
-            *row = d.a.p.wrapping_add((i + r.min(ri - 1)) * d.a.rs);
-        }
-        let mut j = 0;
-        while j < d.n {
-            let rj = (d.n - j).min(D);
-            let mut cols = [d.b.p; D];
-            for (c, col) in cols.iter_mut().enumerate() {
-                *col = d.b.p.wrapping_add((j + c.min(rj - 1)) * d.b.cs);
-            }
-            let mut acc = [[s.zero16(); D]; D];
-            // Whole vectors, then one partial step for the tail: each lane sums its p in
-            // ascending order.
-            let kv = d.k / 16 * 16;
-            let mut p = 0;
-            while p < kv {
-                // SAFETY: 16 floats from p along each row and column are inside them.
-                unsafe { dot_step(s, &mut acc, &rows, &cols, p, 16) };
-                p += 16;
-            }
-            if kv < d.k {
-                // SAFETY: the k − kv floats from kv are inside them.
-                unsafe { dot_step(s, &mut acc, &rows, &cols, kv, d.k - kv) };
-            }
-            let sums = sum_block(s, &acc);
-            for (ii, row) in sums.iter().enumerate().take(ri) {
-                for (jj, &v) in row.iter().enumerate().take(rj) {
-                    let dst = d.c.wrapping_add((i + ii) * d.rsc + (j + jj) * d.csc);
-                    // SAFETY: (i + ii, j + jj) is inside C.
-                    unsafe { *dst = if d.accumulate { *dst + v } else { v } };
-                }
-            }
-            j += D;
-        }
-        i += D;
+unsafe fn dot<S: Simd, const DI: usize, const RI: usize, const DJ: usize>(s: S, d: &Dot) {
+    // As many tall blocks as leave a remainder the short ones cover exactly (32 = 4·5 + 3·4),
+    // where there is such a count.
+    let most = d.m / DI;
+    let tall = (0..=most).rev().find(|t| (d.m - t * DI).is_multiple_of(RI)).unwrap_or(most);
+    for t in 0..tall {
+        // SAFETY: the caller's promise, passed on.
+        unsafe { dot_rows::<S, DI, DJ>(s, d, t * DI) };
+    }
+    for i in (tall * DI..d.m).step_by(RI) {
+        // SAFETY: as above.
+        unsafe { dot_rows::<S, RI, DJ>(s, d, i) };
     }
 }
 
-/// The lane sums of a D × D block of 16-lane partial sums, in [`Simd::sum16`]'s order: by
-/// [`Simd::sum16_block`]'s tree for 4 × 4 blocks, one by one otherwise.
+/// Rows [i, i + R) of the dot-product path (rows past C's last repeat it), every column, in
+/// R × DJ blocks.
+///
+/// # Safety
+/// As [`dot`].
 #[inline(always)]
-fn sum_block<S: Simd, const D: usize>(s: S, acc: &[[S::W; D]; D]) -> [[f32; D]; D] {
-    let mut sums = [[0f32; D]; D];
-    if D == 4 {
-        // SAFETY: with D = 4 the two array types are the same type.
-        let block = unsafe { &*(acc as *const [[S::W; D]; D] as *const [[S::W; 4]; 4]) };
-        let t = s.sum16_block(block);
-        for (ii, row) in sums.iter_mut().enumerate() {
-            for (jj, v) in row.iter_mut().enumerate() {
-                *v = t[jj * 4 + ii];
+unsafe fn dot_rows<S: Simd, const R: usize, const DJ: usize>(s: S, d: &Dot, i: usize) {
+    let ri = (d.m - i).min(R);
+    let mut rows = [d.a.p; R];
+    for (r, row) in rows.iter_mut().enumerate() {
+        *row = d.a.p.wrapping_add((i + r.min(ri - 1)) * d.a.rs);
+    }
+    let mut j = 0;
+    while j < d.n {
+        let rj = (d.n - j).min(DJ);
+        let mut cols = [d.b.p; DJ];
+        for (c, col) in cols.iter_mut().enumerate() {
+            *col = d.b.p.wrapping_add((j + c.min(rj - 1)) * d.b.cs);
+        }
+        let mut acc = [[s.zero16(); DJ]; R];
+        // Whole vectors, then one partial step for the tail: each lane sums its p in
+        // ascending order.
+        let kv = d.k / 16 * 16;
+        let mut p = 0;
+        while p < kv {
+            // SAFETY: 16 floats from p along each row and column are inside them.
+            unsafe { dot_step(s, &mut acc, &rows, &cols, p, 16) };
+            p += 16;
+        }
+        if kv < d.k {
+            // SAFETY: the k − kv floats from kv are inside them.
+            unsafe { dot_step(s, &mut acc, &rows, &cols, kv, d.k - kv) };
+        }
+        let sums = sum_block(s, &acc);
+        for (ii, row) in sums.iter().enumerate().take(ri) {
+            for (jj, &v) in row.iter().enumerate().take(rj) {
+                let dst = d.c.wrapping_add((i + ii) * d.rsc + (j + jj) * d.csc);
+                // SAFETY: (i + ii, j + jj) is inside C.
+                unsafe { *dst = if d.accumulate { *dst + v } else { v } };
+            }
+        }
+        j += DJ;
+    }
+}
+
+/// The lane sums of an R × DJ block of 16-lane partial sums, each in [`Simd::sum16`]'s order:
+/// sixteen at a time by [`Simd::sum16_block`]'s tree (row by row, a last group of fewer padded
+/// with copies of the first, whose sums are dropped) when the block has at least sixteen, one by
+/// one otherwise.
+#[inline(always)]
+fn sum_block<S: Simd, const R: usize, const DJ: usize>(s: S, acc: &[[S::W; DJ]; R]) -> [[f32; DJ]; R] {
+    let mut sums = [[0f32; DJ]; R];
+    let n = R * DJ;
+    if n >= 16 {
+        for g in (0..n).step_by(16) {
+            // Vector f of the block, row by row; past the last, the first again.
+            let v = |f: usize| if f < n { acc[f / DJ][f % DJ] } else { acc[0][0] };
+            // sum16_block's element jj·4 + ii is the sum of its block[ii][jj]: vector g + jj·4 + ii.
+            let block: [[S::W; 4]; 4] =
+                std::array::from_fn(|ii| std::array::from_fn(|jj| v(g + jj * 4 + ii)));
+            for (t, &x) in s.sum16_block(&block).iter().enumerate() {
+                if g + t < n {
+                    sums[(g + t) / DJ][(g + t) % DJ] = x;
+                }
             }
         }
     } else {
@@ -619,25 +648,31 @@ fn sum_block<S: Simd, const D: usize>(s: S, acc: &[[S::W; D]; D]) -> [[f32; D]; 
     sums
 }
 
+/// How far ahead of the step along k the dot path asks for B's lines, in floats (four lines).
+/// Without the requests, the L2 stream held MNIST's column weight gradient at 0.66 of the
+/// per-core roof; two to five lines ahead all gave about 0.8 (`docs/performance.md`).
+const DOT_AHEAD: usize = 64;
+
 /// `acc[r][c] += A's row r · B's column c` over `lanes` (≤ 16) floats from p, as 16-lane
-/// products (lanes past `lanes` zero).
+/// products (lanes past `lanes` zero); B's lines [`DOT_AHEAD`] floats on requested.
 ///
 /// # Safety
 /// `lanes` floats from p along each of `rows` and `cols` must be readable; `s`'s instructions
 /// must be enabled in the caller.
 #[inline(always)]
-unsafe fn dot_step<S: Simd, const D: usize>(
+unsafe fn dot_step<S: Simd, const R: usize, const DJ: usize>(
     s: S,
-    acc: &mut [[S::W; D]; D],
-    rows: &[*const f32; D],
-    cols: &[*const f32; D],
+    acc: &mut [[S::W; DJ]; R],
+    rows: &[*const f32; R],
+    cols: &[*const f32; DJ],
     p: usize,
     lanes: usize,
 ) {
-    let mut bv = [s.zero16(); D];
+    let mut bv = [s.zero16(); DJ];
     for (b, &col) in bv.iter_mut().zip(cols) {
         // SAFETY: the caller's promise.
         *b = unsafe { s.load16(lanes, col.add(p)) };
+        s.prefetch_read(col.wrapping_add(p + DOT_AHEAD));
     }
     for (row, &a) in acc.iter_mut().zip(rows) {
         // SAFETY: the caller's promise.

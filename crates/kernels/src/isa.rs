@@ -102,14 +102,18 @@ mod x86 {
     use super::Simd;
     use std::arch::x86_64::*;
 
-    /// AVX-512F: 16-lane `zmm` registers, 32 of them, masked loads and stores.
+    /// AVX-512F with VL: 16-lane `zmm` registers, 32 of them, masked loads and stores. VL (every
+    /// AVX-512 CPU since Skylake-SP has it) lets the 128- and 256-bit steps of a reduction use
+    /// registers 16–31: without it, any value they touch must live in registers 0–15, which left
+    /// a 5 × 4 block of accumulators too few registers and spilled it (`docs/performance.md`).
     #[derive(Clone, Copy, Debug)]
     pub struct Avx512(());
 
     impl Avx512 {
-        /// The token, where the CPU has AVX-512F.
+        /// The token, where the CPU has AVX-512F and VL.
         pub fn detect() -> Option<Self> {
-            is_x86_feature_detected!("avx512f").then_some(Avx512(()))
+            (is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl"))
+                .then_some(Avx512(()))
         }
     }
 
@@ -124,7 +128,7 @@ mod x86 {
         #[inline(always)]
         fn zero(self) -> __m512 {
             // SAFETY: (this and every intrinsic below on registers only) the token exists only
-            // where the CPU has AVX-512F.
+            // where the CPU has AVX-512F and VL.
             unsafe { _mm512_setzero_ps() }
         }
         #[inline(always)]
@@ -224,7 +228,7 @@ mod x86 {
         fn sum16_block(self, s: &[[__m512; 4]; 4]) -> [f32; 16] {
             let v = |q: usize| s[q / 4][q % 4]; // a copy of a register: no instruction
             let mut out = [0f32; 16];
-            // SAFETY: register shuffles and adds (the token proves AVX-512F); `out` holds 16.
+            // SAFETY: register shuffles and adds (the token proves AVX-512F and VL); `out` holds 16.
             unsafe {
                 let mut u = [_mm512_setzero_ps(); 8];
                 for (t, ut) in u.iter_mut().enumerate() {

@@ -63,12 +63,12 @@ fn fma_loop(level: Level, rounds: usize) -> f64 {
         #[cfg(target_arch = "x86_64")]
         Level::Avx512 => {
             use crate::isa::Avx512;
-            #[target_feature(enable = "avx512f")]
+            #[target_feature(enable = "avx512f,avx512vl")]
             fn run(s: Avx512, rounds: usize, seed: f32) -> f32 {
                 fma_chains::<_, AVX512_CHAINS>(s, rounds, seed)
             }
             let s = Avx512::detect().expect("level() reports AVX-512 only where the CPU has it");
-            // SAFETY: the token proves the CPU has AVX-512F.
+            // SAFETY: the token proves the CPU has AVX-512F and VL.
             (unsafe { run(s, rounds, seed) }, 16 * AVX512_CHAINS)
         }
         #[cfg(target_arch = "x86_64")]

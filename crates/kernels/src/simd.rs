@@ -28,7 +28,7 @@ pub enum Level {
     Generic,
     /// x86-64 with AVX2 and FMA3 (8-lane registers).
     Avx2,
-    /// x86-64 with AVX-512F (16-lane registers).
+    /// x86-64 with AVX-512F and VL (16-lane registers).
     Avx512,
     /// AArch64's Advanced SIMD (4-lane registers).
     Neon,
@@ -150,8 +150,8 @@ macro_rules! multiversion {
             #[cfg(target_arch = "x86_64")]
             {
                 /// # Safety
-                /// The CPU must have AVX-512F, AVX2 and FMA.
-                #[target_feature(enable = "avx512f,avx2,fma")]
+                /// The CPU must have AVX-512F and VL, AVX2 and FMA.
+                #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
                 unsafe fn avx512<T: Real>($($arg: $ty),*) $(-> $ret)? { body::<T, crate::gelu::Fused>($($arg),*) }
                 /// # Safety
                 /// The CPU must have AVX2 and FMA.
