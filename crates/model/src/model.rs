@@ -191,28 +191,13 @@ impl Model {
         for (i, m) in self.mixers.iter().enumerate() {
             let col = m.col.vars(t);
             let row = m.row.vars(t);
-            let mixed = if self.keeps_f32(i, Axis::Cols) {
-                let precision = t.precision();
-                t.set_precision(Precision::F32);
-                let out = ops::axis_mlp(t, act, Axis::Cols, col);
-                t.set_precision(precision);
-                out
-            } else {
-                ops::axis_mlp(t, act, Axis::Cols, col)
-            };
+            let mixed = self.mixer_mlp(t, i, act, Axis::Cols, col);
             act = match m.gate {
                 Some(g) => {
                     let g = t.param(g);
                     ops::gated_axis_mlp(t, act, g, mixed, Axis::Rows, row)
                 }
-                None if self.keeps_f32(i, Axis::Rows) => {
-                    let precision = t.precision();
-                    t.set_precision(Precision::F32);
-                    let out = ops::axis_mlp(t, mixed, Axis::Rows, row);
-                    t.set_precision(precision);
-                    out
-                }
-                None => ops::axis_mlp(t, mixed, Axis::Rows, row),
+                None => self.mixer_mlp(t, i, mixed, Axis::Rows, row),
             };
         }
         let Some(head) = &self.head else { return act };
@@ -226,6 +211,19 @@ impl Model {
         let features = ops::concat(t, rows, cols); // (B, H + W)
         let (k, c) = (t.param(head.out_k), t.param(head.out_c));
         ops::dense(t, features, k, c)
+    }
+
+    /// Mixer `i`'s ungated MLP along `axis`: in f32 where [`Model::keeps_f32`] says so, else in
+    /// the tape's precision.
+    fn mixer_mlp<T: Real>(&self, t: &mut Tape<T>, i: usize, x: Var, axis: Axis, w: MlpVars) -> Var {
+        if !self.keeps_f32(i, axis) {
+            return ops::axis_mlp(t, x, axis, w);
+        }
+        let precision = t.precision();
+        t.set_precision(Precision::F32);
+        let out = ops::axis_mlp(t, x, axis, w);
+        t.set_precision(precision);
+        out
     }
 
     /// Whether mixer `i`'s MLP along `axis` computes in f32 whatever the precision: in an
