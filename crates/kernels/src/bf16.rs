@@ -278,7 +278,10 @@ fn round_rows<const SCALE: bool>(
         x86::round_add_rows::<SCALE>(s, d, g, acc, out)
     };
     #[cfg(not(target_arch = "x86_64"))]
-    match s {}
+    {
+        let _ = g; // read by the x86 kernel only
+        s.absent()
+    }
 }
 
 /// [`mul_round_add_rows`] for one feature's run of items: p = d ⊙ widen(g), `out = round(p)`,
@@ -289,7 +292,7 @@ pub fn mul_round_sum(s: crate::isa::Avx512Bf16, d: &[f32], g: &[u16], out: &mut 
     // SAFETY: the slices hold d.len() values; the token proves the instructions.
     return unsafe { x86::round_sum::<true>(s, d, g, out) };
     #[cfg(not(target_arch = "x86_64"))]
-    match s {}
+    s.absent()
 }
 
 /// [`mul_round_sum`] with no factor: `out = round(d)` and Σ d returned, summed as
@@ -300,7 +303,7 @@ pub fn round_sum(s: crate::isa::Avx512Bf16, d: &[f32], out: &mut [u16]) -> f32 {
     // SAFETY: the slices hold d.len() values; the token proves the instructions.
     return unsafe { x86::round_sum::<false>(s, d, &[], out) };
     #[cfg(not(target_arch = "x86_64"))]
-    match s {}
+    s.absent()
 }
 
 /// The training forward's GELU epilogue in mixed precision: `a[j] = bf(gelu(z[j]))` and
@@ -315,7 +318,7 @@ pub fn gelu_keep_round(s: crate::isa::Avx512Bf16, z: &[f32], gz: &mut [u16], a: 
         x86::gelu_keep_round(s, z, gz, a)
     };
     #[cfg(not(target_arch = "x86_64"))]
-    match s {}
+    s.absent()
 }
 
 /// What C holds before the pair product is added to it.
@@ -360,7 +363,7 @@ pub fn gemm_pairs(s: crate::isa::Avx512Bf16, a: MatRef<u32>, b: MatRef<u32>, c: 
     x86::gemm_pairs(s, a, b, c, init);
     // Off x86-64 the token cannot exist.
     #[cfg(not(target_arch = "x86_64"))]
-    match s {}
+    s.absent()
 }
 
 #[cfg(target_arch = "x86_64")]

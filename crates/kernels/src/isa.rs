@@ -432,17 +432,24 @@ mod x86_bf16 {
 #[cfg(target_arch = "x86_64")]
 pub use x86_bf16::Avx512Bf16;
 
-/// Off x86-64 there is no AVX512_BF16: a token that cannot exist, so that the bf16 kernels,
-/// which take one, compile on every architecture and run on none but x86-64.
+/// Off x86-64 there is no AVX512_BF16: a token that is never made (its field is private and
+/// `detect` returns `None`), so that the bf16 kernels, which take one, compile on every
+/// architecture and run on none but x86-64. (An uninhabited type would say the same to the
+/// compiler, which then flags every caller's code after `detect()` as unreachable.)
 #[cfg(not(target_arch = "x86_64"))]
 #[derive(Clone, Copy, Debug)]
-pub enum Avx512Bf16 {}
+pub struct Avx512Bf16(());
 
 #[cfg(not(target_arch = "x86_64"))]
 impl Avx512Bf16 {
     /// Never: see the type.
     pub fn detect() -> Option<Self> {
         None
+    }
+
+    /// Where a bf16 kernel would run: unreachable, as no token exists here.
+    pub fn absent(self) -> ! {
+        unreachable!("an Avx512Bf16 token off x86-64")
     }
 }
 
