@@ -3,7 +3,7 @@
 //! level) run the same comparisons.
 
 use crate::gelu::{gelu_and_grad_with, gelu_grad, Fused};
-use crate::gemm::{gemm, Init};
+use crate::gemm::{gemm, gemm_dgelu, Init};
 use crate::mlp::hidden_pad;
 use crate::{
     backward_workspace, hidden_len, mlp_backward, mlp_forward, output_shape, reference, Axis, BackwardIo,
@@ -277,6 +277,61 @@ pub fn gemm_paths(large: bool) -> Vec<Report> {
             }
             let bound = 1e-5 * (k as f64).sqrt().max(1.0) * 4.0;
             out.push(Report { name: format!("gemm {path} {m}×{k}×{n}"), err, bound });
+        }
+    }
+    out
+}
+
+/// [`gemm_dgelu`] (the dz product with the backward through GELU in its stores) against its
+/// naive twin: the product by [`gemm`], then written-out loops multiplying by G and summing each
+/// column (rows in order where C's rows are contiguous; eight interleaved partial sums down the
+/// column and [`crate::simd::sum8_tree`] where its columns are). One report per shape and layout:
+/// the number of values (C and the sums) whose bits differ, bound 0. The shapes cover the row
+/// and column layouts, partial vectors, every row-block height, k past one sweep (where only
+/// the last may finish) and runs whose length is no multiple of 8; `large` adds real chunks'.
+pub fn gemm_dgelu_bits(large: bool) -> Vec<Report> {
+    let mut gen = Gen(91);
+    let mut shapes = vec![(1, 3, 1), (13, 28, 28), (37, 20, 17), (64, 32, 96), (29, 300, 12), (100, 9, 40)];
+    if large {
+        shapes.extend([(896, 28, 28), (192, 96, 96), (256, 32, 32)]);
+    }
+    let mut out = Vec::new();
+    for &(m, k, n) in &shapes {
+        let a: Vec<f32> = gen.vec(m * k, 1.0);
+        let b: Vec<f32> = gen.vec(k * n, 1.0);
+        let g: Vec<f32> = gen.vec(m * n, 1.0);
+        let db0: Vec<f32> = gen.vec(n, 1.0);
+        // (name, A's strides, C's and G's strides): a row MLP's tile, a column MLP's.
+        for (layout, la, lc) in [("rows", (k, 1), (n, 1)), ("columns", (1, m), (1, m))] {
+            let (a, b) = (MatRef::new(&a, m, k, la), MatRef::new(&b, k, n, (n, 1)));
+            let g_view = MatRef::new(&g, m, n, lc);
+            let (mut c, mut db, mut lanes) = (vec![0f32; m * n], db0.clone(), vec![7f32; 8 * n]);
+            gemm_dgelu(a, b, MatMut::new(&mut c, m, n, lc), g_view, &mut db, &mut lanes);
+            let (mut want, mut want_db) = (vec![0f32; m * n], db0.clone());
+            gemm(a, b, MatMut::new(&mut want, m, n, lc), Init::Zero);
+            let at = |i: usize, j: usize| i * lc.0 + j * lc.1;
+            for i in 0..m {
+                for j in 0..n {
+                    want[at(i, j)] *= g[at(i, j)];
+                }
+            }
+            for (j, dbj) in want_db.iter_mut().enumerate() {
+                if layout == "rows" {
+                    for i in 0..m {
+                        *dbj += want[at(i, j)];
+                    }
+                } else {
+                    let mut part = [0f32; 8];
+                    for i in 0..m {
+                        part[i % 8] += want[at(i, j)];
+                    }
+                    *dbj += crate::simd::sum8_tree(&part);
+                }
+            }
+            let differ =
+                |x: &[f32], y: &[f32]| x.iter().zip(y).filter(|(p, q)| p.to_bits() != q.to_bits()).count();
+            let err = (differ(&c, &want) + differ(&db, &want_db)) as f64;
+            out.push(Report { name: format!("gemm_dgelu {layout} {m}×{k}×{n}, bits"), err, bound: 0.0 });
         }
     }
     out

@@ -19,7 +19,7 @@
 use crate::isa::Simd;
 use crate::mat::{MatMut, MatRef};
 use crate::real::Real;
-use crate::simd::{level, Level};
+use crate::simd::{self, level, Level};
 use std::any::TypeId;
 
 /// The longest k the direct path takes in one sweep. It walks C in panels of NV vectors and
@@ -57,7 +57,7 @@ pub fn gemm<T: Real>(a: MatRef<T>, b: MatRef<T>, mut c: MatMut<T>, init: Init<T>
         if let Some(path) = Path::of(&a, &b, &mut c, init) {
             // SAFETY: the views' elements lie in their buffers (checked or promised when they
             // were made) and C overlaps neither operand; `Path::of` read the layout off them.
-            unsafe { path.run() };
+            unsafe { path.run::<false>() };
             return;
         }
     }
@@ -76,6 +76,101 @@ pub fn gemm<T: Real>(a: MatRef<T>, b: MatRef<T>, mut c: MatMut<T>, init: Init<T>
         }
     };
     T::gemm_fallback(a, b, beta, c)
+}
+
+/// The product that makes dz in an MLP's backward, with the backward through GELU fused into
+/// its stores (`mlp_backward`):
+///
+/// ```text
+/// C ← (A·B) ⊙ G            dz = (dy·K2ᵀ) ⊙ gelu'(z)
+/// db[j] += Σᵢ C[i, j]      dc1 = Σ over the items of dz
+/// ```
+///
+/// G is laid out as C, whose rows or columns must be contiguous. C's rows contiguous (a row
+/// MLP's hidden tile): each column's sum adds the rows in order, as
+/// [`simd::mul_assign_add_rows`] does. C's columns contiguous (a column MLP's): each column's sum
+/// is [`simd::mul_assign_sum`]'s, eight interleaved partial sums down the column
+/// ([`simd::add_by_8`]) combined by [`simd::sum8_tree`]; `lanes` (8 per column of C) holds the
+/// partial sums meanwhile. Either way the bits are those of the product followed by that pass,
+/// which is what runs where no direct path takes the product (the `generic` level, `f64`). The
+/// fused form saves the pass's reading and writing back dz, a hidden tensor's worth of
+/// bytes each way.
+pub fn gemm_dgelu<T: Real>(
+    a: MatRef<T>,
+    b: MatRef<T>,
+    mut c: MatMut<T>,
+    g: MatRef<T>,
+    db: &mut [T],
+    lanes: &mut [T],
+) {
+    let (m, _, n) = crate::mat::product_shape(&a, &b, &c);
+    let (rsc, csc) = c.strides();
+    assert!(
+        g.rows() == m && g.cols() == n && g.strides() == (rsc, csc),
+        "gemm_dgelu: G must be laid out as C"
+    );
+    assert!(csc == 1 || rsc == 1, "gemm_dgelu: C's rows or columns must be contiguous");
+    assert_eq!(db.len(), n, "gemm_dgelu: one sum per column of C");
+    let by_rows = csc == 1;
+    if !by_rows {
+        assert!(lanes.len() >= 8 * n, "gemm_dgelu: eight partial sums per column of C");
+    }
+    if m == 0 || n == 0 {
+        return;
+    }
+    if std::env::var_os("EXP_UNFUSED").is_none() && TypeId::of::<T>() == TypeId::of::<f32>() {
+        let (gp, sums) = (g.as_ptr() as *const f32, db.as_mut_ptr() as *mut f32);
+        let lanes = lanes.as_mut_ptr() as *mut f32;
+        match Path::of(&a, &b, &mut c, Init::Zero) {
+            Some(Path::Rows(mut d)) if by_rows => {
+                d.finish = Finish::ColumnSums { g: gp, sums };
+                // SAFETY: as in `gemm`; G has C's extent (same shape and strides) and `db`
+                // one value per column of C.
+                unsafe { Path::Rows(d).run::<true>() };
+                return;
+            }
+            Some(Path::Transposed(mut d)) if !by_rows => {
+                // Cᵀ's rows are C's columns; 8 partial sums each, zero to start.
+                // SAFETY: `lanes` holds at least 8·n values (checked above).
+                unsafe { std::slice::from_raw_parts_mut(lanes, 8 * n) }.fill(0.0);
+                d.finish = Finish::RowLanes { g: gp, sums: lanes };
+                // SAFETY: as above, and `lanes` holds 8 values for each of Cᵀ's n rows.
+                unsafe { Path::Transposed(d).run::<true>() };
+                for j in 0..n {
+                    // SAFETY: column j's 8 partial sums and its entry of `db`, inside them.
+                    unsafe { *sums.add(j) += simd::sum8_tree(&*(lanes.add(8 * j) as *const [f32; 8])) };
+                }
+                return;
+            }
+            _ => {}
+        }
+    }
+    gemm(a, b, c.reborrow(), Init::Zero);
+    let (cp, gp) = (c.as_mut_ptr(), g.as_ptr());
+    if by_rows {
+        for i in 0..m {
+            // SAFETY: row i of C and of G: n contiguous values inside them; C is borrowed
+            // mutably, so G (a shared borrow) is another buffer.
+            let (row, grow) = unsafe {
+                (
+                    std::slice::from_raw_parts_mut(cp.add(i * rsc), n),
+                    std::slice::from_raw_parts(gp.add(i * rsc), n),
+                )
+            };
+            simd::mul_assign_add_rows(row, grow, db);
+        }
+    } else {
+        for (j, dbj) in db.iter_mut().enumerate() {
+            // SAFETY: column j of C and of G: m contiguous values inside them.
+            let (col, gcol) = unsafe {
+                (
+                    std::slice::from_raw_parts_mut(cp.add(j * csc), m),
+                    std::slice::from_raw_parts(gp.add(j * csc), m),
+                )
+            };
+            *dbj += simd::mul_assign_sum(col, gcol);
+        }
+    }
 }
 
 /// A read-only operand as the kernels address it: element (i, p) at `p + i·rs + p·cs`.
@@ -111,6 +206,36 @@ struct Direct {
     rsc: usize,
     start: Start,
     cold: bool,
+    finish: Finish,
+}
+
+/// What a direct product does with each finished block of C: store it, or first apply the
+/// backward through GELU ([`gemm_dgelu`]). G is laid out as C.
+#[derive(Clone, Copy)]
+enum Finish {
+    Store,
+    /// C ⊙= G, stored; then each column's values added into `sums[j]`, rows in order.
+    ColumnSums {
+        g: *const f32,
+        sums: *mut f32,
+    },
+    /// C ⊙= G, stored; then each row's values added into that row's eight interleaved partial
+    /// sums (`sums`, 8 per row), value q of the row into partial q mod 8, in order.
+    RowLanes {
+        g: *const f32,
+        sums: *mut f32,
+    },
+}
+
+/// A block's place in C, for its [`Finish`]: the product's (read through the pointer after the
+/// block's k loop, so that none of it is held in registers during the loop), the block's first
+/// row and column, and its width.
+#[derive(Clone, Copy)]
+struct At {
+    finish: *const Finish,
+    i: usize,
+    j: usize,
+    w: usize,
 }
 
 /// C (m×n, any strides) = A (m×k, rows contiguous) · B (k×n, columns contiguous) [+ C]: every
@@ -152,13 +277,37 @@ impl Path {
         let cold = c.is_cold();
         if csb == 1 && csc == 1 {
             let (a, b) = (Src { p: ap, rs: rsa, cs: csa }, Src { p: bp, rs: rsb, cs: 1 });
-            return Some(Path::Rows(Direct { m, k, n, a, b, c: cp, rsc, start: bias(Start::ColBias), cold }));
+            let start = bias(Start::ColBias);
+            return Some(Path::Rows(Direct {
+                m,
+                k,
+                n,
+                a,
+                b,
+                c: cp,
+                rsc,
+                start,
+                cold,
+                finish: Finish::Store,
+            }));
         }
         if rsa == 1 && rsc == 1 {
             // Cᵀ (n×m) = Bᵀ (n×k) · Aᵀ (k×m): Aᵀ's rows and Cᵀ's rows are contiguous.
             let (bt, at) = (Src { p: bp, rs: csb, cs: rsb }, Src { p: ap, rs: csa, cs: 1 });
             let (m, n, start) = (n, m, bias(Start::RowBias));
-            return Some(Path::Transposed(Direct { m, k, n, a: bt, b: at, c: cp, rsc: csc, start, cold }));
+            let finish = Finish::Store;
+            return Some(Path::Transposed(Direct {
+                m,
+                k,
+                n,
+                a: bt,
+                b: at,
+                c: cp,
+                rsc: csc,
+                start,
+                cold,
+                finish,
+            }));
         }
         if csa == 1 && rsb == 1 && !matches!(init, Init::Bias(_)) {
             let (a, b) = (Src { p: ap, rs: rsa, cs: 1 }, Src { p: bp, rs: 1, cs: csb });
@@ -185,7 +334,7 @@ impl Path {
     /// # Safety
     /// The problem's pointers must address every element its shapes and strides imply, and C
     /// must overlap neither operand.
-    unsafe fn run(&self) {
+    unsafe fn run<const FIN: bool>(&self) {
         #[cfg(target_arch = "x86_64")]
         {
             use crate::isa::{Avx2, Avx512};
@@ -196,9 +345,9 @@ impl Path {
                     // promise, passed on.
                     return unsafe {
                         match path {
-                            Path::Rows(d) if d.n > 32 => avx512::direct::<4, 6>(s, d),
-                            Path::Rows(d) => avx512::direct::<8, 2>(s, d),
-                            Path::Transposed(d) => avx512::direct::<4, 4>(s, d),
+                            Path::Rows(d) if d.n > 32 => avx512::direct::<4, 6, FIN>(s, d),
+                            Path::Rows(d) => avx512::direct::<8, 2, FIN>(s, d),
+                            Path::Transposed(d) => avx512::direct::<4, 4, FIN>(s, d),
                             Path::Dot(d) => avx512::dot::<5, 4, 4>(s, d),
                         }
                     };
@@ -208,8 +357,8 @@ impl Path {
                     // SAFETY: as above.
                     return unsafe {
                         match path {
-                            Path::Rows(d) => avx2::direct::<6, 2>(s, d),
-                            Path::Transposed(d) => avx2::direct::<6, 2>(s, d),
+                            Path::Rows(d) => avx2::direct::<6, 2, FIN>(s, d),
+                            Path::Transposed(d) => avx2::direct::<6, 2, FIN>(s, d),
                             Path::Dot(d) => avx2::dot::<2, 2, 2>(s, d),
                         }
                     };
@@ -223,8 +372,8 @@ impl Path {
             // SAFETY: the caller's promise, passed on.
             unsafe {
                 match self {
-                    Path::Rows(d) => neon::direct::<6, 4>(s, d),
-                    Path::Transposed(d) => neon::direct::<4, 4>(s, d),
+                    Path::Rows(d) => neon::direct::<6, 4, FIN>(s, d),
+                    Path::Transposed(d) => neon::direct::<4, 4, FIN>(s, d),
                     Path::Dot(d) => neon::dot::<2, 2, 2>(s, d),
                 }
             }
@@ -244,9 +393,9 @@ macro_rules! entry_points {
             #[inline(never)]
             /// # Safety
             /// As [`super::Path::run`].
-            pub(super) unsafe fn direct<const MR: usize, const NV: usize>(s: $token, d: &Direct) {
+            pub(super) unsafe fn direct<const MR: usize, const NV: usize, const FIN: bool>(s: $token, d: &Direct) {
                 // SAFETY: the caller's promise; the token proves the instructions.
-                unsafe { super::direct::<_, MR, NV>(s, d) }
+                unsafe { super::direct::<_, MR, NV, FIN>(s, d) }
             }
             $(#[target_feature(enable = $feature)])?
             #[inline(never)]
@@ -292,9 +441,12 @@ const PANEL_MAX: usize = 96;
 /// # Safety
 /// As [`Path::run`]; and `s`'s instructions must be enabled in the caller.
 #[inline(always)]
-unsafe fn direct<S: Simd, const MR: usize, const NV: usize>(s: S, d: &Direct) {
+unsafe fn direct<S: Simd, const MR: usize, const NV: usize, const FIN: bool>(s: S, d: &Direct) {
     let nr = S::LANES * NV;
     const { assert!(S::LANES * NV <= PANEL_MAX, "a panel row must fit in `panel`") };
+    // A row's eight interleaved partial sums continue from panel to panel: each must start at a
+    // multiple of 8 (Finish::RowLanes).
+    const { assert!(!FIN || (S::LANES * NV).is_multiple_of(8), "panels of a multiple of 8 columns") };
     // The panel of B under a block of rows is first copied to `panel`, nr floats a row (read
     // again by every block of rows, the copy costs 1/m of the products), in two cases:
     // * B's rows `b.rs` floats apart, a multiple of 1 KB (CIFAR's column products, whose rows
@@ -368,7 +520,19 @@ unsafe fn direct<S: Simd, const MR: usize, const NV: usize>(s: S, d: &Direct) {
                         each_line(cij.wrapping_add((rows + r) * d.rsc), w, |q| s.prefetch_write(q));
                     }
                 }
-                let tile = Tile { k: kb, a: ai, b: bj, c: cij, rsc: d.rsc, start };
+                // G's rows under the next block, asked for now: they arrive from L2 while this
+                // block's products run, instead of stalling its stores.
+                if let (true, Finish::ColumnSums { g, .. } | Finish::RowLanes { g, .. }) = (FIN, d.finish) {
+                    if i + rows < d.m && p0 + kb >= d.k {
+                        let next = (d.m - i - rows).min(MR);
+                        for r in 0..next {
+                            each_line(g.wrapping_add((i + rows + r) * d.rsc + j), w, |q| s.prefetch_read(q));
+                        }
+                    }
+                }
+                // The backward through GELU, once C holds the whole product (the last sweep).
+                let at = (FIN && p0 + kb >= d.k).then_some(At { finish: &d.finish, i, j, w });
+                let tile = Tile { k: kb, a: ai, b: bj, c: cij, rsc: d.rsc, start, at };
                 // SAFETY: rows [i, i + rows) and the panel's w columns are inside A, B and C.
                 unsafe {
                     match (rows, w == nr) {
@@ -427,6 +591,8 @@ struct Tile {
     c: *mut f32,
     rsc: usize,
     start: Start,
+    /// Where the block is, for a finish other than [`Finish::Store`].
+    at: Option<At>,
 }
 
 /// One R × V-vector block of C: the accumulators start as `t.start` says, then for p in 0..k,
@@ -451,7 +617,7 @@ unsafe fn block<S: Simd, const R: usize, const V: usize, const FULL: bool>(
     t: &Tile,
     masks: &[S::Mask; V],
 ) {
-    let Tile { k, a, b, c, rsc, start } = *t;
+    let Tile { k, a, b, c, rsc, start, .. } = *t;
     let mut acc = [[s.zero(); V]; R];
     // Every access below is inside the tile, as the caller promises; partial vectors touch only
     // their masks' lanes.
@@ -491,15 +657,71 @@ unsafe fn block<S: Simd, const R: usize, const V: usize, const FULL: bool>(
             }
         }
     }
-    for (r, row) in acc.iter().enumerate() {
-        for (v, &x) in row.iter().enumerate() {
-            let dst = c.wrapping_add(r * rsc + S::LANES * v);
-            // SAFETY: vector v of C's row r, inside the tile (partial ones by their mask).
-            unsafe {
-                if FULL {
-                    s.store(dst, x)
-                } else {
-                    s.store_part(masks[v], dst, x)
+    // SAFETY: the caller's promise, passed on.
+    unsafe { finish_block::<S, R, V, FULL>(s, t, masks, acc) };
+}
+
+/// The end of [`block`]: its accumulators stored into C as the product's [`Finish`] says.
+/// (Kept apart from the k loop: with the finish's pointers held across it, LLVM moved MNIST's
+/// 8 × 2 block's masks to the stack and re-tested them every step.)
+///
+/// # Safety
+/// As [`block`]; with `t.at`, its finish's G holds C's layout and its sums are inside their
+/// buffer.
+#[inline(always)]
+unsafe fn finish_block<S: Simd, const R: usize, const V: usize, const FULL: bool>(
+    s: S,
+    t: &Tile,
+    masks: &[S::Mask; V],
+    acc: [[S::V; V]; R],
+) {
+    let (c, rsc) = (t.c, t.rsc);
+    // Vector v of row r of the block of C (and of G, laid out as C).
+    let at = |r: usize, v: usize| r * rsc + S::LANES * v;
+    // SAFETY: `At::finish` points to the product's `Direct`, alive for the whole product.
+    let finish = t.at.map(|a| (unsafe { *a.finish }, a));
+    match finish {
+        None | Some((Finish::Store, _)) => {
+            for (r, row) in acc.iter().enumerate() {
+                for (v, &x) in row.iter().enumerate() {
+                    // SAFETY: vector v of C's row r, inside the tile (partial ones by their mask).
+                    unsafe { store::<S, FULL>(s, masks[v], c.wrapping_add(at(r, v)), x) };
+                }
+            }
+        }
+        Some((Finish::ColumnSums { g, sums }, At { i, j, .. })) => {
+            let g = g.wrapping_add(i * rsc + j);
+            for (v, &mv) in masks.iter().enumerate() {
+                let q = sums.wrapping_add(j + S::LANES * v);
+                // SAFETY: `sums` has one value per column of C; vector v covers the block's.
+                let mut sum = unsafe { load::<S, FULL>(s, mv, q) };
+                for (r, row) in acc.iter().enumerate() {
+                    // SAFETY: vector v of row r of G and of C, inside the block.
+                    unsafe {
+                        let y = s.mul(row[v], load::<S, FULL>(s, mv, g.wrapping_add(at(r, v))));
+                        store::<S, FULL>(s, mv, c.wrapping_add(at(r, v)), y);
+                        sum = s.add(sum, y);
+                    }
+                }
+                // SAFETY: as the load.
+                unsafe { store::<S, FULL>(s, mv, q, sum) };
+            }
+        }
+        Some((Finish::RowLanes { g, sums }, At { i, j, w, .. })) => {
+            let g = g.wrapping_add(i * rsc + j);
+            for (r, row) in acc.iter().enumerate() {
+                for (v, &x) in row.iter().enumerate() {
+                    // SAFETY: vector v of row r of G and of C, inside the block.
+                    unsafe {
+                        let y = s.mul(x, load::<S, FULL>(s, masks[v], g.wrapping_add(at(r, v))));
+                        store::<S, FULL>(s, masks[v], c.wrapping_add(at(r, v)), y);
+                    }
+                }
+                // SAFETY: the w values just stored in C's row r are inside the block; `sums`
+                // holds eight partial sums for each row of C, referred to by nothing else now.
+                unsafe {
+                    let part = &mut *(sums.add((i + r) * 8) as *mut [f32; 8]);
+                    simd::add_by_8(part, std::slice::from_raw_parts(c.add(r * rsc), w));
                 }
             }
         }
@@ -518,6 +740,22 @@ unsafe fn load<S: Simd, const FULL: bool>(s: S, m: S::Mask, p: *const f32) -> S:
             s.load(p)
         } else {
             s.load_part(m, p)
+        }
+    }
+}
+
+/// Stores a whole vector (`FULL`) or the lanes in `m`.
+///
+/// # Safety
+/// As [`Simd::store`] or [`Simd::store_part`].
+#[inline(always)]
+unsafe fn store<S: Simd, const FULL: bool>(s: S, m: S::Mask, p: *mut f32, x: S::V) {
+    // SAFETY: the caller's promise.
+    unsafe {
+        if FULL {
+            s.store(p, x)
+        } else {
+            s.store_part(m, p, x)
         }
     }
 }

@@ -37,6 +37,10 @@ pub trait Simd: Copy + Send + Sync + 'static {
     fn splat(self, x: f32) -> Self::V;
     /// `a·b + c`, rounded once.
     fn fma(self, a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    /// `a·b`, lane by lane.
+    fn mul(self, a: Self::V, b: Self::V) -> Self::V;
+    /// `a + b`, lane by lane.
+    fn add(self, a: Self::V, b: Self::V) -> Self::V;
     /// The first `lanes` lanes (at most [`Simd::LANES`]; 0 is allowed and touches nothing).
     fn mask(self, lanes: usize) -> Self::Mask;
 
@@ -140,6 +144,16 @@ mod x86 {
         fn fma(self, a: __m512, b: __m512, c: __m512) -> __m512 {
             // SAFETY: as in `zero`.
             unsafe { _mm512_fmadd_ps(a, b, c) }
+        }
+        #[inline(always)]
+        fn mul(self, a: __m512, b: __m512) -> __m512 {
+            // SAFETY: as in `zero`.
+            unsafe { _mm512_mul_ps(a, b) }
+        }
+        #[inline(always)]
+        fn add(self, a: __m512, b: __m512) -> __m512 {
+            // SAFETY: as in `zero`.
+            unsafe { _mm512_add_ps(a, b) }
         }
         #[inline(always)]
         fn mask(self, lanes: usize) -> __mmask16 {
@@ -285,6 +299,16 @@ mod x86 {
         fn fma(self, a: __m256, b: __m256, c: __m256) -> __m256 {
             // SAFETY: as in `zero`.
             unsafe { _mm256_fmadd_ps(a, b, c) }
+        }
+        #[inline(always)]
+        fn mul(self, a: __m256, b: __m256) -> __m256 {
+            // SAFETY: as in `zero`.
+            unsafe { _mm256_mul_ps(a, b) }
+        }
+        #[inline(always)]
+        fn add(self, a: __m256, b: __m256) -> __m256 {
+            // SAFETY: as in `zero`.
+            unsafe { _mm256_add_ps(a, b) }
         }
         /// Lane i is on when i < lanes (its sign bit set); the flag says whether all are.
         #[inline(always)]
@@ -498,6 +522,16 @@ mod arm {
         fn fma(self, a: float32x4_t, b: float32x4_t, c: float32x4_t) -> float32x4_t {
             // SAFETY: as in `zero`.
             unsafe { vfmaq_f32(c, a, b) }
+        }
+        #[inline(always)]
+        fn mul(self, a: float32x4_t, b: float32x4_t) -> float32x4_t {
+            // SAFETY: as in `zero`.
+            unsafe { vmulq_f32(a, b) }
+        }
+        #[inline(always)]
+        fn add(self, a: float32x4_t, b: float32x4_t) -> float32x4_t {
+            // SAFETY: as in `zero`.
+            unsafe { vaddq_f32(a, b) }
         }
         #[inline(always)]
         fn mask(self, lanes: usize) -> usize {

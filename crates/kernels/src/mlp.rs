@@ -45,7 +45,7 @@
 //! the chunking at all: every element is one sum over the features in a fixed order. Only the
 //! weight gradients, sums over items, are grouped by chunk.)
 
-use crate::gemm::{gemm, Init};
+use crate::gemm::{gemm, gemm_dgelu, Init};
 use crate::mat::{MatMut, MatRef};
 use crate::real::Real;
 use crate::{par, simd};
@@ -140,7 +140,8 @@ pub struct BackwardIo<'a, T> {
     pub dx_write: Write,
     /// Scratch for dz, of [`hidden_len`].
     pub dz: &'a mut [T],
-    /// Scratch of [`backward_workspace`]: K1ᵀ, K2ᵀ and the chunks' weight-gradient partials.
+    /// Scratch of [`backward_workspace`]: K1ᵀ, K2ᵀ, the chunks' weight-gradient partials and
+    /// their dc1 partial sums.
     pub work: &'a mut [T],
 }
 
@@ -462,10 +463,11 @@ pub fn mlp_forward<T: Real>(
 }
 
 /// Length of the `work` buffer [`mlp_backward`] needs: K1ᵀ and K2ᵀ, then one set of weight
-/// gradients per chunk.
+/// gradients per chunk, then per chunk the eight partial sums of each dc1 entry that a column
+/// MLP's dz product keeps ([`gemm_dgelu`]).
 pub fn backward_workspace(axis: Axis, x_shape: Hbw, n_out: usize) -> usize {
     let g = Geometry::new(axis, x_shape, n_out);
-    g.n_in * g.n_out + g.n_out * g.n_out + backward_chunks(g.x.items) * g.params()
+    g.n_in * g.n_out + g.n_out * g.n_out + backward_chunks(g.x.items) * (g.params() + 8 * g.n_out)
 }
 
 /// Backward of [`mlp_forward`]: given `io.dy`, puts the input gradient into `io.dx` and the
@@ -473,7 +475,8 @@ pub fn backward_workspace(axis: Axis, x_shape: Hbw, n_out: usize) -> usize {
 /// what the forward [`Saved`].
 ///
 /// Per chunk: `dc2 = Σ dy`, `dK2 = Aᵀ·dY` (A read with swapped strides), `dZ = dY·K2ᵀ` (K2 read with
-/// swapped strides), `dz *= gelu'(z)` in the same pass, `dc1 = Σ dz`, `dK1 = Xᵀ·dZ`, `dX += dZ·K1ᵀ`.
+/// swapped strides) with `dz *= gelu'(z)` and `dc1 = Σ dz` in its stores ([`gemm_dgelu`]),
+/// `dK1 = Xᵀ·dZ`, `dX += dZ·K1ᵀ`.
 /// The per-chunk weight gradients go to a partials buffer, summed in chunk order and then
 /// added into `grads`. With a [`GateGrad`] (the backward of a [`Skip`] forward), g is folded into
 /// K2ᵀ and into the sums of dK2 and dc2, and dg comes from those sums, as [`GateGrad`] derives.
@@ -503,11 +506,13 @@ pub fn mlp_backward<T: Real>(
     let chunks = backward_chunks(items);
     assert_eq!(work.len(), backward_workspace(axis, x_shape, n_out), "mlp_backward: workspace length");
     let (k1t, rest) = work.split_at_mut(n_in * n);
-    let (k2t, partials) = rest.split_at_mut(n * n);
+    let (k2t, rest) = rest.split_at_mut(n * n);
+    let (partials, lanes) = rest.split_at_mut(chunks * g.params());
     pack_transposed(&wts, gate.as_ref().map_or(T::ONE, |gg| gg.g), k1t, k2t);
     let (k1t, k2t) = (&*k1t, &*k2t);
+    let per_chunk = partials.par_chunks_mut(g.params()).zip(lanes.par_chunks_mut(8 * n));
     par::region(|reg| {
-        partials.par_chunks_mut(g.params()).enumerate().for_each(|(c, part)| {
+        per_chunk.enumerate().for_each(|(c, (part, lanes))| {
             let _task = reg.task();
             part.fill(T::ZERO);
             let (i0, i1) = chunk_range(items, chunks, c);
@@ -528,16 +533,7 @@ pub fn mlp_backward<T: Real>(
             // SAFETY: (the whole block) as in the forward, chunk c touches only items [i0, i1) of dz and
             // dx, which no other chunk does, at offsets inside them.
             unsafe {
-                gemm(dy_tile, k2t, dzp.mat(g.t, i0, m, n), Init::Zero);
-                // dz ⊙= gelu'(z) and dc1 += Σ dz in one pass.
-                for_each_hidden_run(&g, i0, i1, |off, len| {
-                    let (d, gz) = (std::slice::from_raw_parts_mut(dzp.at(off), len), &dgelu[off..off + len]);
-                    if g.t.fs == 1 {
-                        simd::mul_assign_add_rows(d, gz, pc1);
-                    } else {
-                        pc1[off / g.t.fs] += simd::mul_assign_sum(d, gz);
-                    }
-                });
+                gemm_dgelu(dy_tile, k2t, dzp.mat(g.t, i0, m, n), g.t.of(dgelu, i0, m, n), pc1, lanes);
                 let dz_tile = MatRef::from_raw(dzp.at(i0 * g.t.is), m, n, (g.t.is, g.t.fs));
                 gemm(g.x.of(x, i0, m, n_in).t(), dz_tile, MatMut::new(pk1, n_in, n, (n, 1)), Init::Zero);
                 let dx_init = match dx_write {

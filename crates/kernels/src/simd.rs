@@ -220,7 +220,7 @@ multiversion! {
             *d *= g;
             *a += *d;
         }
-        ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
+        sum8_tree(&acc)
     }
 }
 
@@ -301,16 +301,8 @@ multiversion! {
     /// the same bits on every machine and thread count.
     pub fn sum<T: Real>(x: &[T]) -> T {
         let mut acc = [T::ZERO; 8];
-        let mut blocks = x.chunks_exact(8);
-        for blk in &mut blocks {
-            for (a, &v) in acc.iter_mut().zip(blk) {
-                *a += v;
-            }
-        }
-        for (a, &v) in acc.iter_mut().zip(blocks.remainder()) {
-            *a += v;
-        }
-        ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
+        add_by_8(&mut acc, x);
+        sum8_tree(&acc)
     }
 }
 
@@ -327,8 +319,34 @@ multiversion! {
         for ((a, &u), &v) in acc.iter_mut().zip(xb.remainder()).zip(yb.remainder()) {
             *a += u * v;
         }
-        ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
+        sum8_tree(&acc)
     }
+}
+
+/// `acc[q mod 8] += x[q]` for q = 0, 1, …, in that order: the eight interleaved partial sums of
+/// [`sum`] and [`mul_assign_sum`] (vectorisable: one 8-lane add per 8 values), continued from
+/// `acc` so that a run may come in pieces whose lengths are multiples of 8.
+#[inline(always)]
+pub fn add_by_8<T: Real>(acc: &mut [T; 8], x: &[T]) {
+    // A local copy, which LLVM keeps in a register across the loop.
+    let mut sums = *acc;
+    let mut blocks = x.chunks_exact(8);
+    for blk in &mut blocks {
+        for (a, &v) in sums.iter_mut().zip(blk) {
+            *a += v;
+        }
+    }
+    for (a, &v) in sums.iter_mut().zip(blocks.remainder()) {
+        *a += v;
+    }
+    *acc = sums;
+}
+
+/// The eight partial sums of [`add_by_8`] combined in one fixed order (a balanced tree over
+/// partials 4 apart, then 2, then 1): the same bits on every machine.
+#[inline(always)]
+pub fn sum8_tree<T: Real>(acc: &[T; 8]) -> T {
+    ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
 }
 
 /// Asks the CPU to start loading `len` values from `p` into its L2 cache (x86-64's

@@ -195,6 +195,16 @@ fn gemm_paths_match_a_naive_product() {
     }
 }
 
+/// The dz product with the backward through GELU in its stores gives the bits of the product
+/// followed by the plain loops, in both layouts, on the level in use (CI runs this file on every
+/// level).
+#[test]
+fn the_fused_dz_product_gives_its_twins_bits() {
+    for r in check::gemm_dgelu_bits(true) {
+        assert!(r.passed(), "{r} on {}", pmixer_kernels::simd::level().name());
+    }
+}
+
 /// The elementwise loops give the same bits whichever instruction set they run on: the tile
 /// functions on the level in use (the best the CPU has, or `PMIXER_SIMD`'s: CI runs this file on
 /// every level) against the scalar functions compiled for the baseline target (on x86-64,

@@ -129,6 +129,9 @@ fn check_level(level: Level, full: bool, first: &mut FirstBits, tally: &mut Tall
     for r in check::gemm_paths(full) {
         tally.report(name, &r);
     }
+    for r in check::gemm_dgelu_bits(full) {
+        tally.report(name, &r);
+    }
     tally.report(name, &check::gelu_bits(if full { 2_000_000 } else { 200_000 }));
     for (i, c) in check::cases().iter().enumerate() {
         // Without --full, the small cases only (the batch-64 ones take minutes under qemu).
