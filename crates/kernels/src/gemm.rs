@@ -118,7 +118,7 @@ pub fn gemm_dgelu<T: Real>(
     if m == 0 || n == 0 {
         return;
     }
-    if std::env::var_os("EXP_UNFUSED").is_none() && TypeId::of::<T>() == TypeId::of::<f32>() {
+    if TypeId::of::<T>() == TypeId::of::<f32>() {
         let (gp, sums) = (g.as_ptr() as *const f32, db.as_mut_ptr() as *mut f32);
         let lanes = lanes.as_mut_ptr() as *mut f32;
         match Path::of(&a, &b, &mut c, Init::Zero) {
