@@ -3,7 +3,7 @@
 //! level) run the same comparisons.
 
 use crate::gelu::{gelu_and_grad_with, gelu_grad, Fused};
-use crate::gemm::{gemm, gemm_dgelu, Init};
+use crate::gemm::{gemm, gemm_colsum, gemm_dgelu, Init};
 use crate::mlp::hidden_pad;
 use crate::{
     backward_workspace, hidden_len, mlp_backward, mlp_forward, output_shape, reference, Axis, BackwardIo,
@@ -333,6 +333,40 @@ pub fn gemm_dgelu_bits(large: bool) -> Vec<Report> {
             let err = (differ(&c, &want) + differ(&db, &want_db)) as f64;
             out.push(Report { name: format!("gemm_dgelu {layout} {m}×{k}×{n}, bits"), err, bound: 0.0 });
         }
+    }
+    out
+}
+
+/// [`gemm_colsum`] (a product with B's column sums taken as it reads B's rows) against its twin:
+/// [`gemm`], then B's rows added in order by a written-out loop. One report per shape: the
+/// number of values (C and the sums) whose bits differ, bound 0. The shapes cover k past one
+/// sweep, C narrower and wider than 32 columns (the fused and the unfused forms on AVX-512),
+/// partial vectors and every row-block height; `large` adds MNIST's and CIFAR's dK2 of a chunk.
+pub fn gemm_colsum_bits(large: bool) -> Vec<Report> {
+    let mut gen = Gen(93);
+    let mut shapes = vec![(1, 5, 1), (28, 40, 28), (13, 300, 17), (9, 33, 40), (3, 64, 32)];
+    if large {
+        shapes.extend([(28, 896, 28), (96, 512, 96)]);
+    }
+    let mut out = Vec::new();
+    for &(m, k, n) in &shapes {
+        // A read down its columns, as a weight gradient's Aᵀ is.
+        let (av, bv) = (gen.vec::<f32>(m * k, 1.0), gen.vec::<f32>(k * n, 1.0));
+        let sums0: Vec<f32> = gen.vec(n, 1.0);
+        let (a, b) = (MatRef::new(&av, m, k, (1, m)), MatRef::new(&bv, k, n, (n, 1)));
+        let (mut c, mut sums) = (vec![0f32; m * n], sums0.clone());
+        gemm_colsum(a, b, MatMut::new(&mut c, m, n, (n, 1)), Init::Zero, &mut sums);
+        let (mut want, mut want_sums) = (vec![0f32; m * n], sums0);
+        gemm(a, b, MatMut::new(&mut want, m, n, (n, 1)), Init::Zero);
+        for row in bv.chunks_exact(n) {
+            for (s, &v) in want_sums.iter_mut().zip(row) {
+                *s += v;
+            }
+        }
+        let differ =
+            |x: &[f32], y: &[f32]| x.iter().zip(y).filter(|(p, q)| p.to_bits() != q.to_bits()).count();
+        let err = (differ(&c, &want) + differ(&sums, &want_sums)) as f64;
+        out.push(Report { name: format!("gemm_colsum {m}×{k}×{n}, bits"), err, bound: 0.0 });
     }
     out
 }

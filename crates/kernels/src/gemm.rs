@@ -173,6 +173,42 @@ pub fn gemm_dgelu<T: Real>(
     }
 }
 
+/// `C ← A·B` (plus C or a bias, as `init` says) and `sums[j] += Σ_p B[p, j]`, B's rows added in
+/// order, as [`simd::add_rows`] adds them: a row MLP's dK2 = Aᵀ·dY with its bias gradient
+/// dc2 = Σ dy, whose rows the product reads anyway (`mlp_backward`). B's rows must be
+/// contiguous. Where the product's block has registers to spare for the sums (AVX-512's
+/// 8 × 2 blocks, C at most 32 columns wide: MNIST's), its first block of rows adds each row of
+/// B into them as it loads it; elsewhere the sums are a pass over B after the product. The bits
+/// are the same either way.
+pub fn gemm_colsum<T: Real>(a: MatRef<T>, b: MatRef<T>, c: MatMut<T>, init: Init<T>, sums: &mut [T]) {
+    let (_, k, n) = crate::mat::product_shape(&a, &b, &c);
+    let (rsb, csb) = b.strides();
+    assert!(csb == 1 || n == 1, "gemm_colsum: B's rows must be contiguous");
+    assert_eq!(sums.len(), n, "gemm_colsum: one sum per column of B");
+    #[cfg(target_arch = "x86_64")]
+    let mut c = c;
+    #[cfg(target_arch = "x86_64")]
+    if level() == Level::Avx512 && TypeId::of::<T>() == TypeId::of::<f32>() && k > 0 {
+        if let Some(Path::Rows(mut d)) = Path::of(&a, &b, &mut c, init) {
+            if d.n <= 32 {
+                d.bsum = sums.as_mut_ptr() as *mut f32;
+                let s = crate::isa::Avx512::detect().expect("AVX-512 level");
+                // SAFETY: as in `gemm`; `sums` holds one value per column of C (checked above).
+                unsafe { avx512::direct::<8, 2, false, true>(s, &d) };
+                return;
+            }
+        }
+    }
+    gemm(a, b, c, init);
+    let bp = b.as_ptr();
+    // One pass over B's rows: the whole of B where its rows follow each other, else row by row.
+    let (runs, len) = if rsb == n { (1, k * n) } else { (k, n) };
+    for q in 0..runs {
+        // SAFETY: run q of B: `len` contiguous values inside it.
+        simd::add_rows(unsafe { std::slice::from_raw_parts(bp.add(q * rsb), len) }, sums);
+    }
+}
+
 /// A read-only operand as the kernels address it: element (i, p) at `p + i·rs + p·cs`.
 #[derive(Clone, Copy)]
 struct Src {
@@ -207,6 +243,8 @@ struct Direct {
     start: Start,
     cold: bool,
     finish: Finish,
+    /// Where B's column sums go (null: nowhere), for a kernel compiled with `SUMB`.
+    bsum: *mut f32,
 }
 
 /// What a direct product does with each finished block of C: store it, or first apply the
@@ -289,6 +327,7 @@ impl Path {
                 start,
                 cold,
                 finish: Finish::Store,
+                bsum: std::ptr::null_mut(),
             }));
         }
         if rsa == 1 && rsc == 1 {
@@ -307,6 +346,7 @@ impl Path {
                 start,
                 cold,
                 finish,
+                bsum: std::ptr::null_mut(),
             }));
         }
         if csa == 1 && rsb == 1 && !matches!(init, Init::Bias(_)) {
@@ -345,9 +385,9 @@ impl Path {
                     // promise, passed on.
                     return unsafe {
                         match path {
-                            Path::Rows(d) if d.n > 32 => avx512::direct::<4, 6, FIN>(s, d),
-                            Path::Rows(d) => avx512::direct::<8, 2, FIN>(s, d),
-                            Path::Transposed(d) => avx512::direct::<4, 4, FIN>(s, d),
+                            Path::Rows(d) if d.n > 32 => avx512::direct::<4, 6, FIN, false>(s, d),
+                            Path::Rows(d) => avx512::direct::<8, 2, FIN, false>(s, d),
+                            Path::Transposed(d) => avx512::direct::<4, 4, FIN, false>(s, d),
                             Path::Dot(d) => avx512::dot::<5, 4, 4>(s, d),
                         }
                     };
@@ -357,8 +397,8 @@ impl Path {
                     // SAFETY: as above.
                     return unsafe {
                         match path {
-                            Path::Rows(d) => avx2::direct::<6, 2, FIN>(s, d),
-                            Path::Transposed(d) => avx2::direct::<6, 2, FIN>(s, d),
+                            Path::Rows(d) => avx2::direct::<6, 2, FIN, false>(s, d),
+                            Path::Transposed(d) => avx2::direct::<6, 2, FIN, false>(s, d),
                             Path::Dot(d) => avx2::dot::<2, 2, 2>(s, d),
                         }
                     };
@@ -372,8 +412,8 @@ impl Path {
             // SAFETY: the caller's promise, passed on.
             unsafe {
                 match self {
-                    Path::Rows(d) => neon::direct::<6, 4, FIN>(s, d),
-                    Path::Transposed(d) => neon::direct::<4, 4, FIN>(s, d),
+                    Path::Rows(d) => neon::direct::<6, 4, FIN, false>(s, d),
+                    Path::Transposed(d) => neon::direct::<4, 4, FIN, false>(s, d),
                     Path::Dot(d) => neon::dot::<2, 2, 2>(s, d),
                 }
             }
@@ -393,9 +433,12 @@ macro_rules! entry_points {
             #[inline(never)]
             /// # Safety
             /// As [`super::Path::run`].
-            pub(super) unsafe fn direct<const MR: usize, const NV: usize, const FIN: bool>(s: $token, d: &Direct) {
+            pub(super) unsafe fn direct<const MR: usize, const NV: usize, const FIN: bool, const SUMB: bool>(
+                s: $token,
+                d: &Direct,
+            ) {
                 // SAFETY: the caller's promise; the token proves the instructions.
-                unsafe { super::direct::<_, MR, NV, FIN>(s, d) }
+                unsafe { super::direct::<_, MR, NV, FIN, SUMB>(s, d) }
             }
             $(#[target_feature(enable = $feature)])?
             #[inline(never)]
@@ -441,7 +484,10 @@ const PANEL_MAX: usize = 96;
 /// # Safety
 /// As [`Path::run`]; and `s`'s instructions must be enabled in the caller.
 #[inline(always)]
-unsafe fn direct<S: Simd, const MR: usize, const NV: usize, const FIN: bool>(s: S, d: &Direct) {
+unsafe fn direct<S: Simd, const MR: usize, const NV: usize, const FIN: bool, const SUMB: bool>(
+    s: S,
+    d: &Direct,
+) {
     let nr = S::LANES * NV;
     const { assert!(S::LANES * NV <= PANEL_MAX, "a panel row must fit in `panel`") };
     // A row's eight interleaved partial sums continue from panel to panel: each must start at a
@@ -532,15 +578,17 @@ unsafe fn direct<S: Simd, const MR: usize, const NV: usize, const FIN: bool>(s: 
                 }
                 // The backward through GELU, once C holds the whole product (the last sweep).
                 let at = (FIN && p0 + kb >= d.k).then_some(At { finish: &d.finish, i, j, w });
-                let tile = Tile { k: kb, a: ai, b: bj, c: cij, rsc: d.rsc, start, at };
+                // B's column sums, by the first block of rows (which reads every row of B).
+                let bsum = if SUMB && i == 0 { d.bsum.wrapping_add(j) } else { std::ptr::null_mut() };
+                let tile = Tile { k: kb, a: ai, b: bj, c: cij, rsc: d.rsc, start, at, bsum };
                 // SAFETY: rows [i, i + rows) and the panel's w columns are inside A, B and C.
                 unsafe {
                     match (rows, w == nr) {
-                        (r, true) if r == MR => block::<S, MR, NV, true>(s, &tile, &masks),
-                        (r, false) if r == MR => block::<S, MR, NV, false>(s, &tile, &masks),
-                        (4, full) => block_rows::<S, 4, NV>(s, &tile, &masks, full),
-                        (2, full) => block_rows::<S, 2, NV>(s, &tile, &masks, full),
-                        (_, full) => block_rows::<S, 1, NV>(s, &tile, &masks, full),
+                        (r, true) if r == MR => block::<S, MR, NV, true, SUMB>(s, &tile, &masks),
+                        (r, false) if r == MR => block::<S, MR, NV, false, SUMB>(s, &tile, &masks),
+                        (4, full) => block_rows::<S, 4, NV, SUMB>(s, &tile, &masks, full),
+                        (2, full) => block_rows::<S, 2, NV, SUMB>(s, &tile, &masks, full),
+                        (_, full) => block_rows::<S, 1, NV, SUMB>(s, &tile, &masks, full),
                     }
                 }
                 i += rows;
@@ -593,6 +641,8 @@ struct Tile {
     start: Start,
     /// Where the block is, for a finish other than [`Finish::Store`].
     at: Option<At>,
+    /// Where this block adds B's column sums (null: it does not).
+    bsum: *mut f32,
 }
 
 /// One R × V-vector block of C: the accumulators start as `t.start` says, then for p in 0..k,
@@ -612,12 +662,12 @@ struct Tile {
 /// unless `FULL` or [`Simd::CHEAP_PARTIAL_LOADS`]), must be inside their buffers; `s`'s
 /// instructions must be enabled in the caller.
 #[inline(always)]
-unsafe fn block<S: Simd, const R: usize, const V: usize, const FULL: bool>(
+unsafe fn block<S: Simd, const R: usize, const V: usize, const FULL: bool, const SUMB: bool>(
     s: S,
     t: &Tile,
     masks: &[S::Mask; V],
 ) {
-    let Tile { k, a, b, c, rsc, start, .. } = *t;
+    let Tile { k, a, b, c, rsc, start, bsum, .. } = *t;
     let mut acc = [[s.zero(); V]; R];
     // Every access below is inside the tile, as the caller promises; partial vectors touch only
     // their masks' lanes.
@@ -636,6 +686,15 @@ unsafe fn block<S: Simd, const R: usize, const V: usize, const FULL: bool>(
             };
         }
     }
+    // B's column sums (`SUMB`, a block with `bsum`): B's rows added in order, beside the FMAs.
+    let sum_b = SUMB && !bsum.is_null();
+    let mut bs = [s.zero(); V];
+    if sum_b {
+        for (v, x) in bs.iter_mut().enumerate() {
+            // SAFETY: `bsum` holds one value per column of the tile.
+            *x = unsafe { load::<S, FULL>(s, masks[v], bsum.wrapping_add(S::LANES * v)) };
+        }
+    }
     for p in 0..k {
         let bp = b.p.wrapping_add(p * b.rs);
         // SAFETY: vector v of B's row p: its lanes in masks[v] inside B, or whole inside B or
@@ -648,6 +707,11 @@ unsafe fn block<S: Simd, const R: usize, const V: usize, const FULL: bool>(
                 s.load_part(masks[v], q)
             }
         });
+        if SUMB {
+            for (x, &b) in bs.iter_mut().zip(&bv) {
+                *x = s.add(*x, b);
+            }
+        }
         let ap = a.p.wrapping_add(p * a.cs);
         for (r, row) in acc.iter_mut().enumerate() {
             // SAFETY: A's element (r, p), inside the tile.
@@ -655,6 +719,12 @@ unsafe fn block<S: Simd, const R: usize, const V: usize, const FULL: bool>(
             for (x, &bv) in row.iter_mut().zip(&bv) {
                 *x = s.fma(av, bv, *x);
             }
+        }
+    }
+    if sum_b {
+        for (v, &x) in bs.iter().enumerate() {
+            // SAFETY: as the load.
+            unsafe { store::<S, FULL>(s, masks[v], bsum.wrapping_add(S::LANES * v), x) };
         }
     }
     // SAFETY: the caller's promise, passed on.
@@ -765,7 +835,7 @@ unsafe fn store<S: Simd, const FULL: bool>(s: S, m: S::Mask, p: *mut f32, x: S::
 /// # Safety
 /// As [`block`].
 #[inline(always)]
-unsafe fn block_rows<S: Simd, const R: usize, const V: usize>(
+unsafe fn block_rows<S: Simd, const R: usize, const V: usize, const SUMB: bool>(
     s: S,
     t: &Tile,
     masks: &[S::Mask; V],
@@ -774,9 +844,9 @@ unsafe fn block_rows<S: Simd, const R: usize, const V: usize>(
     // SAFETY: the caller's promise.
     unsafe {
         if full {
-            block::<S, R, V, true>(s, t, masks)
+            block::<S, R, V, true, SUMB>(s, t, masks)
         } else {
-            block::<S, R, V, false>(s, t, masks)
+            block::<S, R, V, false, SUMB>(s, t, masks)
         }
     }
 }

@@ -45,7 +45,7 @@
 //! the chunking at all: every element is one sum over the features in a fixed order. Only the
 //! weight gradients, sums over items, are grouped by chunk.)
 
-use crate::gemm::{gemm, gemm_dgelu, Init};
+use crate::gemm::{gemm, gemm_colsum, gemm_dgelu, Init};
 use crate::mat::{MatMut, MatRef};
 use crate::real::Real;
 use crate::{par, simd};
@@ -474,7 +474,8 @@ pub fn backward_workspace(axis: Axis, x_shape: Hbw, n_out: usize) -> usize {
 /// weight gradients into `grads`, adding or setting as `io.dx_write` and `grads.write` say, from
 /// what the forward [`Saved`].
 ///
-/// Per chunk: `dc2 = Σ dy`, `dK2 = Aᵀ·dY` (A read with swapped strides), `dZ = dY·K2ᵀ` (K2 read with
+/// Per chunk: `dc2 = Σ dy` and `dK2 = Aᵀ·dY` (A read with swapped strides; a row MLP's dc2 taken
+/// by that product as it reads dy, [`gemm_colsum`]), `dZ = dY·K2ᵀ` (K2 read with
 /// swapped strides) with `dz *= gelu'(z)` and `dc1 = Σ dz` in its stores ([`gemm_dgelu`]),
 /// `dK1 = Xᵀ·dZ`, `dX += dZ·K1ᵀ`.
 /// The per-chunk weight gradients go to a partials buffer, summed in chunk order and then
@@ -526,8 +527,14 @@ pub fn mlp_backward<T: Real>(
             for_each_hidden_run(&g, i0, i1, |off, len| simd::prefetch_l2(a[off..].as_ptr(), len));
             let (dy_tile, k2t, k1t) =
                 (g.y.of(dy, i0, m, n), MatRef::new(k2t, n, n, (n, 1)), MatRef::new(k1t, n, n_in, (n_in, 1)));
-            for_each_run(&g, i0, i1, |off, len| bias_grad(&g, &dy[off..off + len], pc2, off));
-            gemm(g.t.of(a, i0, m, n).t(), dy_tile, MatMut::new(pk2, n, n, (n, 1)), Init::Zero);
+            let (at, pk2) = (g.t.of(a, i0, m, n).t(), MatMut::new(pk2, n, n, (n, 1)));
+            if g.y.fs == 1 {
+                // A row MLP's dc2 = Σ dy in the product that reads dy's rows anyway.
+                gemm_colsum(at, dy_tile, pk2, Init::Zero, pc2);
+            } else {
+                for_each_run(&g, i0, i1, |off, len| bias_grad(&g, &dy[off..off + len], pc2, off));
+                gemm(at, dy_tile, pk2, Init::Zero);
+            }
             for_each_hidden_run(&g, i0, i1, |off, len| simd::prefetch_l2(dgelu[off..].as_ptr(), len));
             for_each_run_of(g.x, n_in, i0, i1, |off, len| simd::prefetch_l2(x[off..].as_ptr(), len));
             // SAFETY: (the whole block) as in the forward, chunk c touches only items [i0, i1) of dz and

@@ -205,6 +205,15 @@ fn the_fused_dz_product_gives_its_twins_bits() {
     }
 }
 
+/// The product that sums B's columns as it reads them gives the bits of the product followed
+/// by the plain sums, on the level in use.
+#[test]
+fn the_product_with_column_sums_gives_its_twins_bits() {
+    for r in check::gemm_colsum_bits(true) {
+        assert!(r.passed(), "{r} on {}", pmixer_kernels::simd::level().name());
+    }
+}
+
 /// The elementwise loops give the same bits whichever instruction set they run on: the tile
 /// functions on the level in use (the best the CPU has, or `PMIXER_SIMD`'s: CI runs this file on
 /// every level) against the scalar functions compiled for the baseline target (on x86-64,

@@ -129,7 +129,7 @@ fn check_level(level: Level, full: bool, first: &mut FirstBits, tally: &mut Tall
     for r in check::gemm_paths(full) {
         tally.report(name, &r);
     }
-    for r in check::gemm_dgelu_bits(full) {
+    for r in check::gemm_dgelu_bits(full).into_iter().chain(check::gemm_colsum_bits(full)) {
         tally.report(name, &r);
     }
     tally.report(name, &check::gelu_bits(if full { 2_000_000 } else { 200_000 }));
