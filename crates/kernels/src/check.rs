@@ -282,6 +282,11 @@ pub fn gemm_paths(large: bool) -> Vec<Report> {
     out
 }
 
+/// How many values of `x` differ from `y`'s in their bits.
+fn bits_differ(x: &[f32], y: &[f32]) -> usize {
+    x.iter().zip(y).filter(|(p, q)| p.to_bits() != q.to_bits()).count()
+}
+
 /// [`gemm_dgelu`] (the dz product with the backward through GELU in its stores) against its
 /// naive twin: the product by [`gemm`], then written-out loops multiplying by G and summing each
 /// column (rows in order where C's rows are contiguous; eight interleaved partial sums down the
@@ -328,9 +333,7 @@ pub fn gemm_dgelu_bits(large: bool) -> Vec<Report> {
                     *dbj += crate::simd::sum8_tree(&part);
                 }
             }
-            let differ =
-                |x: &[f32], y: &[f32]| x.iter().zip(y).filter(|(p, q)| p.to_bits() != q.to_bits()).count();
-            let err = (differ(&c, &want) + differ(&db, &want_db)) as f64;
+            let err = (bits_differ(&c, &want) + bits_differ(&db, &want_db)) as f64;
             out.push(Report { name: format!("gemm_dgelu {layout} {m}×{k}×{n}, bits"), err, bound: 0.0 });
         }
     }
@@ -363,9 +366,7 @@ pub fn gemm_colsum_bits(large: bool) -> Vec<Report> {
                 *s += v;
             }
         }
-        let differ =
-            |x: &[f32], y: &[f32]| x.iter().zip(y).filter(|(p, q)| p.to_bits() != q.to_bits()).count();
-        let err = (differ(&c, &want) + differ(&sums, &want_sums)) as f64;
+        let err = (bits_differ(&c, &want) + bits_differ(&sums, &want_sums)) as f64;
         out.push(Report { name: format!("gemm_colsum {m}×{k}×{n}, bits"), err, bound: 0.0 });
     }
     out
@@ -525,7 +526,7 @@ pub fn bf16_gelu_epilogues() -> Option<Report> {
                 want_acc[j % n] += p;
                 wrong += usize::from(out[j] != round(p));
             }
-            wrong += acc.iter().zip(&want_acc).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+            wrong += bits_differ(&acc, &want_acc);
             checked += len + n;
         }
         for len in 0..=40 {
