@@ -481,6 +481,10 @@ const PANEL_MAX: usize = 96;
 ///   cold memory.
 /// * 8 × 2 otherwise (MNIST's rows, 28 columns).
 ///
+/// Two compile-time switches make the fused products' kernels, so that no other product's code
+/// holds anything of them: `FIN`, a block's [`Finish`] other than the store (`d.finish`, in the
+/// last sweep), and `SUMB`, B's column sums taken by the first block of rows (`d.bsum`).
+///
 /// # Safety
 /// As [`Path::run`]; and `s`'s instructions must be enabled in the caller.
 #[inline(always)]
