@@ -148,16 +148,19 @@ pub fn gemm_dgelu<T: Real>(
     gemm(a, b, c.reborrow(), Init::Zero);
     let (cp, gp) = (c.as_mut_ptr(), g.as_ptr());
     if by_rows {
-        for i in 0..m {
-            // SAFETY: row i of C and of G: n contiguous values inside them; C is borrowed
+        // One pass over the whole tile where its rows follow each other (a row MLP's), else
+        // row by row: the same sums in the same order.
+        let (runs, len) = if rsc == n { (1, m * n) } else { (m, n) };
+        for q in 0..runs {
+            // SAFETY: run q of C and of G: `len` contiguous values inside them; C is borrowed
             // mutably, so G (a shared borrow) is another buffer.
-            let (row, grow) = unsafe {
+            let (run, grun) = unsafe {
                 (
-                    std::slice::from_raw_parts_mut(cp.add(i * rsc), n),
-                    std::slice::from_raw_parts(gp.add(i * rsc), n),
+                    std::slice::from_raw_parts_mut(cp.add(q * rsc), len),
+                    std::slice::from_raw_parts(gp.add(q * rsc), len),
                 )
             };
-            simd::mul_assign_add_rows(row, grow, db);
+            simd::mul_assign_add_rows(run, grun, db);
         }
     } else {
         for (j, dbj) in db.iter_mut().enumerate() {
